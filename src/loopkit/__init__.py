@@ -1,0 +1,51 @@
+"""loopkit: design, run, audit and A/B-test agent loops.
+
+    import loopkit
+    spec = loopkit.load_spec("examples/taxes/taxes.yaml")
+    result = loopkit.run_batch(spec, ledger=loopkit.Ledger("ledger.db"))
+
+Attributes are imported on first use, so `import loopkit` (and the CLI's query commands) stay fast.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckResult",
+    "Ledger",
+    "LoopSpec",
+    "LoopkitError",
+    "load_spec",
+    "parse_spec",
+    "run_batch",
+    "run_case",
+]
+
+_WHERE = {
+    "CheckResult": "checkers",
+    "Ledger": "ledger",
+    "LoopSpec": "spec",
+    "LoopkitError": "errors",
+    "load_spec": "spec",
+    "parse_spec": "spec",
+    "run_batch": "api",
+    "run_case": "engine",
+}
+
+if TYPE_CHECKING:
+    from .api import run_batch
+    from .checkers import CheckResult
+    from .engine import run_case
+    from .errors import LoopkitError
+    from .ledger import Ledger
+    from .spec import LoopSpec, load_spec, parse_spec
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module 'loopkit' has no attribute {name!r}")

@@ -1,0 +1,329 @@
+"""Many cases through one loop: concurrency, the shared batch budget, interrupts and resume."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .budget import BatchPool, CaseBudget
+from .engine import FINISHED, BatchBudgetRefused, RunResult, RunState, run_case
+from .errors import InputError, UsageError
+from .inputs import Case, Inputs
+from .ledger import Ledger
+from .models import ModelCallError, ModelPool, RetryPolicy
+from .spec import LoopSpec, ModelRef, parse_spec
+from .templates import TemplateError, render
+
+
+@dataclass
+class BatchOptions:
+    """How a batch runs; saved with the batch so `resume` applies the same ones."""
+
+    concurrency: int = 16
+    repeat: int = 1
+    max_usd: float | None = None
+    no_cache: bool = False
+    replay: str | None = None
+    max_retries: int = 6
+    fail_under: float | None = None
+    inputs: str | None = None
+    model: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Progress:
+    """Counters a progress display reads; updated as runs finish."""
+
+    total: int = 0
+    done: int = 0
+    passed: int = 0
+    in_flight: int = 0
+    spent: float = 0.0
+    cap: float | None = None
+    statuses: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class BatchResult:
+    batch_id: str
+    status: str
+    total: int
+    finished: int
+    passed: int
+    errors: int
+    refused: int
+    cost_usd: float
+    statuses: dict[str, int]
+
+    @property
+    def pass_rate(self) -> float:
+        return self.passed / self.finished if self.finished else 0.0
+
+    def exit_code(self, fail_under: float | None) -> int:
+        """SPEC.md §3: 3 budget > 4 errors > 1 quality gate."""
+        if self.refused:
+            return 3
+        if self.errors:
+            return 4
+        if fail_under is not None and self.pass_rate < fail_under:
+            return 1
+        return 0
+
+
+def check_cases(spec: LoopSpec, inputs: Inputs) -> int:
+    """Read every case and render its prompt once, so a broken case stops the batch before any call."""
+    count = 0
+    for count, case in enumerate(inputs, start=1):
+        try:
+            render(spec.task.prompt, case=case.data)
+            if spec.task.system:
+                render(spec.task.system, case=case.data)
+        except TemplateError as exc:
+            raise InputError(f"case {case.id!r}: {exc}", location=inputs.label) from None
+    return count
+
+
+class ReplayCache:
+    """Answers only from one recorded batch; a miss is an error, never a network call."""
+
+    def __init__(self, ledger: Ledger, batch_id: str) -> None:
+        self.ledger = ledger
+        self.batch_id = batch_id
+
+    def lookup(self, key: str):  # noqa: ANN201 - Completion | None
+        return self.ledger.lookup(key, batch_id=self.batch_id)
+
+
+class ReplayMiss:
+    """The client behind a replay: any call that reaches it was not recorded."""
+
+    def __init__(self, ref: ModelRef, batch_id: str) -> None:
+        self.ref = ref
+        self.price = None
+        self.batch_id = batch_id
+
+    def count_tokens(self, messages: list[dict[str, str]]) -> int:
+        return 0
+
+    async def complete(self, messages, params, variables):  # noqa: ANN001, ANN201
+        raise ModelCallError(f"replay: batch {self.batch_id[:12]} has no recorded response for this call", attempts=0)
+
+
+class LedgerCache:
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def lookup(self, key: str):  # noqa: ANN201 - Completion | None
+        return self.ledger.lookup(key)
+
+
+def _cases_with_repeats(inputs: Inputs, repeat: int) -> Iterator[tuple[Case, int]]:
+    for case in inputs:
+        for r in range(repeat):
+            yield case, r
+
+
+class Batch:
+    """One `run` (or `resume`) invocation over a spec's cases."""
+
+    def __init__(self, spec: LoopSpec, ledger: Ledger, options: BatchOptions, *, argv: list[str] | None = None,
+                 tags: dict[str, str] | None = None, on_progress: Callable[[Progress], None] | None = None) -> None:
+        self.spec = spec.with_model(options.model) if options.model else spec
+        self.ledger = ledger
+        self.options = options
+        self.argv = argv or []
+        self.tags = tags or {}
+        self.on_progress = on_progress or (lambda p: None)
+        caps = [c for c in (spec.budget.total_usd, options.max_usd) if c is not None]
+        self.pool = BatchPool(cap=min(caps) if caps else None)
+        self.progress = Progress(cap=self.pool.cap)
+        self.models = ModelPool(retry=RetryPolicy(attempts=max(1, options.max_retries)), concurrency=options.concurrency)
+        self.inputs = Inputs(options.inputs if options.inputs else spec.inputs, base_dir=None if options.inputs else spec.base_dir)
+        self.refused = 0
+        self.batch_id = ""
+
+    def _clients(self):  # noqa: ANN202
+        if self.options.replay:
+            return lambda ref: ReplayMiss(ref, self.options.replay or "")
+        return self.models.client
+
+    def _cache(self):  # noqa: ANN202
+        if self.options.replay:
+            return ReplayCache(self.ledger, self.options.replay)
+        return None if self.options.no_cache else LedgerCache(self.ledger)
+
+    def prepare(self) -> int:
+        """Everything that can fail before a call is paid for: inputs, keys."""
+        count = check_cases(self.spec, self.inputs)
+        if not self.options.replay:
+            for _, model in self.spec.models():
+                self.models.client(model)
+        return count
+
+    async def _run_one(self, case: Case, repeat: int, *, run_id: str | None = None, state: RunState | None = None) -> RunResult | None:
+        budget = CaseBudget(self.spec.budget, self.pool, spent_usd=state.cost_usd if state else 0.0,
+                            spent_tokens=(state.prompt_tokens + state.completion_tokens) if state else 0,
+                            elapsed_before=state.elapsed_seconds if state else 0.0)
+        self.progress.in_flight += 1
+        try:
+            result = await run_case(self.spec, case, clients=self._clients(), recorder=self.ledger, budget=budget,
+                                    cache=self._cache(), batch_id=self.batch_id, repeat=repeat, run_id=run_id, state=state)
+        except BatchBudgetRefused:
+            self.refused += 1
+            return None
+        finally:
+            self.progress.in_flight -= 1
+        p = self.progress
+        p.done += 1
+        p.passed += int(result.success)
+        p.statuses[result.status] = p.statuses.get(result.status, 0) + 1
+        p.spent = self.pool.spent
+        self.on_progress(p)
+        return result
+
+    async def _drive(self, work: Iterator[tuple[Case, int, str | None, RunState | None]]) -> None:
+        gate = asyncio.Semaphore(max(1, self.options.concurrency))
+        tasks: set[asyncio.Task] = set()
+
+        async def one(case: Case, repeat: int, run_id: str | None, state: RunState | None) -> None:
+            try:
+                await self._run_one(case, repeat, run_id=run_id, state=state)
+            finally:
+                gate.release()
+
+        try:
+            for case, repeat, run_id, state in work:
+                await gate.acquire()
+                if self.refused:
+                    gate.release()
+                    self.refused += 1
+                    continue
+                task = asyncio.create_task(one(case, repeat, run_id, state))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            if tasks:
+                await asyncio.gather(*tasks)
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    def _result(self, status: str) -> BatchResult:
+        counts = {r["status"]: r["n"] for r in self.ledger.query(
+            "SELECT status, COUNT(*) AS n FROM runs WHERE batch_id=? GROUP BY status", (self.batch_id,))}
+        cost = self.ledger.one("SELECT COALESCE(SUM(cost_usd), 0) AS c FROM calls WHERE batch_id=?", (self.batch_id,))
+        finished = sum(n for s, n in counts.items() if s in FINISHED)
+        return BatchResult(self.batch_id, status, sum(counts.values()) + self.refused, finished, counts.get("passed", 0),
+                           counts.get("error", 0), self.refused, float(cost["c"] if cost else 0.0), counts)
+
+    async def _execute(self, work: Iterator[tuple[Case, int, str | None, RunState | None]]) -> BatchResult:
+        try:
+            await self._drive(work)
+        except asyncio.CancelledError:
+            self.ledger.finish_batch(self.batch_id, "interrupted")
+            raise KeyboardInterrupt from None
+        status = "budget" if self.refused else "done"
+        self.ledger.finish_batch(self.batch_id, status)
+        return self._result(status)
+
+    def run(self) -> BatchResult:
+        """Run every case × repeat; Ctrl-C marks runs in flight and the batch `interrupted`."""
+        total = self.prepare()
+        self.progress.total = total * self.options.repeat
+        self.ledger.save_spec(self.spec.hash, self.spec.name, str(self.spec.path) if self.spec.path else None, self.spec.source)
+        self.batch_id = self.ledger.start_batch("run", self.spec.hash, argv=self.argv, tags=self.tags,
+                                                options=self.options.to_dict(), inputs=self.inputs.label)
+        work = ((case, r, None, None) for case, r in _cases_with_repeats(self.inputs, self.options.repeat))
+        return _run_until_interrupted(self._execute(work))
+
+    def resume(self, batch_id: str, *, retry_errors: bool = False) -> BatchResult:
+        """Finish a batch: skip finished runs, continue interrupted ones from their last iteration."""
+        self.batch_id = batch_id
+        total = self.prepare()
+        self.progress.total = total * self.options.repeat
+        done = set(FINISHED) - ({"error"} if retry_errors else set())
+        existing: dict[tuple[str, int], dict[str, Any]] = {}
+        for row in self.ledger.query("SELECT id, case_id, repeat, status FROM runs WHERE batch_id=? ORDER BY started_at", (batch_id,)):
+            existing[(row["case_id"], row["repeat"])] = row
+        self.ledger.reopen_batch(batch_id)
+
+        def work() -> Iterator[tuple[Case, int, str | None, RunState | None]]:
+            for case, r in _cases_with_repeats(self.inputs, self.options.repeat):
+                row = existing.get((case.id, r))
+                if row is None:
+                    yield case, r, None, None
+                elif row["status"] not in done:
+                    state = self.ledger.run_state(row["id"]) if row["status"] in ("interrupted", "running") else None
+                    if state is not None and state.iterations > 0:
+                        yield case, r, row["id"], state
+                    else:
+                        self.ledger.set_run_status(row["id"], "interrupted", "interrupted", success=False)
+                        yield case, r, None, None
+                else:
+                    self.progress.done += 1
+                    self.progress.passed += int(row["status"] == "passed")
+
+        return _run_until_interrupted(self._execute(work()))
+
+
+def _run_until_interrupted(coro: Any) -> BatchResult:
+    """Run the batch; the first Ctrl-C (or SIGTERM) cancels it cleanly instead of killing mid-write."""
+
+    async def main() -> BatchResult:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, task.cancel)
+            except (NotImplementedError, RuntimeError):
+                pass
+        try:
+            return await coro
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    loop.remove_signal_handler(sig)
+                except (NotImplementedError, RuntimeError):
+                    pass
+
+    try:
+        return asyncio.run(main())
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
+
+
+def is_stale(batch: dict[str, Any]) -> bool:
+    """A batch marked running whose process is gone (kill -9, a crash) counts as interrupted."""
+    if batch["status"] != "running":
+        return False
+    import socket
+
+    if batch.get("host") and batch["host"] != socket.gethostname():
+        return False
+    try:
+        os.kill(int(batch["pid"]), 0)
+    except (ProcessLookupError, TypeError, ValueError):
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def spec_of_batch(ledger: Ledger, batch: dict[str, Any]) -> LoopSpec:
+    """The spec version a batch ran, from the ledger's copy (relative paths resolve where it was)."""
+    from pathlib import Path
+
+    row = ledger.spec_text(batch["spec_hash"])
+    if row is None:
+        raise UsageError(f"batch {batch['id'][:12]}: its spec is not in the ledger")
+    path = Path(row["path"]) if row["path"] else None
+    return parse_spec(row["yaml"], path=path, display=row["path"] or row["name"])

@@ -1,0 +1,80 @@
+"""The typer app, its shared options, and how user errors are shown (one line, SPEC.md exit code)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from ..errors import LoopkitError
+
+app = typer.Typer(
+    name="loopkit",
+    help="Design, run, audit and A/B-test agent loops. Every run is recorded in a local SQLite ledger.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+def _console(stderr: bool) -> Console:
+    """Wide enough for tables when output goes to a file or a CI log rather than a terminal."""
+    probe = Console(stderr=stderr)
+    return Console(stderr=stderr, highlight=False, width=None if probe.is_terminal else max(probe.width, 140))
+
+
+out = _console(stderr=False)
+err = _console(stderr=True)
+
+LedgerOpt = Annotated[Optional[Path], typer.Option("--ledger", help="Ledger file (default: $LOOPKIT_LEDGER, else .loopkit/ledger.db).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else there.")]
+
+
+@app.callback()
+def _root(ctx: typer.Context, ledger: LedgerOpt = None) -> None:
+    ctx.obj = {"ledger": ledger}
+
+
+def ledger_option(ctx: typer.Context, value: Path | None) -> Path | None:
+    """`--ledger` may come before or after the command name."""
+    return value or (ctx.obj or {}).get("ledger")
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+def money(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"${value:,.6f}" if value < 0.01 else f"${value:,.4f}"
+
+
+def main() -> None:
+    """Console-script entry: user errors print one line and exit with their code; Ctrl-C exits 130."""
+    from . import commands  # noqa: F401 - registers the commands on `app`
+
+    try:
+        app(standalone_mode=False)
+    except LoopkitError as exc:
+        for line in str(exc).splitlines():
+            err.print(f"error: {line}", markup=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted", markup=False)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, EOFError):
+        sys.exit(130)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+        raise

@@ -1,0 +1,3 @@
+"""Importing this registers every command on the app."""
+
+from . import inspect_cmd, review_cmd, run_cmd  # noqa: F401

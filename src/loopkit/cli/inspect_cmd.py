@@ -1,0 +1,127 @@
+"""`loopkit runs` and `loopkit show`: read the ledger, never import litellm."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from ..errors import UsageError
+from .app import JsonOpt, LedgerOpt, app, ledger_option, money, out, print_json
+from .render import STATUS_STYLE, public_run, runs_table, short
+
+
+@app.command()
+def runs(
+    ctx: typer.Context,
+    spec: Annotated[Optional[str], typer.Option("--spec", help="Only runs of this spec name.")] = None,
+    status: Annotated[Optional[str], typer.Option("--status", help="Only runs with this status (passed, failed, needs_review, error, interrupted).")] = None,
+    since: Annotated[Optional[str], typer.Option("--since", help="Started at or after: today, yesterday, 2h, 7d, 2w, ISO date/time.")] = None,
+    until: Annotated[Optional[str], typer.Option("--until", help="Started before (exclusive); same forms as --since.")] = None,
+    batch: Annotated[Optional[str], typer.Option("--batch", help="Only runs of this batch (ID or prefix).")] = None,
+    suspect: Annotated[bool, typer.Option("--suspect", help="Only runs that passed their reward but failed an audit.")] = False,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many runs.")] = 50,
+    as_json: JsonOpt = False,
+    ledger: LedgerOpt = None,
+) -> None:
+    """List runs, newest first."""
+    from ..ledger import Ledger
+    from ..ledger.queries import list_runs
+    from ..timewindow import parse_time, to_iso
+
+    store = Ledger(ledger_option(ctx, ledger), readonly=True)
+    batch_id = None
+    if batch:
+        kind, batch_id = store.resolve(batch)
+        if kind != "batch":
+            raise UsageError(f"{batch} is a run, not a batch")
+    rows = list_runs(store, spec=spec, status=status, since=to_iso(parse_time(since)) if since else None,
+                     until=to_iso(parse_time(until)) if until else None, batch_id=batch_id, suspect=suspect, limit=limit)
+    if as_json:
+        print_json([public_run(r) for r in rows])
+        return
+    out.print(runs_table(rows) if rows else "no runs match")
+
+
+def _show_run(detail: dict[str, Any], *, calls: bool) -> None:
+    r = detail
+    style = STATUS_STYLE.get(r["status"], "")
+    out.print(f"[bold]run {r['id']}[/] · spec {r['spec_name']} · case {r['case_id']}"
+              + (f" · variant {r['variant']}" if r.get("variant") else "") + (f" · batch {r['batch_id'][:10]}" if r.get("batch_id") else ""))
+    out.print(f"status [{style}]{r['status']}[/] ({r.get('stop_reason') or '-'}) · reward {r.get('reward') or 0:.2f} · "
+              f"best iteration {r.get('best_iteration') or '-'} of {len(r['iterations'])} · cost {money(r.get('cost_usd'))} · "
+              f"tokens {r.get('prompt_tokens') or 0}+{r.get('completion_tokens') or 0}")
+    if r.get("message"):
+        out.print(f"message: {r['message']}", markup=False)
+    if r.get("suspect"):
+        out.print(f"[yellow]⚠ {r['suspect']}[/]")
+    out.print(f"case: {json.dumps(r['case'], ensure_ascii=False)}", markup=False)
+    run_calls = r["calls"]
+    for it in r["iterations"]:
+        mark = "[green]pass[/]" if it["passed"] else "[red]fail[/]"
+        out.print(f"\n[bold]iteration {it['n']}[/] · {it['model']} · reward {it['reward']:.2f} {mark} · cost {money(it['cost_usd'])} · "
+                  f"tokens {it['prompt_tokens']}+{it['completion_tokens']}")
+        out.print(it["output"] or "", markup=False)
+        table = Table(show_edge=False, box=None, pad_edge=False)
+        for col in ("checker", "score", "passed", "feedback"):
+            table.add_column(col)
+        for c in it["checks"]:
+            name = c["checker"] + (" (audit)" if c["audit"] else "")
+            table.add_row(name, f"{c['score']:.2f}", "yes" if c["passed"] else "[red]no[/]", short(c["feedback"], 100))
+        out.print(table)
+        for call in (c for c in run_calls if c["iteration"] == it["n"]):
+            cached = " (cached)" if call["cached"] else ""
+            out.print(f"  call {call['role']} {call['model']}: {call['prompt_tokens']}+{call['completion_tokens']} tokens, "
+                      f"{money(call['cost_usd'])}, {call['latency_ms'] or 0:.0f} ms{cached}", markup=False)
+            if calls:
+                for m in call["messages"]:
+                    out.print(f"    [{m['role']}] {m['content']}", markup=False)
+                out.print(f"    [response] {call['response'] or call['error'] or ''}", markup=False)
+    for e in r["events"]:
+        out.print(f"event {e['kind']}: {json.dumps(e['detail'], ensure_ascii=False)}", markup=False)
+
+
+def _show_batch(store: Any, batch_id: str, *, as_json: bool) -> None:
+    from ..ledger.queries import batch_summary
+
+    summary = batch_summary(store, batch_id)
+    if as_json:
+        print_json(summary)
+        return
+    b = summary["batch"]
+    out.print(f"[bold]batch {b['id']}[/] · {b['kind']} · {summary['spec_name'] or '-'} · {b['status']} · started {b['started_at'][:19]}")
+    out.print(f"runs {summary['runs']} · passed {summary['passed']} ({summary['pass_rate']:.0%}) · cost {money(summary['cost_usd'])}"
+              f" · cost per passed case {money(summary['cost_per_pass'])}")
+    out.print("stop reasons: " + ", ".join(f"{k} {v}" for k, v in summary["stop_reasons"].items()))
+    if summary["slowest"]:
+        out.print("slowest: " + ", ".join(f"{r['case_id']} ({r['seconds']:.1f}s)" for r in summary["slowest"]))
+    if summary["most_expensive"]:
+        out.print("most expensive: " + ", ".join(f"{r['case_id']} ({money(r['cost_usd'])})" for r in summary["most_expensive"]))
+    out.print(runs_table(summary["run_rows"]))
+
+
+@app.command()
+def show(
+    ctx: typer.Context,
+    id: Annotated[str, typer.Argument(metavar="ID", help="A run or batch ID, or a unique prefix.")],
+    calls: Annotated[bool, typer.Option("--calls", help="Also print every call's messages and response.")] = False,
+    as_json: JsonOpt = False,
+    ledger: LedgerOpt = None,
+) -> None:
+    """One run (iterations, outputs, checker scores, feedback, escalations, cost) or one batch."""
+    from ..ledger import Ledger
+
+    store = Ledger(ledger_option(ctx, ledger), readonly=True)
+    kind, full = store.resolve(id)
+    if kind == "batch":
+        _show_batch(store, full, as_json=as_json)
+        return
+    detail = store.run_detail(full)
+    if as_json:
+        if not calls:
+            detail["calls"] = [{k: v for k, v in c.items() if k not in ("messages",)} for c in detail["calls"]]
+        print_json(detail)
+        return
+    _show_run(detail, calls=calls)

@@ -1,0 +1,185 @@
+"""`loopkit run`, `loopkit check`, `loopkit resume`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ..errors import LoopkitError, SpecError, UsageError
+from .app import JsonOpt, LedgerOpt, app, err, ledger_option, money, out, print_json
+from .render import public_run, runs_table
+
+SUMMARY_ROWS = 50
+
+
+def _tags(values: list[str] | None) -> dict[str, str]:
+    tags = {}
+    for value in values or []:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--tag {value!r}: use key=value")
+        tags[key] = val
+    return tags
+
+
+def _report(ledger: Any, result: Any, *, as_json: bool, fail_under: float | None, spec_name: str) -> int:
+    """Print a batch's outcome (table or JSON) and return the exit code."""
+    rows = ledger.query("SELECT * FROM runs WHERE batch_id=? ORDER BY started_at", (result.batch_id,))
+    code = result.exit_code(fail_under)
+    if as_json:
+        print_json({
+            "batch_id": result.batch_id, "spec": spec_name, "status": result.status, "total": result.total,
+            "finished": result.finished, "passed": result.passed, "pass_rate": result.pass_rate, "errors": result.errors,
+            "not_run_budget": result.refused, "cost_usd": result.cost_usd, "statuses": result.statuses, "exit_code": code,
+            "runs": [public_run(r) for r in rows],
+        })
+        return code
+    shown = rows[:SUMMARY_ROWS]
+    out.print(runs_table(shown, title=f"batch {result.batch_id[:10]} · {spec_name}"))
+    if len(rows) > len(shown):
+        out.print(f"… {len(rows) - len(shown)} more: loopkit show {result.batch_id[:10]}")
+    statuses = ", ".join(f"{n} {s}" for s, n in sorted(result.statuses.items()))
+    out.print(f"passed {result.passed}/{result.finished} ({result.pass_rate:.0%}) · {statuses} · cost {money(result.cost_usd)}")
+    for r in rows:
+        if r.get("suspect"):
+            out.print(f"[yellow]⚠ run {r['id'][:10]} (case {r['case_id']}): {r['suspect']}[/]")
+    if result.refused:
+        out.print(f"[red]the batch budget kept {result.refused} case(s) from running[/]")
+    if fail_under is not None and result.pass_rate < fail_under:
+        out.print(f"[red]pass rate {result.pass_rate:.0%} is under --fail-under {fail_under:.0%}[/]")
+    return code
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    spec: Annotated[Path, typer.Argument(help="The loop spec (YAML).")],
+    inputs: Annotated[Optional[str], typer.Option("--inputs", help="Cases file (.jsonl/.csv/.yaml) instead of the spec's.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Run on this litellm model instead of the spec's.")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Cases in flight at once.")] = 16,
+    repeat: Annotated[int, typer.Option("--repeat", min=1, help="Run each case K times.")] = 1,
+    max_usd: Annotated[Optional[float], typer.Option("--max-usd", min=0, help="Batch budget in USD (with the spec's total_usd, the lower wins).")] = None,
+    fail_under: Annotated[Optional[float], typer.Option("--fail-under", min=0, max=1, help="Exit 1 when the pass rate is under this fraction.")] = None,
+    junit: Annotated[Optional[Path], typer.Option("--junit", help="Write a JUnit XML report here.")] = None,
+    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Label the batch: key=value (repeatable).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the response cache.")] = False,
+    replay: Annotated[Optional[str], typer.Option("--replay", help="Answer every call from this batch's recorded responses.")] = None,
+    max_retries: Annotated[int, typer.Option("--max-retries", min=1, help="Attempts per model call (rate limits, 5xx, timeouts).")] = 6,
+    as_json: JsonOpt = False,
+    ledger: LedgerOpt = None,
+) -> None:
+    """Run the loop over every case; exit 1 under --fail-under, 3 when the batch budget stopped cases, 4 on errors."""
+    from ..batch import Batch, BatchOptions
+    from ..ledger import Ledger
+    from ..spec import load_spec
+    from .progress import batch_progress
+
+    loop_spec = load_spec(spec)
+    store = Ledger(ledger_option(ctx, ledger))
+    if replay:
+        kind, replay = store.resolve(replay)
+        if kind != "batch":
+            raise UsageError("--replay takes a batch ID")
+    options = BatchOptions(concurrency=concurrency, repeat=repeat, max_usd=max_usd, no_cache=no_cache, replay=replay,
+                           max_retries=max_retries, fail_under=fail_under, inputs=inputs, model=model)
+    with batch_progress(not as_json) as on_progress:
+        batch = Batch(loop_spec, store, options, argv=sys.argv[1:], tags=_tags(tag), on_progress=on_progress)
+        try:
+            result = batch.run()
+        except KeyboardInterrupt:
+            err.print(f"interrupted: batch {batch.batch_id[:10]} saved; finish it with `loopkit resume {batch.batch_id[:10]}`")
+            raise typer.Exit(130) from None
+    code = _report(store, result, as_json=as_json, fail_under=fail_under, spec_name=batch.spec.name)
+    _ci_outputs(store, result, junit=junit, spec_name=batch.spec.name)
+    raise typer.Exit(code)
+
+
+def _ci_outputs(store: Any, result: Any, *, junit: Path | None, spec_name: str) -> None:
+    from ..report import append_step_summary, write_junit
+
+    if junit is not None:
+        write_junit(store, result.batch_id, junit, spec_name=spec_name)
+    append_step_summary(store, result.batch_id, spec_name=spec_name)
+
+
+@app.command()
+def resume(
+    ctx: typer.Context,
+    batch_id: Annotated[str, typer.Argument(metavar="BATCH", help="The interrupted batch (ID or unique prefix).")],
+    retry_errors: Annotated[bool, typer.Option("--retry-errors", help="Also re-run runs that ended in error.")] = False,
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency", min=1, help="Override the batch's concurrency.")] = None,
+    max_usd: Annotated[Optional[float], typer.Option("--max-usd", min=0, help="Override the batch budget.")] = None,
+    fail_under: Annotated[Optional[float], typer.Option("--fail-under", min=0, max=1, help="Override the quality gate.")] = None,
+    as_json: JsonOpt = False,
+    ledger: LedgerOpt = None,
+) -> None:
+    """Finish an interrupted batch: finished cases are neither run nor paid for again."""
+    import json
+
+    from ..batch import Batch, BatchOptions, is_stale, spec_of_batch
+    from ..ledger import Ledger
+    from .progress import batch_progress
+
+    store = Ledger(ledger_option(ctx, ledger))
+    kind, full = store.resolve(batch_id)
+    if kind != "batch":
+        raise UsageError(f"{batch_id} is a run; resume takes a batch ID")
+    row = store.batch(full)
+    assert row is not None
+    if row["status"] == "running" and not is_stale(row):
+        raise UsageError(f"batch {full[:10]} is still running (pid {row['pid']})")
+    saved = json.loads(row["options"] or "{}")
+    options = BatchOptions(**{k: v for k, v in saved.items() if k in BatchOptions.__dataclass_fields__})
+    for name, value in (("concurrency", concurrency), ("max_usd", max_usd), ("fail_under", fail_under)):
+        if value is not None:
+            setattr(options, name, value)
+    spec = spec_of_batch(store, row)
+    with batch_progress(not as_json) as on_progress:
+        batch = Batch(spec, store, options, on_progress=on_progress)
+        try:
+            result = batch.resume(full, retry_errors=retry_errors)
+        except KeyboardInterrupt:
+            err.print(f"interrupted again: `loopkit resume {full[:10]}` continues")
+            raise typer.Exit(130) from None
+    raise typer.Exit(_report(store, result, as_json=as_json, fail_under=options.fail_under, spec_name=batch.spec.name))
+
+
+@app.command()
+def check(
+    specs: Annotated[list[Path], typer.Argument(help="Loop specs to validate.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Validate specs without calling a model; print the worst-case cost of one case."""
+    from ..api import worst_case_per_case
+    from ..inputs import Inputs
+    from ..spec import load_spec
+
+    problems: list[str] = []
+    reports = []
+    for path in specs:
+        try:
+            spec = load_spec(path)
+            count = Inputs(spec.inputs, base_dir=spec.base_dir).validate()
+            usd, tokens = worst_case_per_case(spec)
+        except SpecError as exc:
+            problems += exc.problems
+            continue
+        except LoopkitError as exc:
+            problems.append(str(exc))
+            continue
+        reports.append({"spec": str(path), "name": spec.name, "ok": True, "cases": count,
+                        "worst_case_usd_per_case": usd, "worst_case_tokens_per_case": tokens,
+                        "max_iterations": spec.stop.max_iterations})
+    if as_json:
+        print_json({"ok": not problems, "specs": reports, "problems": problems})
+    else:
+        for r in reports:
+            worst = money(r["worst_case_usd_per_case"]) if r["worst_case_usd_per_case"] is not None else "unknown (no price)"
+            out.print(f"ok {r['spec']} ({r['name']}): {r['cases']} case(s); worst case per case {worst}, "
+                      f"{r['worst_case_tokens_per_case']:,} tokens over {r['max_iterations']} iteration(s)")
+        for p in problems:
+            err.print(f"error: {p}", markup=False)
+    raise typer.Exit(2 if problems else 0)

@@ -1,0 +1,458 @@
+"""Run one case through the loop: render → call → check → reward → record → stop or escalate → feedback.
+
+The engine takes its model clients, cache and recorder as arguments and knows nothing of SQL or the
+terminal, so it is tested with an in-memory recorder and the scripted model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field
+
+from .budget import BudgetStop, CaseBudget, Reservation
+from .checkers import CheckContext, CheckResult, run_checker
+from .inputs import Case
+from .models import Completion, Messages, ModelCallError, ModelClient
+from .spec import Escalation, JudgeChecker, LoopSpec, ModelRef
+from .templates import TemplateError, render
+
+FINISHED = ("passed", "failed", "needs_review", "error")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+# --- what the engine hands to a recorder ---------------------------------------------------
+
+
+@dataclass
+class CallRecord:
+    id: str
+    iteration: int
+    role: str
+    model: str
+    messages: Messages
+    response: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    latency_ms: float
+    cached: bool
+    error: str | None
+    cache_key: str
+    api_base: str | None
+    created_at: str = field(default_factory=now_iso)
+
+
+@dataclass
+class CheckRecord:
+    checker: str
+    score: float
+    passed: bool
+    feedback: str
+    audit: bool
+    weight: float
+
+
+@dataclass
+class EventRecord:
+    kind: str
+    detail: dict[str, Any]
+    created_at: str = field(default_factory=now_iso)
+
+
+@dataclass
+class IterationRecord:
+    n: int
+    model: str
+    output: str
+    reward: float
+    passed: bool
+    feedback: str
+    cost_usd: float
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    checks: list[CheckRecord]
+    created_at: str = field(default_factory=now_iso)
+
+
+class RunState(BaseModel):
+    """Everything needed to continue a run later (resume, review), saved with every iteration."""
+
+    iterations: int = 0
+    messages: list[dict[str, str]] = Field(default_factory=list)
+    model: ModelRef | None = None
+    fired: list[int] = Field(default_factory=list)
+    rewards: list[float] = Field(default_factory=list)
+    last_output: str | None = None
+    last_feedback: str = ""
+    best_iteration: int = 0
+    best_reward: float = 0.0
+    best_output: str = ""
+    cost_usd: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    elapsed_seconds: float = 0.0
+    max_iterations: int | None = None
+
+
+@dataclass
+class RunInfo:
+    """The fixed facts of a run, written when it starts."""
+
+    id: str
+    batch_id: str | None
+    spec_hash: str
+    spec_name: str
+    case_id: str
+    case: dict[str, Any]
+    repeat: int = 0
+    variant: str | None = None
+    started_at: str = field(default_factory=now_iso)
+
+
+@dataclass
+class RunResult:
+    """A run's outcome as it stands after its latest commit."""
+
+    run_id: str
+    status: str
+    stop_reason: str | None
+    success: bool
+    reward: float
+    iterations: int
+    best_iteration: int
+    output: str
+    cost_usd: float
+    prompt_tokens: int
+    completion_tokens: int
+    state: RunState
+    ended_at: str | None = None
+    message: str | None = None
+    suspect: str | None = None
+
+
+class Recorder(Protocol):
+    """Where runs go. The ledger is one; tests use an in-memory one."""
+
+    def start_run(self, info: RunInfo) -> None: ...
+
+    def commit(self, result: RunResult, iteration: IterationRecord | None, calls: list[CallRecord],
+               events: list[EventRecord]) -> None:
+        """Write one step of a run atomically: its iteration (if any), calls, events and run row."""
+
+
+class CallCache(Protocol):
+    def lookup(self, key: str) -> Completion | None: ...
+
+
+class NoCache:
+    def lookup(self, key: str) -> Completion | None:
+        return None
+
+
+def cache_key(spec_name: str, model: ModelRef, messages: Messages, params: dict[str, Any], repeat: int) -> str:
+    payload = json.dumps([spec_name, model.id, model.api_base, messages, params, repeat, model.replies], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+# --- the loop ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Iteration:
+    """Calls and events gathered while one iteration runs, committed together."""
+
+    calls: list[CallRecord] = field(default_factory=list)
+    events: list[EventRecord] = field(default_factory=list)
+    cost: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_ms: float = 0.0
+
+
+def _no_gain(rewards: list[float]) -> int:
+    """How many of the latest iterations brought no reward gain over the best before them."""
+    count, best = 0, float("-inf")
+    for r in rewards:
+        if r > best + 1e-12:
+            best, count = r, 0
+        else:
+            count += 1
+    return count
+
+
+def combine(spec: LoopSpec, results: list[tuple[Any, CheckResult]]) -> float:
+    """The reward of an iteration from its (non-audit) checker results."""
+    if not results:
+        return 1.0
+    if any(c.required and not r.passed for c, r in results):
+        return 0.0
+    if spec.reward.combine == "min":
+        return min(r.score for _, r in results)
+    total = sum(c.weight for c, _ in results)
+    if total <= 0:
+        return min(r.score for _, r in results)
+    return sum(c.weight * r.score for c, r in results) / total
+
+
+def escalation_applies(esc: Escalation, iterations: int, reward: float, failed: set[str], no_gain: int) -> bool:
+    w = esc.when
+    return (
+        (w.iterations is None or iterations >= w.iterations)
+        and (w.reward_below is None or reward < w.reward_below)
+        and (w.failed is None or w.failed in failed)
+        and (w.plateau is None or no_gain >= w.plateau)
+    )
+
+
+class Loop:
+    """One run of one case. Construct, then `await loop.run()`."""
+
+    def __init__(
+        self,
+        spec: LoopSpec,
+        info: RunInfo,
+        *,
+        clients: Callable[[ModelRef], ModelClient],
+        recorder: Recorder,
+        budget: CaseBudget,
+        cache: CallCache | None = None,
+        state: RunState | None = None,
+        human_feedback: str | None = None,
+    ) -> None:
+        self.spec = spec
+        self.info = info
+        self.clients = clients
+        self.recorder = recorder
+        self.budget = budget
+        self.cache = cache or NoCache()
+        self.state = state or RunState(model=spec.model)
+        self.human_feedback = human_feedback
+        self.prompt = ""
+        self._started = state is not None
+
+    # -- helpers --
+
+    def _variables(self, **extra: Any) -> dict[str, Any]:
+        return {"case": self.info.case, **extra}
+
+    def _result(self, status: str, stop_reason: str | None, message: str | None = None, suspect: str | None = None) -> RunResult:
+        s = self.state
+        finished = status != "running"
+        return RunResult(
+            run_id=self.info.id, status=status, stop_reason=stop_reason, success=status == "passed",
+            reward=s.best_reward, iterations=s.iterations, best_iteration=s.best_iteration, output=s.best_output,
+            cost_usd=s.cost_usd, prompt_tokens=s.prompt_tokens, completion_tokens=s.completion_tokens, state=s,
+            ended_at=now_iso() if finished else None, message=message, suspect=suspect,
+        )
+
+    async def _call(self, step: _Iteration, role: str, model: ModelRef, messages: Messages, variables: dict[str, Any]) -> str:
+        """One model call through cache and budget; recorded in `step` whatever happens."""
+        client = self.clients(model)
+        params = self.spec.params_for(model)
+        key = cache_key(self.spec.name, model, messages, params, self.info.repeat)
+        completion = self.cache.lookup(key)
+        reservation: Reservation | None = None
+        if completion is None:
+            reservation = self.budget.reserve(client.price, client.count_tokens(messages), params.get("max_tokens"))
+            remaining = self.budget.remaining_seconds()
+            call_params = {**params, "timeout": remaining} if remaining is not None and not model.scripted else params
+            try:
+                completion = await client.complete(messages, call_params, variables)
+            except BaseException as exc:
+                self.budget.settle(reservation, 0.0, 0)
+                if isinstance(exc, ModelCallError):
+                    step.calls.append(CallRecord(new_id(), self.state.iterations + 1, role, model.label, messages, None,
+                                                 0, 0, 0.0, 0.0, False, str(exc), key, model.api_base))
+                raise
+        tokens = completion.prompt_tokens + completion.completion_tokens
+        self.budget.settle(reservation, completion.cost_usd, 0 if completion.cached else tokens)
+        step.calls.append(CallRecord(new_id(), self.state.iterations + 1, role, model.label, messages, completion.text,
+                                     completion.prompt_tokens, completion.completion_tokens, completion.cost_usd,
+                                     completion.latency_ms, completion.cached, None, key, model.api_base))
+        step.cost += completion.cost_usd
+        step.prompt_tokens += completion.prompt_tokens
+        step.completion_tokens += completion.completion_tokens
+        step.latency_ms += completion.latency_ms
+        return completion.text
+
+    def _opening_messages(self) -> Messages:
+        messages: Messages = []
+        if self.spec.task.system:
+            messages.append({"role": "system", "content": render(self.spec.task.system, case=self.info.case)})
+        messages.append({"role": "user", "content": self.prompt})
+        return messages
+
+    def _next_messages(self, feedback_message: str | None) -> Messages:
+        s = self.state
+        if not s.messages:
+            return self._opening_messages()
+        history = s.messages if self.spec.task.memory == "conversation" else self._opening_messages() + s.messages[-1:]
+        return history + ([{"role": "user", "content": feedback_message}] if feedback_message else [])
+
+    def _feedback_message(self, feedback: str, reward: float) -> str:
+        return render(self.spec.task.feedback, case=self.info.case, feedback=feedback, reward=reward,
+                      iteration=self.state.iterations)
+
+    # -- the loop --
+
+    async def run(self) -> RunResult:
+        """Iterate until the run stops; a batch-budget refusal before any call raises BatchBudgetRefused."""
+        s = self.state
+        try:
+            self.prompt = render(self.spec.task.prompt, case=self.info.case)
+            feedback_message = None
+            if self.human_feedback is not None:
+                feedback_message = self._feedback_message(self.human_feedback, s.rewards[-1] if s.rewards else 0.0)
+                s.last_feedback = self.human_feedback
+                s.max_iterations = max(self.spec.stop.max_iterations, s.max_iterations or 0, s.iterations + 1)
+            elif s.iterations and s.last_feedback:
+                feedback_message = self._feedback_message(s.last_feedback, s.rewards[-1] if s.rewards else 0.0)
+            while True:
+                outcome = await self._iterate(feedback_message)
+                if outcome is not None:
+                    return outcome
+                feedback_message = self._feedback_message(s.last_feedback, s.rewards[-1])
+        except TemplateError as exc:
+            return self._finish("error", "error", [EventRecord("error", {"message": str(exc)})], message=str(exc))
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            self._finish("interrupted", "interrupted", [])
+            raise
+
+    def _commit(self, result: RunResult, record: IterationRecord | None, calls: list[CallRecord], events: list[EventRecord]) -> None:
+        if not self._started:
+            self.recorder.start_run(self.info)
+            self._started = True
+        self.recorder.commit(result, record, calls, events)
+
+    def _finish(self, status: str, reason: str, events: list[EventRecord], *, message: str | None = None,
+                step: _Iteration | None = None) -> RunResult:
+        result = self._result(status, reason, message)
+        self._commit(result, None, step.calls if step else [], events + (step.events if step else []))
+        return result
+
+    async def _iterate(self, feedback_message: str | None) -> RunResult | None:
+        """One iteration; returns the final result when the run stops, else None."""
+        s = self.state
+        spec = self.spec
+        n = s.iterations + 1
+        model = s.model or spec.model
+        step = _Iteration()
+        messages = self._next_messages(feedback_message)
+        variables = self._variables(iteration=n, feedback=s.last_feedback)
+        try:
+            output = await self._call(step, "worker", model, messages, variables)
+            scored = await self._check(step, output, n)
+        except BudgetStop as stop:
+            if stop.reason == "budget_total_usd" and not self._started and not step.calls:
+                raise BatchBudgetRefused(stop.detail) from None
+            # calls already paid in this iteration are recorded with the stop
+            return self._finish("failed", stop.reason, [EventRecord("budget_stop", {"reason": stop.reason, "detail": stop.detail})],
+                                message=stop.detail, step=step)
+        except ModelCallError as exc:
+            return self._finish("error", "error", [EventRecord("error", {"message": str(exc), "attempts": exc.attempts})],
+                                message=str(exc), step=step)
+        graded, audits = scored
+        reward = combine(spec, graded)
+        passed = reward >= spec.reward.pass_ - 1e-12
+        failed = {c.name for c, r in graded if not r.passed}
+        feedback = "\n".join(f"- {c.name}: {r.feedback}" for c, r in graded if not r.passed and r.feedback)
+
+        s.iterations = n
+        s.rewards.append(reward)
+        s.messages = messages + [{"role": "assistant", "content": output}]
+        s.cost_usd += step.cost
+        s.prompt_tokens += step.prompt_tokens
+        s.completion_tokens += step.completion_tokens
+        if reward >= s.best_reward or s.best_iteration == 0:
+            s.best_iteration, s.best_reward, s.best_output = n, reward, output
+        repeated = s.last_output is not None and output == s.last_output
+        s.last_output = output
+        s.last_feedback = feedback
+
+        suspect = None
+        failed_audits = [c.name for c, r in audits if not r.passed]
+        if failed_audits:
+            step.events.append(EventRecord("audit_failed", {"iteration": n, "checkers": failed_audits}))
+            if passed:
+                passed_names = ", ".join(f"`{c.name}`" for c, r in graded if r.passed) or "the reward"
+                suspect = f"possible reward hacking: passed {passed_names}, failed audit {', '.join(f'`{a}`' for a in failed_audits)}"
+
+        status, reason, message = "running", None, None
+        if passed:
+            status, reason = "passed", "passed"
+        else:
+            escalated_model = False
+            for i, esc in enumerate(spec.escalate):
+                if i in s.fired or not escalation_applies(esc, n, reward, failed, _no_gain(s.rewards)):
+                    continue
+                s.fired.append(i)
+                if esc.model is not None:
+                    step.events.append(EventRecord("escalation", {"rule": i, "iteration": n, "from": model.label, "to": esc.model.label}))
+                    s.model = esc.model
+                    escalated_model = True
+                else:
+                    step.events.append(EventRecord("escalation", {"rule": i, "iteration": n, "human": esc.human}))
+                    status, reason, message = "needs_review", "human", esc.human
+                break
+            limit = s.max_iterations or spec.stop.max_iterations
+            if status == "running":
+                if n >= limit:
+                    status, reason = "failed", "max_iterations"
+                elif not escalated_model and spec.stop.plateau and _no_gain(s.rewards) >= spec.stop.plateau:
+                    status, reason = "failed", "plateau"
+                elif not escalated_model and repeated:
+                    status, reason, message = "failed", "plateau", "the model repeated its previous answer"
+        s.elapsed_seconds = self.budget.elapsed
+        record = IterationRecord(n, model.label, output, reward, passed, feedback, step.cost, step.prompt_tokens,
+                                 step.completion_tokens, step.latency_ms,
+                                 [CheckRecord(c.name, r.score, r.passed, r.feedback, c.audit, c.weight) for c, r in graded + audits])
+        result = self._result(status, reason, message, suspect)
+        self._commit(result, record, step.calls, step.events)
+        return None if status == "running" else result
+
+    async def _check(self, step: _Iteration, output: str, n: int) -> tuple[list[tuple[Any, CheckResult]], list[tuple[Any, CheckResult]]]:
+        """Run every checker in spec order; audit results are kept apart from the graded ones."""
+        spec = self.spec
+
+        async def judge(checker: JudgeChecker, messages: Messages) -> str:
+            model = checker.model or spec.model
+            return await self._call(step, "judge", model, messages, self._variables(iteration=n, feedback=self.state.last_feedback, output=output))
+
+        ctx = CheckContext(self.info.case, spec.base_dir, spec.reward.pass_, self.prompt, judge)
+        graded: list[tuple[Any, CheckResult]] = []
+        audits: list[tuple[Any, CheckResult]] = []
+        for checker in spec.checkers:
+            result = await run_checker(checker, output, ctx)
+            (audits if checker.audit else graded).append((checker, result))
+        return graded, audits
+
+
+class BatchBudgetRefused(Exception):
+    """The batch budget refused a case's first call: the case is not written as a run."""
+
+
+async def run_case(spec: LoopSpec, case: Case, *, clients: Callable[[ModelRef], ModelClient], recorder: Recorder,
+                   budget: CaseBudget | None = None, cache: CallCache | None = None, batch_id: str | None = None,
+                   repeat: int = 0, variant: str | None = None, run_id: str | None = None, state: RunState | None = None,
+                   human_feedback: str | None = None) -> RunResult:
+    """Run one case to its end (passed, failed, parked, error) and return the outcome."""
+    info = RunInfo(run_id or new_id(), batch_id, spec.hash, spec.name, case.id, case.data, repeat, variant)
+    loop = Loop(spec, info, clients=clients, recorder=recorder, budget=budget or CaseBudget(spec.budget), cache=cache,
+                state=state, human_feedback=human_feedback)
+    return await loop.run()

@@ -1,0 +1,60 @@
+"""Read-side questions the CLI asks of the ledger: lists, batch summaries, the review queue."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .store import Ledger
+
+_SECONDS = "(julianday(ended_at) - julianday(started_at)) * 86400.0"
+
+
+def list_runs(ledger: Ledger, *, spec: str | None = None, status: str | None = None, since: str | None = None,
+              until: str | None = None, batch_id: str | None = None, suspect: bool = False, limit: int = 50) -> list[dict[str, Any]]:
+    where, args = [], []
+    for clause, value in (("spec_name = ?", spec), ("status = ?", status), ("started_at >= ?", since),
+                          ("started_at < ?", until), ("batch_id = ?", batch_id)):
+        if value is not None:
+            where.append(clause)
+            args.append(value)
+    if suspect:
+        where.append("suspect IS NOT NULL")
+    sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY started_at DESC LIMIT ?"
+    return ledger.query(sql, [*args, limit])
+
+
+def batch_summary(ledger: Ledger, batch_id: str) -> dict[str, Any]:
+    """Pass rate, cost, cost per passed case, stop reasons, the slowest and most expensive cases."""
+    batch = ledger.batch(batch_id) or {}
+    totals = ledger.one(
+        "SELECT COUNT(*) AS runs, COALESCE(SUM(success), 0) AS passed, COALESCE(SUM(cost_usd), 0) AS cost, "
+        "MIN(spec_name) AS spec_name FROM runs WHERE batch_id=?", (batch_id,)) or {}
+    reasons = {r["stop_reason"] or "-": r["n"] for r in ledger.query(
+        "SELECT stop_reason, COUNT(*) AS n FROM runs WHERE batch_id=? GROUP BY stop_reason ORDER BY n DESC", (batch_id,))}
+    slowest = ledger.query(f"SELECT id, case_id, {_SECONDS} AS seconds FROM runs WHERE batch_id=? AND ended_at IS NOT NULL "
+                           "ORDER BY seconds DESC LIMIT 3", (batch_id,))
+    expensive = ledger.query("SELECT id, case_id, cost_usd FROM runs WHERE batch_id=? ORDER BY cost_usd DESC LIMIT 3", (batch_id,))
+    rows = ledger.query("SELECT * FROM runs WHERE batch_id=? ORDER BY started_at", (batch_id,))
+    runs, passed, cost = totals.get("runs", 0), totals.get("passed", 0), float(totals.get("cost", 0.0))
+    batch = {**batch, "tags": json.loads(batch.get("tags") or "{}"), "options": json.loads(batch.get("options") or "{}"),
+             "argv": json.loads(batch.get("argv") or "[]")}
+    return {
+        "batch": batch, "spec_name": totals.get("spec_name"), "runs": runs, "passed": passed,
+        "pass_rate": passed / runs if runs else 0.0, "cost_usd": cost, "cost_per_pass": cost / passed if passed else None,
+        "stop_reasons": reasons, "slowest": slowest, "most_expensive": expensive,
+        "run_rows": [{k: v for k, v in r.items() if k not in ("state", "case_json")} for r in rows],
+    }
+
+
+def review_queue(ledger: Ledger) -> list[dict[str, Any]]:
+    """Runs parked for a person, oldest first, with what the person needs to decide."""
+    rows = ledger.query("SELECT id, batch_id, spec_name, case_id, case_json, output, cost_usd, iterations, message, started_at "
+                        "FROM runs WHERE status='needs_review' ORDER BY started_at")
+    for r in rows:
+        r["case"] = json.loads(r.pop("case_json") or "{}")
+        last = ledger.one("SELECT n, output FROM iterations WHERE run_id=? ORDER BY n DESC LIMIT 1", (r["id"],))
+        r["last_output"] = (last or {}).get("output")
+        r["failed_checks"] = [c["checker"] for c in ledger.query(
+            "SELECT checker FROM checks WHERE run_id=? AND iteration=? AND passed=0 AND audit=0", (r["id"], (last or {}).get("n", 0)))]
+    return rows

@@ -1,0 +1,57 @@
+"""The ledger's tables (SPEC.md §4), created by named, append-only migrations.
+
+Never edit a migration that has shipped: add a new one. sqlite-utils records applied ones in
+`_sqlite_migrations`.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("loopkit")
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    db["specs"].create({"hash": str, "name": str, "path": str, "yaml": str, "created_at": str}, pk="hash")
+    db["batches"].create(
+        {"id": str, "kind": str, "spec_hash": str, "spec_hash_b": str, "status": str, "started_at": str, "ended_at": str,
+         "cost_usd": float, "argv": str, "tags": str, "options": str, "pid": int, "host": str, "inputs": str},
+        pk="id",
+    )
+    db["runs"].create(
+        {"id": str, "batch_id": str, "spec_hash": str, "spec_name": str, "variant": str, "case_id": str, "case_json": str,
+         "repeat": int, "status": str, "stop_reason": str, "success": int, "reward": float, "iterations": int,
+         "best_iteration": int, "output": str, "cost_usd": float, "prompt_tokens": int, "completion_tokens": int,
+         "started_at": str, "ended_at": str, "message": str, "suspect": str, "state": str},
+        pk="id",
+    )
+    db["iterations"].create(
+        {"run_id": str, "n": int, "model": str, "output": str, "reward": float, "passed": int, "feedback": str,
+         "cost_usd": float, "prompt_tokens": int, "completion_tokens": int, "latency_ms": float, "created_at": str},
+        pk=("run_id", "n"),
+    )
+    db["checks"].create(
+        {"run_id": str, "iteration": int, "checker": str, "score": float, "passed": int, "feedback": str, "audit": int,
+         "weight": float},
+    )
+    db["calls"].create(
+        {"id": str, "run_id": str, "batch_id": str, "iteration": int, "role": str, "model": str, "api_base": str,
+         "messages": str, "response": str, "prompt_tokens": int, "completion_tokens": int, "cost_usd": float,
+         "latency_ms": float, "cached": int, "error": str, "cache_key": str, "created_at": str},
+        pk="id",
+    )
+    db["events"].create({"id": int, "run_id": str, "kind": str, "detail": str, "created_at": str}, pk="id")
+    db["runs"].create_index(["batch_id"])
+    db["runs"].create_index(["spec_name", "started_at"])
+    db["runs"].create_index(["started_at"])
+    db["runs"].create_index(["status"])
+    db["iterations"].create_index(["run_id"])
+    db["checks"].create_index(["run_id", "iteration"])
+    db["calls"].create_index(["created_at"])
+    db["calls"].create_index(["run_id"])
+    db["calls"].create_index(["cache_key"])
+    db["calls"].create_index(["batch_id"])
+    db["events"].create_index(["run_id"])
+    db["batches"].create_index(["started_at"])

@@ -1,0 +1,281 @@
+"""The ledger: every spec, batch, run, iteration, check, call and event, in one SQLite file.
+
+The only module (with its siblings in this package) that speaks SQL. Writes are one short
+`BEGIN IMMEDIATE` transaction per finished iteration, so a killed process loses at most the
+iteration in flight and several processes can share one file (WAL, busy timeout).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from ..engine import CallRecord, EventRecord, IterationRecord, RunInfo, RunResult, RunState, new_id
+from ..errors import LedgerError, UsageError
+from ..models import Completion
+from ..redact import scrub
+from ..timewindow import utcnow_iso
+from .schema import migrations
+
+DEFAULT_PATH = Path(".loopkit") / "ledger.db"
+BUSY_TIMEOUT_SECONDS = 60
+
+
+def ledger_path(option: str | Path | None) -> Path:
+    """`--ledger`, else $LOOPKIT_LEDGER, else .loopkit/ledger.db here."""
+    return Path(option or os.environ.get("LOOPKIT_LEDGER") or DEFAULT_PATH)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _storage_error(path: Path, exc: BaseException) -> LedgerError:
+    text = str(exc)
+    if "readonly" in text or "read-only" in text or isinstance(exc, PermissionError):
+        why = "the location is read-only"
+    elif "disk is full" in text or "No space" in text:
+        why = "the disk is full"
+    else:
+        why = text
+    return LedgerError(f"cannot write the ledger: {why}; pass --ledger PATH or set $LOOPKIT_LEDGER to a writable file",
+                       location=str(path))
+
+
+class Ledger:
+    """A ledger file. Also the engine's `Recorder` and `CallCache`."""
+
+    def __init__(self, path: str | Path | None = None, *, readonly: bool = False) -> None:
+        self.path = ledger_path(path)
+        try:
+            if readonly:
+                if not self.path.exists():
+                    raise LedgerError("no ledger here yet: run `loopkit run SPEC` first, or pass --ledger PATH",
+                                      location=str(self.path))
+                conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_SECONDS)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_SECONDS)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+            conn.row_factory = sqlite3.Row
+            self.conn = conn
+            self.db = Database(conn, execute_plugins=False)
+            if not readonly:
+                with self._retrying():
+                    migrations.apply(self.db)
+                self._probe_writable()
+        except LedgerError:
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            raise _storage_error(self.path, exc) from None
+
+    def _probe_writable(self) -> None:
+        """Fail before any model call is paid for when the file cannot take a write (read-only, disk full)."""
+        with self.write() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS _probe (x)")
+            conn.execute("INSERT INTO _probe VALUES (randomblob(8192))")
+            conn.execute("DELETE FROM _probe")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _retrying(self) -> Iterator[None]:
+        """Wait out another process's write lock beyond the busy timeout's own waiting."""
+        for attempt in range(20):
+            try:
+                yield
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc) or attempt == 19:
+                    raise
+            time.sleep(0.05 * (attempt + 1))
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One immediate transaction; raises LedgerError when the disk or location refuses it."""
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise _storage_error(self.path, exc) from None
+            self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+            self.conn.execute("COMMIT")
+        except BaseException as exc:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            if isinstance(exc, (sqlite3.OperationalError, OSError)):
+                raise _storage_error(self.path, exc) from None
+            raise
+
+    def _insert(self, conn: sqlite3.Connection, table: str, rows: list[dict[str, Any]], *, replace: bool = False) -> None:
+        if not rows:
+            return
+        columns = list(rows[0])
+        verb = "INSERT OR REPLACE" if replace else "INSERT"
+        sql = f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
+        conn.executemany(sql, [tuple(r[c] for c in columns) for r in rows])
+
+    # --- specs and batches ---------------------------------------------------------------
+
+    def save_spec(self, spec_hash: str, name: str, path: str | None, text: str) -> None:
+        with self.write() as conn:
+            conn.execute("INSERT OR IGNORE INTO specs (hash, name, path, yaml, created_at) VALUES (?, ?, ?, ?, ?)",
+                         (spec_hash, name, path, text, utcnow_iso()))
+
+    def start_batch(self, kind: str, spec_hash: str, *, argv: list[str], tags: dict[str, str], options: dict[str, Any],
+                    spec_hash_b: str | None = None, inputs: str | None = None) -> str:
+        batch_id = new_id()
+        with self.write() as conn:
+            self._insert(conn, "batches", [{
+                "id": batch_id, "kind": kind, "spec_hash": spec_hash, "spec_hash_b": spec_hash_b, "status": "running",
+                "started_at": utcnow_iso(), "ended_at": None, "cost_usd": 0.0, "argv": _json([scrub(a) for a in argv]),
+                "tags": _json(tags), "options": _json(options), "pid": os.getpid(), "host": socket.gethostname(), "inputs": inputs,
+            }])
+        return batch_id
+
+    def reopen_batch(self, batch_id: str) -> None:
+        with self.write() as conn:
+            conn.execute("UPDATE batches SET status='running', ended_at=NULL, pid=?, host=? WHERE id=?",
+                         (os.getpid(), socket.gethostname(), batch_id))
+
+    def finish_batch(self, batch_id: str, status: str) -> None:
+        with self.write() as conn:
+            conn.execute(
+                "UPDATE batches SET status=?, ended_at=?, cost_usd=(SELECT COALESCE(SUM(cost_usd), 0) FROM calls WHERE batch_id=?) "
+                "WHERE id=?", (status, utcnow_iso(), batch_id, batch_id))
+
+    # --- the engine's Recorder -------------------------------------------------------------
+
+    def start_run(self, info: RunInfo) -> None:
+        with self.write() as conn:
+            self._insert(conn, "runs", [{
+                "id": info.id, "batch_id": info.batch_id, "spec_hash": info.spec_hash, "spec_name": info.spec_name,
+                "variant": info.variant, "case_id": info.case_id, "case_json": _json(info.case), "repeat": info.repeat,
+                "status": "running", "started_at": info.started_at, "success": 0, "iterations": 0, "cost_usd": 0.0,
+                "prompt_tokens": 0, "completion_tokens": 0,
+            }])
+
+    def commit(self, result: RunResult, iteration: IterationRecord | None, calls: list[CallRecord], events: list[EventRecord]) -> None:
+        batch_id = self._batch_of(result.run_id)
+        with self.write() as conn:
+            if iteration is not None:
+                row = asdict(iteration)
+                checks = row.pop("checks")
+                self._insert(conn, "iterations", [{"run_id": result.run_id, **row, "passed": int(iteration.passed)}], replace=True)
+                conn.execute("DELETE FROM checks WHERE run_id=? AND iteration=?", (result.run_id, iteration.n))
+                self._insert(conn, "checks", [{"run_id": result.run_id, "iteration": iteration.n, **c,
+                                               "passed": int(c["passed"]), "audit": int(c["audit"])} for c in checks])
+            self._insert(conn, "calls", [{
+                "id": c.id, "run_id": result.run_id, "batch_id": batch_id, "iteration": c.iteration, "role": c.role,
+                "model": c.model, "api_base": c.api_base, "messages": _json(c.messages), "response": c.response,
+                "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens, "cost_usd": c.cost_usd,
+                "latency_ms": c.latency_ms, "cached": int(c.cached), "error": scrub(c.error), "cache_key": c.cache_key,
+                "created_at": c.created_at} for c in calls])
+            self._insert(conn, "events", [{"run_id": result.run_id, "kind": e.kind, "detail": scrub(_json(e.detail)),
+                                           "created_at": e.created_at} for e in events])
+            conn.execute(
+                "UPDATE runs SET status=?, stop_reason=?, success=?, reward=?, iterations=?, best_iteration=?, output=?, "
+                "cost_usd=?, prompt_tokens=?, completion_tokens=?, ended_at=?, message=?, suspect=COALESCE(?, suspect), state=? "
+                "WHERE id=?",
+                (result.status, result.stop_reason, int(result.success), result.reward, result.iterations, result.best_iteration,
+                 result.output, result.cost_usd, result.prompt_tokens, result.completion_tokens, result.ended_at,
+                 scrub(result.message), result.suspect, result.state.model_dump_json(), result.run_id))
+
+    def _batch_of(self, run_id: str) -> str | None:
+        row = self.conn.execute("SELECT batch_id FROM runs WHERE id=?", (run_id,)).fetchone()
+        return row["batch_id"] if row else None
+
+    def add_event(self, run_id: str, kind: str, detail: dict[str, Any]) -> None:
+        with self.write() as conn:
+            self._insert(conn, "events", [{"run_id": run_id, "kind": kind, "detail": _json(detail), "created_at": utcnow_iso()}])
+
+    def set_run_status(self, run_id: str, status: str, stop_reason: str, *, success: bool) -> None:
+        with self.write() as conn:
+            conn.execute("UPDATE runs SET status=?, stop_reason=?, success=?, ended_at=? WHERE id=?",
+                         (status, stop_reason, int(success), utcnow_iso(), run_id))
+
+    # --- the engine's CallCache ---------------------------------------------------------------
+
+    def lookup(self, key: str, *, batch_id: str | None = None) -> Completion | None:
+        sql = "SELECT response, prompt_tokens, completion_tokens FROM calls WHERE cache_key=? AND error IS NULL AND response IS NOT NULL"
+        args: list[Any] = [key]
+        if batch_id is not None:
+            sql += " AND batch_id=?"
+            args.append(batch_id)
+        row = self.conn.execute(sql + " ORDER BY created_at LIMIT 1", args).fetchone()
+        if row is None:
+            return None
+        return Completion(row["response"], row["prompt_tokens"], row["completion_tokens"], 0.0, 0.0, cached=True)
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def query(self, sql: str, args: tuple[Any, ...] | list[Any] = ()) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute(sql, args).fetchall()]
+
+    def one(self, sql: str, args: tuple[Any, ...] | list[Any] = ()) -> dict[str, Any] | None:
+        row = self.conn.execute(sql, args).fetchone()
+        return dict(row) if row else None
+
+    def resolve(self, prefix: str) -> tuple[str, str]:
+        """('run' | 'batch', full id) for a unique ID prefix, like git."""
+        if not prefix or not all(ch in "0123456789abcdef" for ch in prefix.lower()):
+            raise UsageError(f"{prefix!r} is not a run or batch ID (hex, or a unique prefix of one)")
+        like = prefix.lower() + "%"
+        found = [("run", r["id"]) for r in self.query("SELECT id FROM runs WHERE id LIKE ? LIMIT 2", (like,))]
+        found += [("batch", r["id"]) for r in self.query("SELECT id FROM batches WHERE id LIKE ? LIMIT 2", (like,))]
+        if not found:
+            raise UsageError(f"no run or batch with ID {prefix!r}")
+        if len(found) > 1:
+            raise UsageError(f"ID prefix {prefix!r} is ambiguous: {', '.join(i for _, i in found)}; give more characters")
+        return found[0]
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM runs WHERE id=?", (run_id,))
+
+    def batch(self, batch_id: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM batches WHERE id=?", (batch_id,))
+
+    def spec_text(self, spec_hash: str) -> dict[str, Any] | None:
+        return self.one("SELECT * FROM specs WHERE hash=?", (spec_hash,))
+
+    def run_state(self, run_id: str) -> RunState | None:
+        row = self.one("SELECT state FROM runs WHERE id=?", (run_id,))
+        return RunState.model_validate_json(row["state"]) if row and row["state"] else None
+
+    def run_detail(self, run_id: str) -> dict[str, Any]:
+        """A run with its iterations (each with checks), events and calls."""
+        run = self.run(run_id)
+        if run is None:
+            raise UsageError(f"no run {run_id}")
+        run.pop("state", None)
+        run["case"] = json.loads(run.pop("case_json") or "{}")
+        iterations = self.query("SELECT * FROM iterations WHERE run_id=? ORDER BY n", (run_id,))
+        checks = self.query("SELECT * FROM checks WHERE run_id=? ORDER BY iteration, rowid", (run_id,))
+        for it in iterations:
+            it["checks"] = [c for c in checks if c["iteration"] == it["n"]]
+        run["iterations"] = iterations
+        run["events"] = [{**e, "detail": json.loads(e["detail"])} for e in
+                         self.query("SELECT kind, detail, created_at FROM events WHERE run_id=? ORDER BY id", (run_id,))]
+        run["calls"] = [{**c, "messages": json.loads(c["messages"] or "[]")} for c in
+                        self.query("SELECT * FROM calls WHERE run_id=? ORDER BY created_at, rowid", (run_id,))]
+        return run

@@ -1,0 +1,281 @@
+"""Model clients: one protocol, two implementations (litellm and the offline scripted model).
+
+This is the only module that imports litellm, and only when a real model is first called, so the
+query commands and the scripted model never pay its multi-second import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from .errors import MissingKeyError
+from .prices import TokenPrice, known_price, litellm_price
+from .redact import scrub
+from .spec import ModelRef
+from .templates import render
+
+Messages = list[dict[str, str]]
+
+RETRY_AFTER_CAP = 60.0
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What one model call produced, as the response reported it."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    latency_ms: float
+    cached: bool = False
+
+
+class ModelCallError(Exception):
+    """A call failed for good (retries spent, or an error not worth retrying); the run becomes `error`."""
+
+    def __init__(self, message: str, *, attempts: int) -> None:
+        self.attempts = attempts
+        super().__init__(message)
+
+
+class ModelClient(Protocol):
+    ref: ModelRef
+    price: TokenPrice | None
+
+    def count_tokens(self, messages: Messages) -> int:
+        """Prompt tokens of `messages`, as the budget estimates them."""
+
+    async def complete(self, messages: Messages, params: dict[str, Any], variables: dict[str, Any]) -> Completion:
+        """One chat completion. `variables` feed the scripted model's reply templates."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retries of rate limits, timeouts, 5xx and connection errors: exponential backoff with jitter."""
+
+    attempts: int = 6
+    base_seconds: float = float(os.environ.get("LOOPKIT_RETRY_BASE_SECONDS", "0.5"))
+    max_seconds: float = 30.0
+
+
+def _estimate_tokens(text: str) -> int:
+    return max(1, len(text) // 4)
+
+
+def count_tokens(ref: ModelRef, messages: Messages) -> int:
+    """Prompt tokens as the budget estimates them: litellm's counter, a character estimate for scripted."""
+    if not ref.scripted:
+        try:
+            return int(litellm().token_counter(model=ref.id, messages=messages))
+        except Exception:  # noqa: BLE001 - an unknown tokenizer falls back to the character estimate
+            pass
+    return sum(_estimate_tokens(m.get("content") or "") + 4 for m in messages)
+
+
+class ScriptedClient:
+    """`loopkit/scripted`: reply k for iteration k (the last repeated), rendered from the spec's templates."""
+
+    def __init__(self, ref: ModelRef) -> None:
+        self.ref = ref
+        self.price = known_price(ref)
+
+    def count_tokens(self, messages: Messages) -> int:
+        return count_tokens(self.ref, messages)
+
+    async def complete(self, messages: Messages, params: dict[str, Any], variables: dict[str, Any]) -> Completion:
+        replies = self.ref.replies or [""]
+        iteration = int(variables.get("iteration", 1))
+        text = render(replies[min(iteration, len(replies)) - 1], **variables)
+        max_tokens = params.get("max_tokens")
+        completion_tokens = _estimate_tokens(text)
+        if max_tokens:
+            completion_tokens = min(completion_tokens, int(max_tokens))
+        prompt_tokens = self.count_tokens(messages)
+        assert self.price is not None
+        return Completion(text, prompt_tokens, completion_tokens, self.price.cost(prompt_tokens, completion_tokens), 0.0)
+
+
+_litellm_module: Any = None
+
+
+def litellm() -> Any:
+    """Import litellm once, offline-safe: bundled price map, no debug prints, no tokenizer downloads."""
+    global _litellm_module
+    if _litellm_module is None:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import litellm as module
+
+        module.suppress_debug_info = True
+        module.disable_hf_tokenizer_download = True
+        module.telemetry = False
+        _litellm_module = module
+    return _litellm_module
+
+
+def _retryable(exc: BaseException) -> bool:
+    lm = litellm()
+    return isinstance(
+        exc,
+        (lm.RateLimitError, lm.Timeout, lm.APIConnectionError, lm.InternalServerError, lm.ServiceUnavailableError),
+    )
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """Seconds the provider asked us to wait, from the error's response headers."""
+    sources = [getattr(exc, "litellm_response_headers", None), getattr(getattr(exc, "response", None), "headers", None)]
+    for headers in sources:
+        if not headers:
+            continue
+        value = headers.get("retry-after") or headers.get("Retry-After")
+        if value is None:
+            continue
+        try:
+            return min(max(float(value), 0.0), RETRY_AFTER_CAP)
+        except ValueError:
+            continue
+    return None
+
+
+class AdaptiveLimit:
+    """Concurrency for one model that halves on a rate limit and creeps back up as calls succeed."""
+
+    def __init__(self, limit: int) -> None:
+        self.max = max(1, limit)
+        self.limit = float(self.max)
+        self._in_flight = 0
+        self._cond = asyncio.Condition()
+
+    async def __aenter__(self) -> AdaptiveLimit:
+        async with self._cond:
+            await self._cond.wait_for(lambda: self._in_flight < int(self.limit))
+            self._in_flight += 1
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        async with self._cond:
+            self._in_flight -= 1
+            self._cond.notify_all()
+
+    def rate_limited(self) -> None:
+        self.limit = max(1.0, self.limit / 2)
+
+    def succeeded(self) -> None:
+        self.limit = min(float(self.max), self.limit + 1.0 / max(1.0, self.limit))
+
+
+class LiteLLMClient:
+    """Any litellm model, called with the SDK's own retries off and ours (tenacity) on."""
+
+    def __init__(self, ref: ModelRef, *, retry: RetryPolicy | None = None, limit: AdaptiveLimit | None = None) -> None:
+        self.ref = ref
+        self.price = known_price(ref)
+        self.retry = retry or RetryPolicy()
+        self.limit = limit
+        self._api_key = self._resolve_key()
+
+    def _resolve_key(self) -> str | None:
+        if self.ref.api_key_env:
+            key = os.environ.get(self.ref.api_key_env)
+            if not key:
+                raise MissingKeyError(f"model {self.ref.id} needs an API key: set the environment variable {self.ref.api_key_env}")
+            return key
+        if self.ref.api_base:
+            return None
+        check = litellm().validate_environment(model=self.ref.id)
+        missing = check.get("missing_keys") or []
+        if not check.get("keys_in_environment", True) and missing:
+            raise MissingKeyError(f"model {self.ref.id} needs an API key: set the environment variable {', '.join(missing)}")
+        return None
+
+    def count_tokens(self, messages: Messages) -> int:
+        return count_tokens(self.ref, messages)
+
+    def _kwargs(self, messages: Messages, params: dict[str, Any]) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"model": self.ref.id, "messages": messages, "max_retries": 0, **params}
+        if self.ref.api_base:
+            kwargs["api_base"] = self.ref.api_base
+            kwargs.setdefault("api_key", self._api_key or "not-needed")
+        elif self._api_key:
+            kwargs["api_key"] = self._api_key
+        return kwargs
+
+    def _wait(self, state: Any) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        after = _retry_after(exc) if exc else None
+        if after is not None:
+            return after
+        return wait_exponential_jitter(initial=self.retry.base_seconds, max=self.retry.max_seconds)(state)
+
+    async def _attempt(self, kwargs: dict[str, Any]) -> Any:
+        lm = litellm()
+        if self.limit is None:
+            return await lm.acompletion(**kwargs)
+        async with self.limit:
+            try:
+                response = await lm.acompletion(**kwargs)
+            except lm.RateLimitError:
+                self.limit.rate_limited()
+                raise
+            self.limit.succeeded()
+            return response
+
+    async def complete(self, messages: Messages, params: dict[str, Any], variables: dict[str, Any]) -> Completion:
+        kwargs = self._kwargs(messages, params)
+        started = time.perf_counter()
+        attempts = 0
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self.retry.attempts),
+                wait=self._wait,
+                retry=retry_if_exception(_retryable),
+                reraise=True,
+            ):
+                with attempt:
+                    attempts += 1
+                    response = await self._attempt(kwargs)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every provider failure becomes a recorded run error
+            message = f"{type(exc).__name__}: {exc}"
+            raise ModelCallError(scrub(message, self._api_key or "") or "", attempts=attempts) from None
+        latency_ms = (time.perf_counter() - started) * 1000
+        return self._completion(response, latency_ms)
+
+    def _completion(self, response: Any, latency_ms: float) -> Completion:
+        usage = getattr(response, "usage", None)
+        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+        text = response.choices[0].message.content or ""
+        if self.ref.price is not None:
+            cost = self.price.cost(prompt_tokens, completion_tokens) if self.price else 0.0
+        else:
+            reported = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
+            fallback = litellm_price(self.ref.id)
+            cost = float(reported) if reported is not None else (fallback.cost(prompt_tokens, completion_tokens) if fallback else 0.0)
+        return Completion(text, prompt_tokens, completion_tokens, cost, latency_ms)
+
+
+class ModelPool:
+    """Hands out one client per distinct model, sharing adaptive limits across a batch's cases."""
+
+    def __init__(self, *, retry: RetryPolicy | None = None, concurrency: int = 16) -> None:
+        self.retry = retry or RetryPolicy()
+        self.concurrency = concurrency
+        self._clients: dict[str, ModelClient] = {}
+
+    def client(self, ref: ModelRef) -> ModelClient:
+        key = ref.model_dump_json()
+        if key not in self._clients:
+            if ref.scripted:
+                self._clients[key] = ScriptedClient(ref)
+            else:
+                self._clients[key] = LiteLLMClient(ref, retry=self.retry, limit=AdaptiveLimit(self.concurrency))
+        return self._clients[key]

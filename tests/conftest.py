@@ -1,0 +1,84 @@
+"""Shared pytest fixtures for the loopkit test suite."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from fake_llm import FakeLLM
+
+
+# -- fake model server --------------------------------------------------------------------
+
+
+@pytest.fixture
+def fake_llm() -> Iterator[FakeLLM]:
+    """A started OpenAI-compatible server on 127.0.0.1 (see tests/fake_llm.py); stopped after the test."""
+    with FakeLLM() as fake:
+        yield fake
+
+
+# -- loopkit helpers ----------------------------------------------------------------------
+
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import textwrap  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+# Retries in tests back off in milliseconds, not seconds; the policy itself is tested directly.
+os.environ.setdefault("LOOPKIT_RETRY_BASE_SECONDS", "0.01")
+os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+
+
+class MemoryRecorder:
+    """The engine's Recorder, in memory: what a run wrote, without SQLite."""
+
+    def __init__(self) -> None:
+        self.started: list = []
+        self.iterations: list = []
+        self.calls: list = []
+        self.events: list = []
+        self.results: list = []
+
+    def start_run(self, info) -> None:  # noqa: ANN001
+        self.started.append(info)
+
+    def commit(self, result, iteration, calls, events) -> None:  # noqa: ANN001
+        self.results.append(result)
+        if iteration is not None:
+            self.iterations.append(iteration)
+        self.calls += calls
+        self.events += events
+
+
+@pytest.fixture
+def recorder() -> MemoryRecorder:
+    return MemoryRecorder()
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path):
+    """Write a spec (and optional side files) into tmp_path; returns the spec's path."""
+
+    def write(text: str, name: str = "spec.yaml", **files: str) -> Path:
+        for fname, content in files.items():
+            (tmp_path / fname.replace("__", ".")).write_text(textwrap.dedent(content))
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def cli(tmp_path: Path):
+    """Run the installed `loopkit` console script in a subprocess against a ledger in tmp_path."""
+    exe = Path(sys.executable).with_name("loopkit")
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
+        full_env = {**os.environ, "LOOPKIT_LEDGER": str(tmp_path / "ledger.db"), **(env or {})}
+        return subprocess.run([str(exe), *args], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=tmp_path, **kw)
+
+    return run

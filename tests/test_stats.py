@@ -1,0 +1,444 @@
+"""Tests for loopkit.stats: fixed-n tests against scipy, and the anytime-valid tests by simulation.
+
+Reference numbers were computed once with scipy 1.17.1 / numpy 2.4.6 (Python 3.11) in a
+throwaway venv and pasted here; the suite itself never imports scipy or numpy.
+Convention: differences are B - A; b = pairs A passed and B failed, c = A failed and B passed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from loopkit.stats import (
+    RewardConfidenceSequence,
+    SuccessEValue,
+    TestResult,
+    confidence_sequence,
+    cs_half_width,
+    cs_rho_for,
+    e_value,
+    e_value_crosses,
+    mcnemar_exact,
+    mcnemar_test,
+    mean_ci,
+    norm_cdf,
+    norm_ppf,
+    norm_sf,
+    paired_bootstrap_ci,
+    paired_proportion_diff_ci,
+    required_pairs_for,
+    wilcoxon_signed_rank,
+    wilson_ci,
+)
+
+# --------------------------------------------------------------------------- normal distribution
+
+# scipy.stats.norm.ppf(p)
+NORM_PPF = [
+    (1e-12, -7.034483825301131),
+    (1e-06, -4.753424308822899),
+    (0.001, -3.090232306167813),
+    (0.02425, -1.972961051311885),  # the seam between Acklam's central and tail regions
+    (0.025, -1.9599639845400545),
+    (0.3, -0.5244005127080409),
+    (0.5, 0.0),
+    (0.8, 0.8416212335729143),
+    (0.975, 1.959963984540054),
+    (0.999, 3.090232306167813),
+    (1 - 1e-9, 5.997807019601637),
+]
+
+# (x, scipy.stats.norm.cdf(x), scipy.stats.norm.sf(x))
+NORM_CDF = [
+    (-8.0, 6.22096057427174e-16, 0.9999999999999993),
+    (-3.0, 0.0013498980316300933, 0.9986501019683699),
+    (-1.96, 0.024997895148220435, 0.9750021048517795),
+    (-0.5, 0.3085375387259869, 0.6914624612740131),
+    (0.0, 0.5, 0.5),
+    (1.0, 0.8413447460685429, 0.15865525393145707),
+    (2.5, 0.9937903346742238, 0.006209665325776132),
+    (6.0, 0.9999999990134123, 9.865876450376946e-10),
+]
+
+
+@pytest.mark.parametrize(("p", "expected"), NORM_PPF)
+def test_norm_ppf_matches_scipy(p: float, expected: float) -> None:
+    assert norm_ppf(p) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize(("x", "cdf", "sf"), NORM_CDF)
+def test_norm_cdf_and_sf_match_scipy_including_far_tails(x: float, cdf: float, sf: float) -> None:
+    assert norm_cdf(x) == pytest.approx(cdf, rel=1e-12)
+    assert norm_sf(x) == pytest.approx(sf, rel=1e-12)
+
+
+def test_norm_ppf_edges() -> None:
+    assert norm_ppf(0.0) == -math.inf
+    assert norm_ppf(1.0) == math.inf
+    for bad in (-0.1, 1.1, math.nan):
+        with pytest.raises(ValueError):
+            norm_ppf(bad)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(min_value=1e-300, max_value=1 - 1e-15))
+def test_norm_ppf_inverts_norm_cdf(p: float) -> None:
+    assert norm_cdf(norm_ppf(p)) == pytest.approx(p, rel=1e-9)
+
+
+# --------------------------------------------------------------------------- McNemar
+
+# scipy.stats.binomtest(min(b, c), b + c, 0.5).pvalue  (two-sided exact)
+MCNEMAR = [
+    (0, 0, 1.0),  # no discordant pairs: no evidence either way
+    (1, 0, 1.0),
+    (0, 5, 0.0625),
+    (3, 9, 0.14599609375),
+    (10, 10, 1.0),
+    (2, 14, 0.004180908203125),
+    (25, 40, 0.08168153394154003),
+    (7, 3, 0.34375),
+    (100, 130, 0.05561357778139238),
+    (0, 30, 1.862645149230957e-09),
+]
+
+
+@pytest.mark.parametrize(("b", "c", "expected"), MCNEMAR)
+def test_mcnemar_exact_matches_scipy_binomtest(b: int, c: int, expected: float) -> None:
+    assert mcnemar_exact(b, c) == pytest.approx(expected, rel=1e-12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 300), st.integers(0, 300))
+def test_mcnemar_is_symmetric_and_a_probability(b: int, c: int) -> None:
+    p = mcnemar_exact(b, c)
+    assert 0.0 < p <= 1.0
+    assert p == mcnemar_exact(c, b)
+
+
+def test_mcnemar_test_reports_difference_b_minus_a_with_paired_ci() -> None:
+    # 100 pairs: A alone passed 2, B alone passed 14 -> B is 12 points better.
+    r = mcnemar_test(2, 14, 100)
+    assert r.estimate == pytest.approx(0.12)
+    assert r.p_value == pytest.approx(0.004180908203125)
+    assert r.ci_low is not None and r.ci_high is not None
+    assert 0.0 < r.ci_low < 0.12 < r.ci_high
+
+
+# --------------------------------------------------------------------------- Wilcoxon
+
+# scipy.stats.wilcoxon(d, zero_method="wilcox", correction=False, method="approx"):
+# (statistic, pvalue)
+WILCOXON = {
+    "no_ties": ([0.3, -1.2, 2.5, 0.7, 1.1, -0.4, 3.0, 0.05, 1.9, -0.8], 15.0, 0.20262160771231197),
+    "ties_and_zeros": (
+        [1, 1, -1, 2, 0, 0, 2, 3, -2, 1, 0, 4, 1, -1, 2],
+        15.5,
+        0.06062078871292694,
+    ),
+    "pass_fail_diffs": (
+        [1, 0, 0, 1, 1, 0, -1, 1, 0, 1, 1, 0, 0, 1, -1, 1, 0, 1],
+        12.0,
+        0.034808478811867126,
+    ),
+    "rewards": (
+        [0.25, -0.5, 0.25, 0.0, 0.75, 0.25, -0.25, 0.5, 0.0, 0.25, 0.5, -0.5],
+        18.0,
+        0.32326874915737525,
+    ),
+    "all_positive": ([0.1, 0.2, 0.3, 0.4, 0.5], 0.0, 0.043114446783075355),
+    "single": ([2.0], 0.0, 0.31731050786291415),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WILCOXON))
+def test_wilcoxon_matches_scipy(name: str) -> None:
+    diffs, statistic, p_value = WILCOXON[name]
+    r = wilcoxon_signed_rank(diffs)
+    assert r.statistic == pytest.approx(statistic, abs=1e-12)
+    assert r.p_value == pytest.approx(p_value, rel=1e-9)
+
+
+def test_wilcoxon_with_only_zero_differences_is_no_evidence() -> None:
+    r = wilcoxon_signed_rank([0.0, 0.0, 0.0])
+    assert (r.statistic, r.p_value, r.estimate) == (0.0, 1.0, 0.0)
+
+
+def test_wilcoxon_estimate_is_mean_difference_with_normal_ci() -> None:
+    diffs = [0.25, -0.5, 0.25, 0.0, 0.75, 0.25]
+    r = wilcoxon_signed_rank(diffs)
+    assert r.estimate == pytest.approx(sum(diffs) / len(diffs))
+    assert (r.ci_low, r.ci_high) == pytest.approx(mean_ci(diffs, 0.95))
+
+
+# --------------------------------------------------------------------------- intervals
+
+BOOT_DIFFS = [0.25, -0.5, 0.25, 0.0, 0.75, 0.25, -0.25, 0.5, 0.0, 0.25,
+              0.5, -0.5, 1.0, 0.25, -0.25, 0.5, 0.0, 0.75, 0.25, 0.0]  # fmt: skip
+# scipy.stats.bootstrap((d,), np.mean, confidence_level=0.95, n_resamples=200_000,
+#                       method="percentile", random_state=np.random.default_rng(12345))
+BOOT_SCIPY = (0.025, 0.375)
+
+
+def test_bootstrap_is_deterministic_given_the_seed() -> None:
+    first = paired_bootstrap_ci(BOOT_DIFFS, seed=7)
+    assert paired_bootstrap_ci(BOOT_DIFFS, seed=7) == first
+    assert paired_bootstrap_ci(BOOT_DIFFS, seed=8) != first
+
+
+def test_bootstrap_agrees_with_scipy_percentile_bootstrap() -> None:
+    # Different RNGs, so only agreement to within one lattice step (the data are multiples of 1/80).
+    lo, hi = paired_bootstrap_ci(BOOT_DIFFS, n_boot=20_000, seed=1)
+    assert lo == pytest.approx(BOOT_SCIPY[0], abs=0.0126)
+    assert hi == pytest.approx(BOOT_SCIPY[1], abs=0.0126)
+
+
+def test_bootstrap_covers_the_true_mean_about_95_percent_of_the_time() -> None:
+    rng = random.Random(2024)
+    true_mean = 0.3 - 0.5  # B ~ Exp(mean 0.3), A ~ Exp(mean 0.5): skewed on purpose
+    datasets = 80
+    covered = 0
+    for i in range(datasets):
+        diffs = [rng.expovariate(1 / 0.3) - rng.expovariate(1 / 0.5) for _ in range(40)]
+        lo, hi = paired_bootstrap_ci(diffs, n_boot=400, seed=i)
+        covered += lo <= true_mean <= hi
+    assert 0.85 <= covered / datasets <= 1.0
+
+
+def test_bootstrap_edges() -> None:
+    assert paired_bootstrap_ci([0.5]) == (0.5, 0.5)
+    with pytest.raises(ValueError):
+        paired_bootstrap_ci([])
+
+
+def test_mean_ci_is_mean_plus_minus_z_se() -> None:
+    lo, hi = mean_ci([1.0, 2.0, 3.0, 4.0], 0.95)
+    half = 1.959963984540054 * math.sqrt(5 / 3) / 2  # sd = sqrt(5/3), n = 4
+    assert (lo, hi) == pytest.approx((2.5 - half, 2.5 + half))
+    assert mean_ci([3.0]) == (3.0, 3.0)
+
+
+# scipy.stats.binomtest(s, n).proportion_ci(0.95, method="wilson")
+WILSON = [
+    (0, 10, 0.0, 0.27753279986288926),
+    (7, 10, 0.39677814746114526, 0.892208732593699),
+    (10, 10, 0.7224672001371109, 1.0),
+    (45, 100, 0.35614537979511984, 0.5475539700255787),
+]
+
+
+@pytest.mark.parametrize(("s", "n", "lo", "hi"), WILSON)
+def test_wilson_ci_matches_scipy(s: int, n: int, lo: float, hi: float) -> None:
+    assert wilson_ci(s, n, 0.95) == pytest.approx((lo, hi), rel=1e-9, abs=1e-12)
+
+
+def test_wilson_ci_with_no_data_is_the_whole_range() -> None:
+    assert wilson_ci(0, 0) == (0.0, 1.0)
+
+
+def test_paired_proportion_diff_ci_uses_paired_variance_and_clamps() -> None:
+    b, c, n = 5, 15, 100
+    var = ((b + c) - (c - b) ** 2 / n) / n**2
+    half = 1.959963984540054 * math.sqrt(var)
+    assert paired_proportion_diff_ci(b, c, n) == pytest.approx((0.1 - half, 0.1 + half))
+    assert paired_proportion_diff_ci(0, 3, 3) == (1.0, 1.0)  # B won every pair; clamped
+    assert paired_proportion_diff_ci(0, 0, 0) == (-1.0, 1.0)
+
+
+def test_test_result_serializes_to_json() -> None:
+    r = TestResult("x", 1.0, 0.5, 0.1, -0.2, 0.4)
+    assert json.loads(json.dumps(dataclasses.asdict(r)))["p_value"] == 0.5
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.p_value = 0.1  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- e-value for success
+
+
+def test_e_value_closed_form() -> None:
+    # Uniform prior: E = Beta(c+1, b+1) / 0.5^(b+c) = 2^n * b! c! / (n+1)!.
+    assert e_value(0, 0) == 1.0
+    assert e_value(0, 1) == pytest.approx(1.0)  # one pair alone carries no evidence
+    assert e_value(0, 10) == pytest.approx(2**10 / 11)
+    assert e_value(3, 9) == pytest.approx(2**12 * math.factorial(3) * math.factorial(9) / math.factorial(13))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 500), st.integers(0, 500), st.floats(0.1, 10))
+def test_e_value_is_symmetric_so_the_test_is_two_sided(b: int, c: int, prior: float) -> None:
+    assert e_value(b, c, prior) == pytest.approx(e_value(c, b, prior), rel=1e-9)
+
+
+def test_e_value_crosses_at_one_over_alpha() -> None:
+    # 0 vs 6 discordant wins: E = 64/7 ~ 9.1; 0 vs 7: E = 128/8 = 16; 0 vs 8: E = 256/9 ~ 28.4.
+    assert not e_value_crosses(0, 7, alpha=0.05)
+    assert e_value_crosses(0, 8, alpha=0.05)
+    assert e_value_crosses(0, 7, alpha=0.1)
+
+
+def test_success_monitor_declares_the_side_that_wins_discordant_pairs() -> None:
+    m = SuccessEValue(alpha=0.05)
+    for _ in range(5):
+        assert m.update(True, True) is None  # concordant pairs carry no evidence
+    for _ in range(8):
+        m.update(False, True)  # B alone passes
+    assert m.winner == "B" and m.stopped_at == 13
+    assert m.p_value == pytest.approx(9 / 256)
+    r = m.result()
+    assert r.estimate == pytest.approx(8 / 13) and r.statistic == pytest.approx(256 / 9)
+    for _ in range(30):
+        m.update(True, False)  # the decision is sticky once announced
+    assert m.winner == "B"
+
+
+def _simulate_success(p_a: float, p_b: float, *, seed: int, experiments: int = 300, max_pairs: int = 200):
+    """Run `experiments` A/B runs of up to `max_pairs`, looking after every pair."""
+    rng = random.Random(seed)
+    winners: list[str | None] = []
+    stops: list[int] = []
+    for _ in range(experiments):
+        m = SuccessEValue(alpha=0.05)
+        for _ in range(max_pairs):
+            if m.update(rng.random() < p_a, rng.random() < p_b):
+                stops.append(m.n)
+                break
+        winners.append(m.winner)
+    return winners, stops
+
+
+def test_success_e_value_false_winner_rate_stays_below_alpha_with_a_look_after_every_pair() -> None:
+    winners, _ = _simulate_success(0.6, 0.6, seed=1)
+    false_rate = sum(w is not None for w in winners) / len(winners)
+    assert false_rate <= 0.05
+
+
+def test_success_e_value_finds_a_real_difference_early() -> None:
+    winners, stops = _simulate_success(0.5, 0.8, seed=2)
+    assert winners.count("B") / len(winners) >= 0.9
+    assert "A" not in winners
+    assert sum(stops) / len(stops) < 100  # on average well before the 200-pair cap
+
+
+def test_naive_peeking_at_mcnemar_inflates_false_winners_well_past_alpha() -> None:
+    """Why `ab` needs the sequential test: a fixed-n p-value checked every 10 pairs is not a 5% test."""
+    rng = random.Random(3)
+    experiments, false_winners = 300, 0
+    for _ in range(experiments):
+        b = c = 0
+        for i in range(1, 201):
+            a_pass, b_pass = rng.random() < 0.6, rng.random() < 0.6  # identical variants
+            b += a_pass and not b_pass
+            c += b_pass and not a_pass
+            if i % 10 == 0 and mcnemar_exact(b, c) < 0.05:
+                false_winners += 1
+                break
+    assert false_winners / experiments > 0.10  # about 15% in practice: three times alpha
+
+
+# --------------------------------------------------------------------------- confidence sequence for reward
+
+
+def test_cs_half_width_formula_and_shrinkage() -> None:
+    rho2 = cs_rho_for(100, 0.05) ** 2
+    n = 50
+    expected = 2.0 * math.sqrt(2 * (n * rho2 + 1) / (n**2 * rho2) * math.log(math.sqrt(n * rho2 + 1) / 0.05))
+    assert cs_half_width(n, alpha=0.05, bound=2.0, target_n=100) == pytest.approx(expected)
+    widths = [cs_half_width(n) for n in (10, 100, 1000, 10_000)]
+    assert widths == sorted(widths, reverse=True)
+    assert cs_half_width(0) == math.inf
+
+
+def test_cs_rho_is_near_optimal_at_the_target() -> None:
+    rho = cs_rho_for(100, 0.05)
+    best = cs_half_width(100, target_n=100)
+    for other_target in (25, 50, 200, 400):  # i.e. other rho values
+        assert best <= cs_half_width(100, target_n=other_target)
+    assert rho == pytest.approx(0.2817, abs=1e-4)
+
+
+def test_confidence_sequence_is_wider_than_the_fixed_n_interval() -> None:
+    # The price of looking any number of times.
+    diffs = [0.25, -0.5, 0.25, 0.0, 0.75, 0.25, -0.25, 0.5, 0.0, 0.25] * 10
+    lo, hi = confidence_sequence(diffs, alpha=0.05, bound=1.0)
+    m = sum(diffs) / len(diffs)
+    assert lo < m < hi
+    fixed_lo, fixed_hi = mean_ci(diffs, 0.95)
+    assert lo < fixed_lo and hi > fixed_hi
+
+
+def test_confidence_sequence_rejects_values_outside_the_bound() -> None:
+    with pytest.raises(ValueError):
+        confidence_sequence([0.5, 1.5], bound=1.0)
+    assert confidence_sequence([], bound=1.0) == (-1.0, 1.0)
+
+
+def test_reward_cs_p_value_agrees_with_the_interval() -> None:
+    cs = RewardConfidenceSequence(alpha=0.05)
+    for _ in range(60):
+        cs.update(0.5)
+    assert cs.winner == "B"
+    assert cs.p_value <= 0.05 and cs.interval[0] > 0
+    r = cs.result()
+    assert (r.estimate, r.ci_low, r.ci_high) == (0.5, cs.interval[0], cs.interval[1])
+
+
+def _simulate_cs(draw, *, seed: int, experiments: int = 300, max_pairs: int = 200):
+    rng = random.Random(seed)
+    winners: list[str | None] = []
+    stops: list[int] = []
+    for _ in range(experiments):
+        cs = RewardConfidenceSequence(alpha=0.05, bound=1.0)
+        for _ in range(max_pairs):
+            if cs.update(draw(rng)):
+                stops.append(cs.n)
+                break
+        winners.append(cs.winner)
+    return winners, stops
+
+
+def test_reward_cs_false_winner_rate_stays_below_alpha_in_the_worst_case() -> None:
+    # Differences of +-1 with equal odds: the widest spread [-1, 1] allows, where the bound is tight.
+    winners, _ = _simulate_cs(lambda rng: rng.choice((-1.0, 1.0)), seed=4)
+    assert sum(w is not None for w in winners) / len(winners) <= 0.05
+
+
+def test_reward_cs_false_winner_rate_with_identical_continuous_rewards() -> None:
+    winners, _ = _simulate_cs(lambda rng: rng.random() - rng.random(), seed=5)
+    assert sum(w is not None for w in winners) / len(winners) <= 0.05
+
+
+def test_reward_cs_detects_a_shifted_mean() -> None:
+    # B's reward is 0.3 higher: B ~ U(0.3, 1.0), A ~ U(0, 0.7).
+    winners, stops = _simulate_cs(lambda rng: (0.3 + 0.7 * rng.random()) - 0.7 * rng.random(), seed=6)
+    assert winners.count("B") / len(winners) >= 0.9
+    assert sum(stops) / len(stops) < 150
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def test_required_pairs_matches_the_mcnemar_sample_size_formula() -> None:
+    # (1.959964 * sqrt(0.3) + 0.841621 * sqrt(0.3 - 0.05^2))^2 / 0.05^2 = 939.6 -> 940
+    assert required_pairs_for(0.05, 0.3, alpha=0.05, power=0.8) == 940
+    assert required_pairs_for(-0.05, 0.3) == 940  # direction does not matter
+    assert required_pairs_for(0.05, 0.3, already=100) == 840
+    assert required_pairs_for(0.05, 0.3, already=5000) == 0
+
+
+def test_required_pairs_grows_as_the_effect_shrinks() -> None:
+    ns = [required_pairs_for(d, 0.4) for d in (0.2, 0.1, 0.05, 0.02)]
+    assert ns == sorted(ns) and ns[0] < ns[-1]
+    # No discordant pairs seen yet: assume the smallest discordance consistent with delta.
+    assert required_pairs_for(0.1, 0.0) == required_pairs_for(0.1, 0.1)
+
+
+def test_required_pairs_rejects_a_zero_effect() -> None:
+    with pytest.raises(ValueError):
+        required_pairs_for(0.0, 0.3)
