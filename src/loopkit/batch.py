@@ -14,7 +14,8 @@ from .engine import FINISHED, BatchBudgetRefused, RunResult, RunState, run_case
 from .errors import InputError, UsageError
 from .inputs import Case, Inputs
 from .ledger import Ledger
-from .models import ModelCallError, ModelPool, RetryPolicy
+from .models import ModelCallError, ModelPool, RetryPolicy, count_tokens
+from .prices import known_price
 from .spec import LoopSpec, ModelRef, parse_spec
 from .templates import TemplateError, render
 
@@ -93,6 +94,8 @@ def check_cases(spec: LoopSpec, inputs: Inputs) -> int:
 class ReplayCache:
     """Answers only from one recorded batch; a miss is an error, never a network call."""
 
+    charges_budget = True
+
     def __init__(self, ledger: Ledger, batch_id: str) -> None:
         self.ledger = ledger
         self.batch_id = batch_id
@@ -106,17 +109,19 @@ class ReplayMiss:
 
     def __init__(self, ref: ModelRef, batch_id: str) -> None:
         self.ref = ref
-        self.price = None
+        self.price = known_price(ref)
         self.batch_id = batch_id
 
     def count_tokens(self, messages: list[dict[str, str]]) -> int:
-        return 0
+        return count_tokens(self.ref, messages)
 
     async def complete(self, messages, params, variables):  # noqa: ANN001, ANN201
         raise ModelCallError(f"replay: batch {self.batch_id[:12]} has no recorded response for this call", attempts=0)
 
 
 class LedgerCache:
+    charges_budget = False
+
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
 

@@ -12,7 +12,6 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
@@ -23,12 +22,9 @@ from .inputs import Case
 from .models import Completion, Messages, ModelCallError, ModelClient
 from .spec import Escalation, JudgeChecker, LoopSpec, ModelRef
 from .templates import TemplateError, render
+from .timewindow import utcnow_iso as now_iso
 
 FINISHED = ("passed", "failed", "needs_review", "error")
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def new_id() -> str:
@@ -157,10 +153,17 @@ class Recorder(Protocol):
 
 
 class CallCache(Protocol):
+    """Answers a call from earlier ones. `charges_budget`: a replay spends the recorded cost against
+    the budget so it stops where the original did; an ordinary cache hit is free."""
+
+    charges_budget: bool
+
     def lookup(self, key: str) -> Completion | None: ...
 
 
 class NoCache:
+    charges_budget = False
+
     def lookup(self, key: str) -> Completion | None:
         return None
 
@@ -268,8 +271,9 @@ class Loop:
         key = cache_key(self.spec.name, model, messages, params, self.info.repeat)
         completion = self.cache.lookup(key)
         reservation: Reservation | None = None
-        if completion is None:
+        if completion is None or self.cache.charges_budget:
             reservation = self.budget.reserve(client.price, client.count_tokens(messages), params.get("max_tokens"))
+        if completion is None:
             remaining = self.budget.remaining_seconds()
             call_params = {**params, "timeout": remaining} if remaining is not None and not model.scripted else params
             try:
@@ -281,7 +285,10 @@ class Loop:
                                                  0, 0, 0.0, 0.0, False, str(exc), key, model.api_base))
                 raise
         tokens = completion.prompt_tokens + completion.completion_tokens
-        self.budget.settle(reservation, completion.cost_usd, 0 if completion.cached else tokens)
+        if completion.cached and self.cache.charges_budget:
+            self.budget.settle(reservation, completion.recorded_cost_usd, tokens)
+        else:
+            self.budget.settle(reservation, completion.cost_usd, 0 if completion.cached else tokens)
         step.calls.append(CallRecord(new_id(), self.state.iterations + 1, role, model.label, messages, completion.text,
                                      completion.prompt_tokens, completion.completion_tokens, completion.cost_usd,
                                      completion.latency_ms, completion.cached, None, key, model.api_base))

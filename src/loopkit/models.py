@@ -35,6 +35,7 @@ class Completion:
     cost_usd: float
     latency_ms: float
     cached: bool = False
+    recorded_cost_usd: float = 0.0  # for a cached answer: what the original call cost (replays budget with it)
 
 
 class ModelCallError(Exception):
@@ -179,6 +180,7 @@ class LiteLLMClient:
         self.price = known_price(ref)
         self.retry = retry or RetryPolicy()
         self.limit = limit
+        self._backoff = wait_exponential_jitter(multiplier=self.retry.base_seconds, max=self.retry.max_seconds, jitter=self.retry.base_seconds)
         self._api_key = self._resolve_key()
 
     def _resolve_key(self) -> str | None:
@@ -212,7 +214,7 @@ class LiteLLMClient:
         after = _retry_after(exc) if exc else None
         if after is not None:
             return after
-        return wait_exponential_jitter(initial=self.retry.base_seconds, max=self.retry.max_seconds)(state)
+        return self._backoff(state)
 
     async def _attempt(self, kwargs: dict[str, Any]) -> Any:
         lm = litellm()

@@ -217,7 +217,7 @@ class Ledger:
     # --- the engine's CallCache ---------------------------------------------------------------
 
     def lookup(self, key: str, *, batch_id: str | None = None) -> Completion | None:
-        sql = "SELECT response, prompt_tokens, completion_tokens FROM calls WHERE cache_key=? AND error IS NULL AND response IS NOT NULL"
+        sql = "SELECT response, prompt_tokens, completion_tokens, cost_usd FROM calls WHERE cache_key=? AND error IS NULL AND response IS NOT NULL"
         args: list[Any] = [key]
         if batch_id is not None:
             sql += " AND batch_id=?"
@@ -225,7 +225,8 @@ class Ledger:
         row = self.conn.execute(sql + " ORDER BY created_at LIMIT 1", args).fetchone()
         if row is None:
             return None
-        return Completion(row["response"], row["prompt_tokens"], row["completion_tokens"], 0.0, 0.0, cached=True)
+        return Completion(row["response"], row["prompt_tokens"], row["completion_tokens"], 0.0, 0.0, cached=True,
+                          recorded_cost_usd=row["cost_usd"] or 0.0)
 
     # --- reads -------------------------------------------------------------------------------
 

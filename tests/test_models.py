@@ -1,0 +1,106 @@
+"""Model clients: litellm for real against the local fake server, and the scripted model."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from fake_llm import Reply
+from loopkit.errors import MissingKeyError
+from loopkit.models import AdaptiveLimit, LiteLLMClient, ModelCallError, RetryPolicy, ScriptedClient
+from loopkit.spec import ModelRef
+
+MESSAGES = [{"role": "user", "content": "Say hi"}]
+FAST = RetryPolicy(attempts=6, base_seconds=0.001, max_seconds=0.01)
+
+
+def client(fake, **ref) -> LiteLLMClient:
+    return LiteLLMClient(ModelRef(id=ref.pop("id", "openai/gpt-4o-mini"), api_base=fake.base_url, **ref), retry=FAST)
+
+
+def complete(c, params=None):
+    return asyncio.run(c.complete(MESSAGES, params or {}, {}))
+
+
+def test_a_call_records_what_the_response_says_tokens_and_litellm_cost(fake_llm):
+    fake_llm.queue(Reply("hi there", prompt_tokens=1000, completion_tokens=2000))
+    done = complete(client(fake_llm))
+    assert (done.text, done.prompt_tokens, done.completion_tokens) == ("hi there", 1000, 2000)
+    # gpt-4o-mini from litellm's bundled price map: $0.15 / $0.60 per million tokens
+    assert done.cost_usd == pytest.approx(1000 * 0.15e-6 + 2000 * 0.60e-6)
+    assert fake_llm.count == 1
+    assert fake_llm.requests[0]["messages"] == MESSAGES
+
+
+def test_a_spec_price_overrides_litellms(fake_llm):
+    fake_llm.queue(Reply("ok", prompt_tokens=10, completion_tokens=20))
+    done = complete(client(fake_llm, id="openai/my-local-model", price={"input_per_mtok": 1, "output_per_mtok": 2}))
+    assert done.cost_usd == pytest.approx(10e-6 + 40e-6)
+
+
+def test_two_rate_limits_then_success_is_retried_honouring_retry_after(fake_llm):
+    fake_llm.queue(Reply(status=429, retry_after=0), Reply(status=429, retry_after=0), Reply("finally"))
+    done = complete(client(fake_llm))
+    assert done.text == "finally" and fake_llm.count == 3
+
+
+def test_retry_after_is_read_from_the_error_and_capped():
+    from loopkit.models import RETRY_AFTER_CAP, _retry_after
+
+    class Err(Exception):
+        litellm_response_headers = {"retry-after": "3600"}
+
+    assert _retry_after(Err()) == RETRY_AFTER_CAP
+    Err.litellm_response_headers = {"retry-after": "1.5"}
+    assert _retry_after(Err()) == 1.5
+
+
+def test_server_errors_that_outlast_the_retries_become_a_model_call_error(fake_llm):
+    fake_llm.default = Reply(status=500)
+    c = LiteLLMClient(ModelRef(id="openai/gpt-4o-mini", api_base=fake_llm.base_url), retry=RetryPolicy(3, 0.001, 0.01))
+    with pytest.raises(ModelCallError) as info:
+        complete(c)
+    assert info.value.attempts == 3 and fake_llm.count == 3
+    assert "InternalServerError" in str(info.value)
+
+
+def test_client_errors_are_not_retried(fake_llm):
+    fake_llm.default = Reply(status=400)
+    with pytest.raises(ModelCallError):
+        complete(client(fake_llm))
+    assert fake_llm.count == 1
+
+
+def test_a_missing_key_names_the_variable_to_set(fake_llm, monkeypatch):
+    monkeypatch.delenv("MY_TEST_KEY", raising=False)
+    with pytest.raises(MissingKeyError, match="set the environment variable MY_TEST_KEY"):
+        client(fake_llm, api_key_env="MY_TEST_KEY")
+
+
+def test_a_model_without_a_base_and_without_its_provider_key_is_refused(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(MissingKeyError, match="OPENAI_API_KEY"):
+        LiteLLMClient(ModelRef(id="gpt-4o-mini"))
+
+
+def test_the_key_from_api_key_env_is_sent_to_the_server(fake_llm, monkeypatch):
+    monkeypatch.setenv("MY_TEST_KEY", "sk-test-1234567890abcdef")
+    complete(client(fake_llm, api_key_env="MY_TEST_KEY"))
+    assert fake_llm.count == 1
+
+
+def test_scripted_replies_follow_the_iteration_and_repeat_the_last():
+    c = ScriptedClient(ModelRef(id="loopkit/scripted", replies=["one {{ case.n }}", "two"]))
+    texts = [asyncio.run(c.complete(MESSAGES, {}, {"case": {"n": 7}, "iteration": i})).text for i in (1, 2, 3)]
+    assert texts == ["one 7", "two", "two"]
+
+
+def test_adaptive_limit_halves_on_rate_limits_and_recovers():
+    limit = AdaptiveLimit(16)
+    limit.rate_limited()
+    limit.rate_limited()
+    assert int(limit.limit) == 4
+    for _ in range(200):
+        limit.succeeded()
+    assert int(limit.limit) == 16
