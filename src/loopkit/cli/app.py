@@ -24,7 +24,7 @@ app = typer.Typer(
 def _console(stderr: bool) -> Console:
     """Wide enough for tables when output goes to a file or a CI log rather than a terminal."""
     probe = Console(stderr=stderr)
-    return Console(stderr=stderr, highlight=False, width=None if probe.is_terminal else max(probe.width, 140))
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=None if probe.is_terminal else max(probe.width, 140))
 
 
 out = _console(stderr=False)
@@ -59,7 +59,8 @@ def main() -> None:
     from . import commands  # noqa: F401 - registers the commands on `app`
 
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns a typer.Exit's code in non-standalone mode
+        sys.exit(code if isinstance(code, int) else 0)
     except LoopkitError as exc:
         for line in str(exc).splitlines():
             err.print(f"error: {line}", markup=False)

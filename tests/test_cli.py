@@ -1,0 +1,175 @@
+"""The console script, end to end: what a user types and what they see (SPEC.md §3)."""
+
+from __future__ import annotations
+
+import json
+
+from fake_llm import Reply
+
+TWO_STEP = """
+model: {{id: openai/gpt-4o-mini, api_base: "{base}"}}
+params: {{max_tokens: 100}}
+task:
+  prompt: "What is 6 x 7? Answer with the number."
+  feedback: "Not quite: {{{{ feedback }}}}"
+checkers:
+  - {{name: answer, type: number, expected: "42"}}
+"""
+
+
+def test_a_run_that_fails_once_then_passes_shows_both_iterations_calls_tokens_and_exact_cost(cli, write_spec, fake_llm):
+    fake_llm.queue(Reply("41", prompt_tokens=1000, completion_tokens=10), Reply("42", prompt_tokens=2000, completion_tokens=20))
+    spec = write_spec(TWO_STEP.format(base=fake_llm.base_url))
+    done = cli("run", str(spec), "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["passed"] == 1 and report["exit_code"] == 0
+    run = report["runs"][0]
+    # gpt-4o-mini: $0.15 / $0.60 per million tokens, from litellm's bundled prices
+    first, second = 1000 * 0.15e-6 + 10 * 0.60e-6, 2000 * 0.15e-6 + 20 * 0.60e-6
+    assert run["cost_usd"] == first + second or abs(run["cost_usd"] - (first + second)) < 1e-12
+    assert fake_llm.requests[1]["messages"][-1]["content"] == "Not quite: - answer: expected 42, got 41"
+
+    shown = cli("show", run["id"][:8], "--json")
+    detail = json.loads(shown.stdout)
+    assert [i["output"] for i in detail["iterations"]] == ["41", "42"]
+    assert [(c["prompt_tokens"], c["completion_tokens"]) for c in detail["calls"]] == [(1000, 10), (2000, 20)]
+    assert [round(c["cost_usd"], 12) for c in detail["calls"]] == [round(first, 12), round(second, 12)]
+    assert detail["iterations"][0]["checks"][0]["feedback"] == "expected 42, got 41"
+
+    text = cli("show", run["id"][:8], "--calls").stdout
+    assert "iteration 1" in text and "iteration 2" in text and "1000+10 tokens" in text and "2000+20 tokens" in text
+    assert "Not quite: - answer: expected 42, got 41" in text
+
+
+def test_runs_lists_newest_first_and_filters(cli, write_spec):
+    spec = write_spec("""
+        model: {id: loopkit/scripted, replies: ["{{ case.a }}"]}
+        task: {prompt: "{{ case.a }}"}
+        inputs: [{id: one, a: good}, {id: two, a: bad}]
+        checkers: [{name: good, type: equals, expected: "good"}]
+        stop: {max_iterations: 1}
+        """)
+    assert cli("run", str(spec)).returncode == 0
+    listed = json.loads(cli("runs", "--json").stdout)
+    assert [r["case_id"] for r in listed] == ["two", "one"]
+    failed = json.loads(cli("runs", "--status", "failed", "--json").stdout)
+    assert [r["case_id"] for r in failed] == ["two"]
+    assert json.loads(cli("runs", "--spec", "nope", "--json").stdout) == []
+
+
+def test_a_bad_spec_is_exit_2_with_file_line_and_no_traceback(cli, write_spec):
+    spec = write_spec("""
+        model: {id: loopkit/scripted, replies: [x]}
+        task: {prompt: go}
+        chekers: []
+        stop: {max_iterations: five}
+        """)
+    done = cli("run", str(spec))
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert f"{spec}:4:1: chekers: unknown key; did you mean `checkers`?" in done.stderr
+    assert f"{spec}:5:" in done.stderr and "max_iterations" in done.stderr
+    checked = cli("check", str(spec))
+    assert checked.returncode == 2 and checked.stderr.count("error:") == 2
+
+
+def test_check_prints_the_worst_case_cost_per_case(cli, write_spec):
+    spec = write_spec("""
+        model: {id: loopkit/scripted, replies: [x], price: {input_per_mtok: 1000000, output_per_mtok: 1000000}}
+        params: {max_tokens: 10}
+        task: {prompt: "abcdefgh"}
+        stop: {max_iterations: 2}
+        budget: {usd: 100}
+        """)
+    done = cli("check", str(spec), "--json")
+    assert done.returncode == 0, done.stderr
+    (report,) = json.loads(done.stdout)["specs"]
+    # prompt 2+4=6 tokens → ceil(6*1.1)+8 = 15, plus max_tokens 10 = 25 tokens at $1/token, × 2 iterations
+    assert report["worst_case_usd_per_case"] == 50.0
+    assert report["worst_case_tokens_per_case"] == 50
+
+
+def test_a_missing_key_is_one_line_naming_the_variable(cli, write_spec):
+    spec = write_spec("""
+        model: {id: openai/gpt-4o-mini, api_base: "http://127.0.0.1:9/v1", api_key_env: LOOPKIT_TEST_MISSING_KEY}
+        task: {prompt: go}
+        """)
+    done = cli("run", str(spec))
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: model openai/gpt-4o-mini needs an API key: set the environment variable LOOPKIT_TEST_MISSING_KEY"
+
+
+def test_a_parked_run_is_listed_resumed_with_feedback_and_passes(cli, write_spec):
+    spec = write_spec("""
+        model: {id: loopkit/scripted, replies: ["guess", "{{ 'married' if 'married' in feedback else 'guess' }}"]}
+        task: {prompt: "Filing status?", feedback: "Reviewer says: {{ feedback }}"}
+        checkers: [{name: status, type: equals, expected: married}]
+        stop: {max_iterations: 3}
+        escalate:
+          - when: {iterations: 1}
+            human: "Unusual household: check the filing status."
+        """)
+    done = cli("run", str(spec), "--json")
+    assert done.returncode == 0
+    run_id = json.loads(done.stdout)["runs"][0]["id"]
+    queue = json.loads(cli("review", "--json").stdout)
+    assert [(r["id"], r["message"], r["failed_checks"]) for r in queue] == [
+        (run_id, "Unusual household: check the filing status.", ["status"])]
+    decided = cli("review", run_id[:6], "--feedback", "they are married", "--reviewer", "ana", "--json")
+    assert decided.returncode == 0, decided.stderr
+    assert json.loads(decided.stdout)["status"] == "passed"
+    detail = json.loads(cli("show", run_id, "--json").stdout)
+    assert detail["status"] == "passed" and len(detail["iterations"]) == 2
+    review = [e for e in detail["events"] if e["kind"] == "review"][0]
+    assert review["detail"]["reviewer"] == "ana" and review["detail"]["decision"] == "feedback"
+    assert json.loads(cli("review", "--json").stdout) == []
+
+
+def test_review_approve_and_reject_record_the_decision(cli, write_spec):
+    spec = write_spec("""
+        model: {id: loopkit/scripted, replies: ["x"]}
+        task: {prompt: "{{ case.n }}"}
+        inputs: [{n: 1}, {n: 2}]
+        checkers: [{name: y, type: equals, expected: y}]
+        escalate: [{when: {iterations: 1}, human: "look"}]
+        """)
+    runs = json.loads(cli("run", str(spec), "--json").stdout)["runs"]
+    a, b = (r["id"] for r in runs)
+    assert cli("review", a, "--approve").returncode == 0
+    assert cli("review", b, "--reject").returncode == 0
+    statuses = {r["id"]: (r["status"], r["stop_reason"]) for r in json.loads(cli("runs", "--json").stdout)}
+    assert statuses == {a: ("passed", "approved"), b: ("failed", "rejected")}
+    again = cli("review", a, "--approve")
+    assert again.returncode == 2 and "not waiting for review" in again.stderr
+
+
+def test_unknown_and_ambiguous_ids_are_usage_errors(cli, write_spec):
+    spec = write_spec("""
+        model: {id: loopkit/scripted, replies: ["x"]}
+        task: {prompt: go}
+        """)
+    cli("run", str(spec))
+    done = cli("show", "ffffffffffff")
+    assert done.returncode == 2 and "no run or batch" in done.stderr
+
+
+def test_ledger_option_goes_before_or_after_the_command(cli, write_spec, tmp_path):
+    spec = write_spec("""
+        model: {id: loopkit/scripted, replies: ["x"]}
+        task: {prompt: go}
+        """)
+    other = tmp_path / "other.db"
+    assert cli("--ledger", str(other), "run", str(spec)).returncode == 0
+    assert len(json.loads(cli("runs", "--ledger", str(other), "--json").stdout)) == 1
+    assert cli("runs", "--json").returncode == 2  # the default ledger was never created
+
+
+def test_every_json_output_is_one_document_and_nothing_else(cli, write_spec):
+    spec = write_spec("""
+        model: {id: loopkit/scripted, replies: ["x"]}
+        task: {prompt: go}
+        """)
+    for args in (["run", str(spec), "--json"], ["runs", "--json"], ["review", "--json"], ["check", str(spec), "--json"]):
+        done = cli(*args)
+        json.loads(done.stdout)
