@@ -8,15 +8,14 @@ a cap however many cases are in flight.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
 from .prices import TokenPrice
 from .spec import Budget
 
-# Tokenizers disagree a little; the estimate is padded so the provider's count stays under it.
-PROMPT_MARGIN = 1.1
+# Tokenizers disagree a little; the estimate is padded (+10%, +8) so the provider's count stays under it.
+PROMPT_MARGIN_PERCENT = 10
 PROMPT_PAD = 8
 
 
@@ -31,7 +30,8 @@ class BudgetStop(Exception):
 
 def worst_case_tokens(prompt_tokens: int, max_tokens: int | None) -> tuple[int, int]:
     """(prompt, completion) tokens a call can at most be billed for."""
-    return math.ceil(prompt_tokens * PROMPT_MARGIN) + PROMPT_PAD, int(max_tokens or 0)
+    padded = -(-prompt_tokens * (100 + PROMPT_MARGIN_PERCENT) // 100)  # integer ceil: no float rounding
+    return padded + PROMPT_PAD, int(max_tokens or 0)
 
 
 @dataclass
