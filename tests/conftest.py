@@ -73,12 +73,44 @@ def write_spec(tmp_path: Path):
 
 
 @pytest.fixture
-def cli(tmp_path: Path):
-    """Run the installed `loopkit` console script in a subprocess against a ledger in tmp_path."""
+def cli_proc(tmp_path: Path):
+    """Run the installed `loopkit` console script in a real subprocess (ledger in tmp_path).
+
+    For what only a process shows: signals, several writers, start-up imports. Each call that
+    reaches a litellm model pays litellm's multi-second import, so prefer `cli` elsewhere."""
     exe = Path(sys.executable).with_name("loopkit")
 
     def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120, **kw) -> subprocess.CompletedProcess:
         full_env = {**os.environ, "LOOPKIT_LEDGER": str(tmp_path / "ledger.db"), **(env or {})}
         return subprocess.run([str(exe), *args], capture_output=True, text=True, env=full_env, timeout=timeout, cwd=tmp_path, **kw)
+
+    return run
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch):
+    """Run `loopkit ARGS` in this process, exactly as the console script does (its `main()`), and
+    return a CompletedProcess with the exit code, stdout and stderr. Ledger in tmp_path."""
+    import contextlib
+    import io
+
+    from loopkit.cli import main
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120, input: str | None = None) -> subprocess.CompletedProcess:
+        out, err = io.StringIO(), io.StringIO()
+        with monkeypatch.context() as m:
+            m.setenv("LOOPKIT_LEDGER", str(tmp_path / "ledger.db"))
+            for key, value in (env or {}).items():
+                m.setenv(key, value)
+            m.chdir(tmp_path)
+            m.setattr(sys, "argv", ["loopkit", *args])
+            m.setattr(sys, "stdin", io.StringIO(input or ""))
+            code = 0
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    main()
+                except SystemExit as exc:
+                    code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        return subprocess.CompletedProcess(["loopkit", *args], code, out.getvalue(), err.getvalue())
 
     return run

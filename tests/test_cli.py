@@ -58,7 +58,8 @@ def test_runs_lists_newest_first_and_filters(cli, write_spec):
     assert json.loads(cli("runs", "--spec", "nope", "--json").stdout) == []
 
 
-def test_a_bad_spec_is_exit_2_with_file_line_and_no_traceback(cli, write_spec):
+def test_a_bad_spec_is_exit_2_with_file_line_and_no_traceback(cli_proc, write_spec):
+    cli = cli_proc  # through the real console script
     spec = write_spec("""
         model: {id: loopkit/scripted, replies: [x]}
         task: {prompt: go}
@@ -163,6 +164,18 @@ def test_ledger_option_goes_before_or_after_the_command(cli, write_spec, tmp_pat
     assert cli("--ledger", str(other), "run", str(spec)).returncode == 0
     assert len(json.loads(cli("runs", "--ledger", str(other), "--json").stdout)) == 1
     assert cli("runs", "--json").returncode == 2  # the default ledger was never created
+
+
+def test_the_console_script_runs_a_loop_offline_and_its_help_lists_every_command(cli_proc, write_spec):
+    spec = write_spec("""
+        model: {id: loopkit/scripted, replies: ["x"]}
+        task: {prompt: go}
+        """)
+    done = cli_proc("run", str(spec), "--json")
+    assert done.returncode == 0 and json.loads(done.stdout)["passed"] == 1
+    helped = cli_proc("--help")
+    for command in ("run", "check", "runs", "show", "review", "resume"):
+        assert command in helped.stdout
 
 
 def test_every_json_output_is_one_document_and_nothing_else(cli, write_spec):
