@@ -129,6 +129,58 @@ class LedgerCache:
         return self.ledger.lookup(key)
 
 
+class Fanout:
+    """Bounded concurrency for a stream of coroutines.
+
+    `acquire()` a slot, then `launch()` into it (or `release()` it). On leaving the block every
+    task is awaited; the first crash stops no one by itself but is re-raised at the end (check
+    `crash` to stop launching); a cancellation (Ctrl-C) cancels every task in flight.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._gate = asyncio.Semaphore(max(1, limit))
+        self._tasks: set[asyncio.Task] = set()
+        self.crash: BaseException | None = None
+
+    async def acquire(self) -> None:
+        await self._gate.acquire()
+
+    def release(self) -> None:
+        self._gate.release()
+
+    def launch(self, coro: Any) -> None:
+        async def guarded() -> None:
+            try:
+                await coro
+            except Exception as exc:  # noqa: BLE001 - kept and re-raised once the others finished
+                self.crash = self.crash or exc
+            finally:
+                self._gate.release()
+
+        task = asyncio.create_task(guarded())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def __aenter__(self) -> Fanout:
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            try:
+                await asyncio.gather(*list(self._tasks))
+            except asyncio.CancelledError:
+                exc_type = asyncio.CancelledError
+        if exc_type is not None:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            if exc_type is asyncio.CancelledError and exc is None:
+                raise asyncio.CancelledError
+            return
+        if self.crash is not None:
+            raise self.crash
+
+
 def _cases_with_repeats(inputs: Inputs, repeat: int) -> Iterator[tuple[Case, int]]:
     for case in inputs:
         for r in range(repeat):
@@ -194,32 +246,14 @@ class Batch:
         return result
 
     async def _drive(self, work: Iterator[tuple[Case, int, str | None, RunState | None]]) -> None:
-        gate = asyncio.Semaphore(max(1, self.options.concurrency))
-        tasks: set[asyncio.Task] = set()
-
-        async def one(case: Case, repeat: int, run_id: str | None, state: RunState | None) -> None:
-            try:
-                await self._run_one(case, repeat, run_id=run_id, state=state)
-            finally:
-                gate.release()
-
-        try:
+        async with Fanout(self.options.concurrency) as fan:
             for case, repeat, run_id, state in work:
-                await gate.acquire()
-                if self.refused:
-                    gate.release()
-                    self.refused += 1
+                await fan.acquire()
+                if self.refused or fan.crash:  # once the batch budget refused a case, start no more
+                    fan.release()
+                    self.refused += int(bool(self.refused))
                     continue
-                task = asyncio.create_task(one(case, repeat, run_id, state))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-            if tasks:
-                await asyncio.gather(*tasks)
-        except asyncio.CancelledError:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+                fan.launch(self._run_one(case, repeat, run_id=run_id, state=state))
 
     def _result(self, status: str) -> BatchResult:
         counts = {r["status"]: r["n"] for r in self.ledger.query(
@@ -235,6 +269,9 @@ class Batch:
         except asyncio.CancelledError:
             self.ledger.finish_batch(self.batch_id, "interrupted")
             raise KeyboardInterrupt from None
+        except BaseException:
+            self.ledger.finish_batch(self.batch_id, "interrupted")  # a crash: SPEC.md §2 counts it as interrupted
+            raise
         status = "budget" if self.refused else "done"
         self.ledger.finish_batch(self.batch_id, status)
         return self._result(status)
@@ -259,6 +296,8 @@ class Batch:
         for row in self.ledger.query("SELECT id, case_id, repeat, status FROM runs WHERE batch_id=? ORDER BY started_at", (batch_id,)):
             existing[(row["case_id"], row["repeat"])] = row
         self.ledger.reopen_batch(batch_id)
+        spent = self.ledger.one("SELECT COALESCE(SUM(cost_usd), 0) AS c FROM calls WHERE batch_id=?", (batch_id,))
+        self.pool.spent = float(spent["c"]) if spent else 0.0  # the batch budget covers what was spent before
 
         def work() -> Iterator[tuple[Case, int, str | None, RunState | None]]:
             for case, r in _cases_with_repeats(self.inputs, self.options.repeat):

@@ -1,3 +1,4 @@
 """Importing this registers every command on the app."""
 
 from . import inspect_cmd, review_cmd, run_cmd  # noqa: F401
+from . import ab_cmd  # noqa: F401, E402 - `loopkit ab`

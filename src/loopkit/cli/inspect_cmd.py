@@ -86,6 +86,11 @@ def _show_run(detail: dict[str, Any], *, calls: bool) -> None:
 def _show_batch(store: Any, batch_id: str, *, as_json: bool) -> None:
     from ..ledger.queries import batch_summary
 
+    if (store.batch(batch_id) or {}).get("kind") == "ab":  # an A/B test: its report, as `loopkit ab --show`
+        from .ab_cmd import show_ab
+
+        show_ab(store, batch_id, as_json=as_json)
+        return
     summary = batch_summary(store, batch_id)
     if as_json:
         print_json(summary)

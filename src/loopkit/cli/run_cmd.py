@@ -129,6 +129,8 @@ def resume(
         raise UsageError(f"{batch_id} is a run; resume takes a batch ID")
     row = store.batch(full)
     assert row is not None
+    if row["kind"] == "ab":
+        raise UsageError("A/B batches cannot be resumed; start a new `loopkit ab`")
     if row["status"] == "running" and not is_stale(row):
         raise UsageError(f"batch {full[:10]} is still running (pid {row['pid']})")
     saved = json.loads(row["options"] or "{}")
