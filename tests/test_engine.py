@@ -231,3 +231,18 @@ budget: {total_usd: 0.0001}
 def test_a_prompt_naming_a_missing_case_field_ends_the_run_in_error(recorder):
     result = run(DOUBLE, recorder, {"y": 1})
     assert result.status == "error" and "undefined" in result.message
+
+
+def test_an_escalation_may_name_a_failed_audit_checker(recorder):
+    spec = """
+model: {id: loopkit/scripted, replies: ["42"]}
+task: {prompt: go}
+checkers:
+  - {name: exact, type: equals, expected: "43"}
+  - {name: honest, type: contains, expected: "because", audit: true}
+escalate:
+  - when: {failed: honest}
+    human: "The answer gives no reason."
+"""
+    result = run(spec, recorder)
+    assert (result.status, result.message) == ("needs_review", "The answer gives no reason.")

@@ -6,13 +6,16 @@ A user's own checker is a plain function `def check(output, case) -> bool | floa
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import importlib.util
 import inspect
 import json
 import os
 import re
+import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,7 @@ from .spec import (
 from .templates import TemplateError, render
 
 FEEDBACK_TAIL = 2000
+MAX_ENV_OUTPUT = 100_000  # bytes; Linux refuses one environment string over 128 KiB
 
 
 @dataclass(frozen=True)
@@ -70,12 +74,18 @@ def _expected(checker: EqualsChecker | ContainsChecker | NumberChecker, ctx: Che
     return render(value, case=ctx.case) if isinstance(value, str) else str(value)
 
 
-_NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+]?\.\d+")
+# A number as people write it: -1,234.5 (comma thousands separators), 42, .5, 1e-3.
+_NUMBER = re.compile(r"[-+]?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?")
 
 
 def _first_number(text: str) -> float | None:
     match = _NUMBER.search(text)
     return float(match.group().replace(",", "")) if match else None
+
+
+def _number(value: float) -> str:
+    """A number as feedback shows it: every digit the comparison saw (1234567, not 1.23457e+06)."""
+    return str(int(value)) if value.is_integer() and abs(value) < 1e16 else repr(value)
 
 
 def _strip_fences(text: str) -> str:
@@ -94,7 +104,11 @@ def check_contains(checker: ContainsChecker, output: str, ctx: CheckContext) -> 
 
 
 def check_regex(checker: RegexChecker, output: str, ctx: CheckContext) -> CheckResult:
-    return _verdict(re.search(checker.pattern, output.strip()) is not None, f"the answer must match /{checker.pattern}/")
+    try:
+        found = re.search(checker.pattern, output.strip()) is not None
+    except re.error as exc:
+        return CheckResult(0.0, False, f"checker {checker.name}: bad regular expression /{checker.pattern}/: {exc}")
+    return _verdict(found, f"the answer must match /{checker.pattern}/")
 
 
 def check_number(checker: NumberChecker, output: str, ctx: CheckContext) -> CheckResult:
@@ -104,10 +118,10 @@ def check_number(checker: NumberChecker, output: str, ctx: CheckContext) -> Chec
         return CheckResult(0.0, False, f"expected value {expected_text!r} is not a number")
     found = _first_number(output)
     if found is None:
-        return CheckResult(0.0, False, f"no number in the answer; expected {expected:g}")
+        return CheckResult(0.0, False, f"no number in the answer; expected {_number(expected)}")
     ok = abs(found - expected) <= checker.tolerance
-    within = f" (±{checker.tolerance:g})" if checker.tolerance else ""
-    return _verdict(ok, f"expected {expected:g}{within}, got {found:g}")
+    within = f" (±{_number(checker.tolerance)})" if checker.tolerance else ""
+    return _verdict(ok, f"expected {_number(expected)}{within}, got {_number(found)}")
 
 
 def check_json(checker: JsonChecker, output: str, ctx: CheckContext) -> CheckResult:
@@ -118,7 +132,8 @@ def check_json(checker: JsonChecker, output: str, ctx: CheckContext) -> CheckRes
     if checker.json_schema:
         import jsonschema
 
-        errors = sorted(jsonschema.Draft202012Validator(checker.json_schema).iter_errors(value), key=lambda e: list(e.path))
+        validator = jsonschema.Draft202012Validator(checker.json_schema)
+        errors = sorted(validator.iter_errors(value), key=lambda e: [str(p) for p in e.path])
         if errors:
             detail = "; ".join(f"{'/'.join(map(str, e.path)) or '(root)'}: {e.message}" for e in errors[:5])
             return CheckResult(0.0, False, f"the JSON does not match the schema: {detail}")
@@ -134,13 +149,24 @@ def load_function(reference: str, base_dir: Path) -> Callable[..., Any]:
     path = (base_dir / rel).resolve()
     key = (str(path), name)
     if key not in _functions:
-        module_name = f"loopkit_user_{abs(hash(str(path)))}"
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        if spec is None or spec.loader is None:
-            raise ImportError(f"cannot import {path}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
+        module_name = f"loopkit_user_{hashlib.sha256(str(path).encode()).hexdigest()[:16]}"
+        module = sys.modules.get(module_name)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(module_name, path)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"cannot import {path}")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[module_name] = module
+            # The file may import its neighbours (`from helpers import ...`), as a script would.
+            sys.path.insert(0, str(path.parent))
+            try:
+                spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[module_name]
+                raise
+            finally:
+                with contextlib.suppress(ValueError):
+                    sys.path.remove(str(path.parent))
         fn = getattr(module, name, None)
         if not callable(fn):
             raise ImportError(f"{path} has no function {name!r}")
@@ -152,8 +178,8 @@ def as_result(value: Any, pass_threshold: float) -> CheckResult:
     """Normalise a user checker's return value: bool, a number in [0, 1], or a CheckResult."""
     if isinstance(value, CheckResult):
         return CheckResult(min(1.0, max(0.0, float(value.score))), bool(value.passed), value.feedback or "")
-    if isinstance(value, bool):
-        return CheckResult(1.0 if value else 0.0, value, "")
+    if isinstance(value, bool) or type(value).__name__ == "bool_":  # also numpy's bool
+        return CheckResult(1.0 if value else 0.0, bool(value), "")
     if isinstance(value, (int, float)):
         score = min(1.0, max(0.0, float(value)))
         return CheckResult(score, score >= pass_threshold, "")
@@ -173,21 +199,43 @@ async def check_python(checker: PythonChecker, output: str, ctx: CheckContext) -
         return CheckResult(0.0, False, f"checker {checker.function} raised {type(exc).__name__}: {exc}")
 
 
-async def check_command(checker: CommandChecker, output: str, ctx: CheckContext) -> CheckResult:
-    env = {**os.environ, "LOOPKIT_OUTPUT": output, "LOOPKIT_CASE": json.dumps(ctx.case, default=str)}
-    proc = await asyncio.create_subprocess_shell(
-        checker.run, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        cwd=ctx.base_dir, env=env, start_new_session=True,
-    )
+def _kill_group(proc: asyncio.subprocess.Process) -> None:
+    """Kill the command and everything it started (it runs in its own process group)."""
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(output.encode()), timeout=checker.timeout)
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+
+
+async def check_command(checker: CommandChecker, output: str, ctx: CheckContext) -> CheckResult:
+    data = output.encode()
+    env = {**os.environ, "LOOPKIT_CASE": json.dumps(ctx.case, default=str)}
+    note = ""
+    if len(data) <= MAX_ENV_OUTPUT:
+        env["LOOPKIT_OUTPUT"] = output.replace("\0", "")  # a variable cannot hold a NUL byte; stdin can
+    else:  # the kernel refuses larger variables (E2BIG): stdin only
+        env.pop("LOOPKIT_OUTPUT", None)
+        note = f"\n(the answer, {len(data):,} bytes, is too long for $LOOPKIT_OUTPUT; it was given on stdin only)"
+    try:
+        proc = await asyncio.create_subprocess_shell(
+            checker.run, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            cwd=ctx.base_dir, env=env, start_new_session=True,
+        )
+    except OSError as exc:  # e.g. an output too long for an environment variable (E2BIG)
+        return CheckResult(0.0, False, f"`{checker.run}` could not start: {exc.strerror or exc}")
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(data), timeout=checker.timeout)
     except asyncio.TimeoutError:
-        proc.kill()
+        _kill_group(proc)
         await proc.wait()
-        return CheckResult(0.0, False, f"`{checker.run}` timed out after {checker.timeout:g}s")
+        return CheckResult(0.0, False, f"`{checker.run}` timed out after {checker.timeout:g}s{note}")
+    except BaseException:  # cancelled (Ctrl-C): leave nothing running
+        _kill_group(proc)
+        raise
     tail = out.decode(errors="replace")[-FEEDBACK_TAIL:].strip()
     ok = proc.returncode == 0
-    return _verdict(ok, f"`{checker.run}` exited {proc.returncode}:\n{tail}" if tail else f"`{checker.run}` exited {proc.returncode}")
+    return _verdict(ok, (f"`{checker.run}` exited {proc.returncode}:\n{tail}" if tail else f"`{checker.run}` exited {proc.returncode}") + note)
 
 
 JUDGE_SYSTEM = (
@@ -201,14 +249,30 @@ def judge_messages(checker: JudgeChecker, prompt: str, output: str) -> list[dict
     return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": user}]
 
 
+def _judgement_objects(text: str) -> Iterator[Any]:
+    """The JSON value of the whole text, then every JSON object embedded in it (in prose or fences)."""
+    decoder = json.JSONDecoder()
+    with contextlib.suppress(ValueError):
+        yield json.loads(text)
+    for match in re.finditer(r"\{", text):
+        with contextlib.suppress(ValueError):
+            yield decoder.raw_decode(text, match.start())[0]
+
+
 def parse_judgement(text: str, pass_threshold: float) -> CheckResult:
-    match = re.search(r"\{.*\}", text, re.S)
-    try:
-        data = json.loads(match.group() if match else text)
-        score = min(1.0, max(0.0, float(data["score"])))
-    except (ValueError, KeyError, TypeError):
-        return CheckResult(0.0, False, f"the judge did not answer with JSON score: {_short(text)!r}")
-    return CheckResult(score, score >= pass_threshold, str(data.get("reason", "")))
+    """A judge's reply `{"score": 0..1, "reason": "..."}`, also when wrapped in prose; else a failed check."""
+    for data in _judgement_objects(text):
+        if not isinstance(data, dict) or "score" not in data:
+            continue
+        try:
+            score = float(data["score"])
+        except (TypeError, ValueError):
+            continue
+        if score != score:  # NaN
+            continue
+        score = min(1.0, max(0.0, score))
+        return CheckResult(score, score >= pass_threshold, str(data.get("reason", "")))
+    return CheckResult(0.0, False, f'the judge did not answer with a JSON {{"score": ...}}: {_short(text)!r}')
 
 
 async def check_judge(checker: JudgeChecker, output: str, ctx: CheckContext) -> CheckResult:

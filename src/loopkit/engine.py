@@ -377,7 +377,8 @@ class Loop:
         graded, audits = scored
         reward = combine(spec, graded)
         passed = reward >= spec.reward.pass_ - 1e-12
-        failed = {c.name for c, r in graded if not r.passed}
+        # escalation may name any checker, audits included (an audit failing can call for a person)
+        failed = {c.name for c, r in graded + audits if not r.passed}
         feedback = "\n".join(f"- {c.name}: {r.feedback}" for c, r in graded if not r.passed and r.feedback)
 
         s.iterations = n

@@ -17,6 +17,8 @@ import yaml
 
 from .errors import InputError
 
+_BOM = b"\xef\xbb\xbf"
+
 
 @dataclass(frozen=True)
 class Case:
@@ -26,29 +28,34 @@ class Case:
     data: dict[str, Any]
 
 
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
 def _case(data: Any, index: int, where: str) -> Case:
     if not isinstance(data, dict):
-        raise InputError(f"found {type(data).__name__}, expected an object (a mapping of fields)", location=where)
-    return Case(id=str(data.get("id", index)), data=data)
+        raise InputError(f"found {_kind(data)}, expected an object (a mapping of fields)", location=where)
+    given = data.get("id")
+    return Case(id=str(index if given is None or given == "" else given), data=data)
 
 
-def _open_text(path: Path):
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based line number, text) of each line, decoded one line at a time so a bad byte names its line."""
     try:
-        return path.open(encoding="utf-8", newline="")
+        fh = path.open("rb")
     except FileNotFoundError:
         raise InputError("no such inputs file", location=str(path)) from None
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", location=str(path)) from None
-
-
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    with _open_text(path) as fh:
-        lineno = 0
-        try:
-            for lineno, line in enumerate(fh, start=1):
-                yield lineno, line
-        except UnicodeDecodeError as exc:
-            raise InputError(f"not UTF-8 text ({exc.reason})", location=f"{path}:{lineno + 1}") from None
+    with fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if lineno == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"not UTF-8 text ({exc.reason}: byte {raw[exc.start]:#04x} at column {exc.start + 1}); "
+                                 "save the file as UTF-8", location=f"{path}:{lineno}") from None
 
 
 def _jsonl(path: Path) -> Iterator[Case]:
@@ -65,40 +72,42 @@ def _jsonl(path: Path) -> Iterator[Case]:
 
 
 def _csv(path: Path) -> Iterator[Case]:
-    with _open_text(path) as fh:
-        try:
-            reader = csv.DictReader(fh, strict=True)
-            index = 0
-            for row in reader:
-                lineno = reader.line_num
-                if None in row:
-                    raise InputError(f"more values than the {len(reader.fieldnames or [])} columns in the header", location=f"{path}:{lineno}")
-                missing = [k for k, v in row.items() if v is None]
-                if missing:
-                    raise InputError(f"missing column(s): {', '.join(missing)}", location=f"{path}:{lineno}")
-                index += 1
-                yield _case(dict(row), index, f"{path}:{lineno}")
-        except UnicodeDecodeError as exc:
-            raise InputError(f"not UTF-8 text ({exc.reason})", location=str(path)) from None
-        except csv.Error as exc:
-            raise InputError(f"bad CSV: {exc}", location=f"{path}:{reader.line_num}") from None
+    lines = (text for _, text in _lines(path))
+    reader = csv.DictReader(lines, strict=True)
+    index = 0
+    try:
+        for row in reader:
+            lineno = reader.line_num
+            if None in row:
+                raise InputError(f"extra column(s): found {len(reader.fieldnames or []) + len(row[None])} values, "
+                                 f"expected {len(reader.fieldnames or [])} (the header's columns)", location=f"{path}:{lineno}")
+            missing = [k for k, v in row.items() if v is None]
+            if missing:
+                raise InputError(f"missing column(s) {', '.join(missing)}: found {len(row) - len(missing)} values, "
+                                 f"expected {len(row)} (the header's columns)", location=f"{path}:{lineno}")
+            index += 1
+            yield _case(dict(row), index, f"{path}:{lineno}")
+    except csv.Error as exc:
+        raise InputError(f"bad CSV: {exc}", location=f"{path}:{reader.reader.line_num}") from None
 
 
 def _yaml(path: Path) -> Iterator[Case]:
+    # YAML cannot be streamed item by item; a YAML inputs file is read whole (use .jsonl for big sets).
+    text = "".join(line for _, line in _lines(path))
+    loader = yaml.SafeLoader(text)
     try:
-        data = yaml.safe_load(path.read_bytes().decode("utf-8"))
-    except FileNotFoundError:
-        raise InputError("no such inputs file", location=str(path)) from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"not UTF-8 text ({exc.reason})", location=str(path)) from None
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise InputError(f"bad YAML: {getattr(exc, 'problem', exc)}", location=where) from None
+        raise InputError(f"bad YAML: {getattr(exc, 'problem', None) or exc}", location=where) from None
+    finally:
+        loader.dispose()
     if not isinstance(data, list):
-        raise InputError("expected a YAML list of cases", location=str(path))
-    for i, item in enumerate(data, start=1):
-        yield _case(item, i, f"{path} (item {i})")
+        raise InputError(f"found {_kind(data)}, expected a YAML list of cases", location=str(path))
+    for i, (item, item_node) in enumerate(zip(data, node.value), start=1):
+        yield _case(item, i, f"{path}:{item_node.start_mark.line + 1}")
 
 
 _READERS = {".jsonl": _jsonl, ".ndjson": _jsonl, ".csv": _csv, ".yaml": _yaml, ".yml": _yaml}
@@ -118,7 +127,8 @@ class Inputs:
             path = Path(source)
             self._path = path if path.is_absolute() or base_dir is None else base_dir / path
             if self._path.suffix.lower() not in _READERS:
-                raise InputError(f"unknown inputs format {self._path.suffix!r}: use .jsonl, .csv or .yaml", location=str(source))
+                raise InputError(f"unknown inputs format {self._path.suffix or '(no extension)'!r}: "
+                                 "use .jsonl, .csv or .yaml", location=str(source))
 
     @property
     def label(self) -> str:

@@ -6,13 +6,17 @@ and what was expected, so `loopkit check` can report all problems at once.
 
 from __future__ import annotations
 
+import ast
 import difflib
 import hashlib
+import re
+import types
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from .errors import SpecError
 from .templates import template_problem
@@ -44,9 +48,9 @@ class ModelRef(_Strict):
     @model_validator(mode="after")
     def _replies_only_for_scripted(self) -> ModelRef:
         if self.id == SCRIPTED and not self.replies:
-            raise ValueError("the loopkit/scripted model needs a non-empty `replies:` list")
+            raise ValueError("the loopkit/scripted model needs a non-empty `replies:` list (reply k answers iteration k)")
         if self.id != SCRIPTED and self.replies is not None:
-            raise ValueError("`replies:` is only for the loopkit/scripted model")
+            raise ValueError(f"found `replies:` on {self.id}; replies are only for the {SCRIPTED} model")
         return self
 
     @property
@@ -136,6 +140,7 @@ Checker = Annotated[
     ],
     Field(discriminator="type"),
 ]
+CHECKER_TYPES = ("equals", "contains", "number", "regex", "json", "python", "command", "judge")
 
 
 class Reward(_Strict):
@@ -157,7 +162,7 @@ class When(_Strict):
     @model_validator(mode="after")
     def _not_empty(self) -> When:
         if all(v is None for v in (self.iterations, self.reward_below, self.failed, self.plateau)):
-            raise ValueError("`when:` needs at least one of iterations, reward_below, failed, plateau")
+            raise ValueError("found no condition, expected at least one of: iterations, reward_below, failed, plateau")
         return self
 
 
@@ -168,8 +173,10 @@ class Escalation(_Strict):
 
     @model_validator(mode="after")
     def _one_action(self) -> Escalation:
-        if (self.model is None) == (self.human is None):
-            raise ValueError("an escalation takes exactly one action: `model:` or `human:`")
+        if self.model is not None and self.human is not None:
+            raise ValueError("found both `model:` and `human:`, expected one of them (an escalation takes one action)")
+        if self.model is None and self.human is None:
+            raise ValueError("found neither `model:` nor `human:`, expected one of them (the escalation's action)")
         return self
 
 
@@ -239,77 +246,139 @@ class LoopSpec(_Strict):
 # --- YAML with positions -------------------------------------------------------------------
 
 Position = tuple[int, int]
+Path_ = tuple[Any, ...]
 
 
-def _positions(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], Position]) -> None:
-    """Map every key path to the (line, col) of its value node, 1-based."""
-    out[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = key_node.value
-            out[path + (key, "__key__")] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            _positions(value_node, path + (key,), out)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _positions(item, path + (i,), out)
+class _Located:
+    """The YAML document's nodes by key path, so every problem can name its line and column (1-based)."""
+
+    def __init__(self, root: yaml.Node | None, loader: yaml.SafeLoader) -> None:
+        self.values: dict[Path_, yaml.Node] = {}
+        self.keys: dict[Path_, yaml.Node] = {}
+        self.duplicates: list[tuple[Path_, yaml.Node, yaml.Node]] = []
+        if root is not None:
+            self._walk(root, (), loader, set())
+
+    def _walk(self, node: yaml.Node, path: Path_, loader: yaml.SafeLoader, stack: set[int]) -> None:
+        self.values[path] = node
+        if id(node) in stack:  # a recursive alias (&a [*a]): nothing more to locate
+            return
+        stack = stack | {id(node)}
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = loader.construct_object(key_node, deep=True) if isinstance(key_node, yaml.ScalarNode) else key_node.value
+                try:
+                    first = self.keys.get(path + (key,))
+                except TypeError:  # an unhashable key; the YAML constructor reports it
+                    continue
+                if first is not None and key != "<<":
+                    self.duplicates.append((path + (key,), key_node, first))
+                self.keys[path + (key,)] = key_node
+                self._walk(value_node, path + (key,), loader, stack)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self._walk(item, path + (i,), loader, stack)
+
+    @staticmethod
+    def _pos(node: yaml.Node) -> Position:
+        return node.start_mark.line + 1, node.start_mark.column + 1
+
+    def value_at(self, path: Path_) -> Position:
+        """Where the value at `path` starts; the nearest enclosing value when `path` is not in the file."""
+        while path not in self.values and path:
+            path = path[:-1]
+        node = self.values.get(path)
+        return self._pos(node) if node is not None else (1, 1)
+
+    def key_at(self, path: Path_) -> Position:
+        """Where the key of `path` is written; else where its value is."""
+        node = self.keys.get(path)
+        return self._pos(node) if node is not None else self.value_at(path)
+
+    def locate(self, loc: tuple[Any, ...]) -> Path_:
+        """The deepest path in the file along a pydantic error location (which may hold union tags)."""
+        path: Path_ = ()
+        for part in loc:
+            if path + (part,) in self.values:
+                path = path + (part,)
+        return path
 
 
-def _locate(loc: tuple[Any, ...], positions: dict[tuple[Any, ...], Position]) -> tuple[tuple[Any, ...], Position]:
-    """Find the deepest YAML position for a pydantic error location (which may hold union tags)."""
-    path: tuple[Any, ...] = ()
-    for part in loc:
-        if path + (part,) in positions:
-            path = path + (part,)
-    return path, positions.get(path, (1, 1))
+def _key(path: Path_) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
 
+
+class _Problems:
+    """Problems found so far, each at a position; reported in file order."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self._found: list[tuple[Position, str]] = []
+
+    def add(self, pos: Position, path: Path_ | str, message: str) -> None:
+        key = path if isinstance(path, str) else _key(path)
+        text = f"{self.file}:{pos[0]}:{pos[1]}: {key}: {message}"
+        if all(text != seen for _, seen in self._found):
+            self._found.append((pos, text))
+
+    def __bool__(self) -> bool:
+        return bool(self._found)
+
+    def sorted(self) -> list[str]:
+        return [text for _, text in sorted(self._found, key=lambda p: p[0])]
+
+
+# --- pydantic errors, in the spec's words --------------------------------------------------
 
 _FIELD_ALIASES = {"pass_": "pass", "json_schema": "schema"}
+_NOT_FROM_YAML = ("path", "source")
 
 
 def _allowed_keys(model: type[BaseModel]) -> list[str]:
-    return [f.alias or name for name, f in model.model_fields.items() if name not in ("path", "source")]
+    return [f.alias or name for name, f in model.model_fields.items() if name not in _NOT_FROM_YAML]
 
 
-def _model_at(path: tuple[Any, ...], data: Any) -> type[BaseModel] | None:
+def _unwrap(ann: Any) -> list[Any]:
+    """The alternatives of an annotation: `A | B`, `Annotated[A, ...]` and `Optional[A]` flattened."""
+    origin = typing.get_origin(ann)
+    if origin is Annotated:
+        return _unwrap(typing.get_args(ann)[0])
+    if origin is Union or origin is types.UnionType:
+        return [alt for arg in typing.get_args(ann) for alt in _unwrap(arg)]
+    return [ann]
+
+
+def _model_for(ann: Any, node: Any) -> type[BaseModel] | None:
+    """The pydantic model that reads `node` under annotation `ann` (a checker is chosen by its `type`)."""
+    for alt in _unwrap(ann):
+        if isinstance(alt, type) and issubclass(alt, BaseModel):
+            tag = alt.model_fields.get("type")
+            if tag is None or (isinstance(node, dict) and node.get("type") in typing.get_args(tag.annotation)):
+                return alt
+    return None
+
+
+def _model_at(path: Path_, data: Any) -> type[BaseModel] | None:
     """The pydantic model that describes the mapping at `path`, for did-you-mean suggestions."""
-    model: Any = LoopSpec
+    ann: Any = LoopSpec
     node = data
     for part in path:
         if isinstance(part, int):
-            node = node[part] if isinstance(node, list) and part < len(node) else None
+            lists = [a for a in _unwrap(ann) if typing.get_origin(a) is list]
+            if not lists:
+                return None
+            ann = typing.get_args(lists[0])[0]
+            node = node[part] if isinstance(node, list) and 0 <= part < len(node) else None
             continue
-        node = node.get(part) if isinstance(node, dict) else None
-        field = model.model_fields.get(part) or next(
-            (f for f in model.model_fields.values() if f.alias == part), None
-        )
+        model = _model_for(ann, node)
+        if model is None:
+            return None
+        field = model.model_fields.get(part) or next((f for f in model.model_fields.values() if f.alias == part), None)
         if field is None:
             return None
         ann = field.annotation
-        model = _resolve_model(ann, node)
-        if model is None:
-            return None
-    return model
-
-
-def _resolve_model(ann: Any, node: Any) -> type[BaseModel] | None:
-    import typing
-
-    if isinstance(ann, type) and issubclass(ann, BaseModel):
-        return ann
-    for arg in typing.get_args(ann):
-        if typing.get_origin(arg) is list:
-            return _resolve_model(typing.get_args(arg)[0], node)
-        if typing.get_origin(arg) is Annotated or typing.get_origin(arg) is Union:
-            found = _resolve_model(arg, node)
-            if found:
-                return found
-        if isinstance(arg, type) and issubclass(arg, BaseModel):
-            type_field = arg.model_fields.get("type")
-            if type_field is None:
-                return arg
-            if isinstance(node, dict) and node.get("type") in typing.get_args(type_field.annotation):
-                return arg
-    return None
+        node = node.get(part) if isinstance(node, dict) else None
+    return _model_for(ann, node)
 
 
 def _describe(value: Any) -> str:
@@ -317,139 +386,296 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _problem(file: str, pos: Position, key: str, message: str) -> str:
-    return f"{file}:{pos[0]}:{pos[1]}: {key}: {message}"
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1)
+    return f"; did you mean `{close[0]}`?" if close else ""
 
 
-def _pydantic_problems(err: ValidationError, data: Any, positions: dict, file: str) -> list[str]:
-    problems = []
-    for e in err.errors():
+_EXPECTED = {
+    "dict_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "list_type": "a list",
+    "string_type": "a string",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+}
+
+
+def _expected(e: dict[str, Any], path: Path_) -> str:
+    kind = e["type"]
+    if kind == "model_type":
+        if e.get("ctx", {}).get("class_name") == "ModelRef":
+            return "a litellm model name or a mapping with `id:`"
+        return "a mapping"
+    if kind == "string_pattern_mismatch" and path and path[-1] == "function":
+        return "`file.py:function_name` (a Python file relative to the spec, a colon, a function name)"
+    if kind == "literal_error":
+        return f"{e['ctx']['expected']}"
+    if kind in _EXPECTED:
+        return _EXPECTED[kind]
+    return e["msg"].removeprefix("Input should be ")
+
+
+def _pydantic_problems(err: ValidationError, data: Any, where: _Located, out: _Problems) -> None:
+    mismatches: dict[Path_, tuple[Any, list[str]]] = {}
+    for e in err.errors(include_url=False):
         loc = tuple(e["loc"])
-        path, pos = _locate(loc, positions)
-        key = ".".join(str(p) for p in path) or "(top level)"
+        path = where.locate(loc)
         kind = e["type"]
-        if kind == "extra_forbidden":
+        if kind in ("extra_forbidden", "invalid_key"):
             bad = loc[-1]
             key_path = path if path and path[-1] == bad else path + (bad,)
-            pos = positions.get(key_path + ("__key__",), pos)
+            if kind == "invalid_key":
+                out.add(where.key_at(key_path), key_path, f"found the key {bad!r}, expected a name (a string)")
+                continue
             parent = _model_at(key_path[:-1], data)
             allowed = _allowed_keys(parent) if parent else []
-            close = difflib.get_close_matches(str(bad), allowed, n=1)
-            hint = f"; did you mean `{close[0]}`?" if close else ""
             expected = f" (expected one of: {', '.join(allowed)})" if allowed else ""
-            problems.append(_problem(file, pos, ".".join(map(str, key_path)), f"unknown key{hint}{expected}"))
-            continue
-        if kind == "missing":
-            missing = loc[-1]
-            problems.append(_problem(file, pos, key, f"missing required key `{_FIELD_ALIASES.get(missing, missing)}`"))
-            continue
-        if kind == "union_tag_invalid":
+            out.add(where.key_at(key_path), key_path, f"unknown key{_did_you_mean(str(bad), allowed)}{expected}")
+        elif kind == "missing":
+            name = _FIELD_ALIASES.get(loc[-1], loc[-1])
+            out.add(where.value_at(path), path + (name,), "missing; this key is required")
+        elif kind == "union_tag_invalid":
             ctx = e.get("ctx", {})
-            problems.append(
-                _problem(file, pos, key + ".type", f"found {ctx.get('tag')!r}, expected one of {ctx.get('expected_tags')}")
-            )
+            tags = [t.strip(" '") for t in str(ctx.get("expected_tags", "")).split(",")]
+            found = ctx.get("tag")
+            out.add(where.value_at(path + ("type",)), path + ("type",),
+                    f"found {found!r}, expected one of: {', '.join(tags)}{_did_you_mean(str(found), tags)}")
+        elif kind == "union_tag_not_found":
+            out.add(where.value_at(path), path + ("type",), f"missing; this key is required (one of: {', '.join(CHECKER_TYPES)})")
+        elif kind == "value_error":
+            out.add(where.value_at(path), path, e["msg"].removeprefix("Value error, "))
+        else:
+            found, expected = mismatches.setdefault(path, (e.get("input"), []))
+            text = _expected(e, path)
+            if text not in expected:
+                expected.append(text)
+    for path, (found, expected) in mismatches.items():
+        shown = "" if isinstance(found, dict) else f"found {_describe(found)}, "
+        out.add(where.value_at(path), path, f"{shown}expected {' or '.join(expected)}")
+
+
+# --- what pydantic cannot see: references, templates, files, budgets -----------------------
+
+PROMPT_VARIABLES = ("case",)
+FEEDBACK_VARIABLES = ("case", "feedback", "reward", "iteration")
+REPLY_VARIABLES = ("case", "iteration", "feedback", "output")
+
+
+def _dicts(value: Any) -> list[tuple[int, dict[str, Any]]]:
+    return [(i, item) for i, item in enumerate(value) if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _template_pos(node: yaml.Node | None, line: int, source: list[str]) -> Position:
+    """Where line `line` (1-based) of a template written as YAML scalar `node` is in the file."""
+    if node is None:
+        return 1, 1
+    start = node.start_mark.line  # 0-based
+    if isinstance(node, yaml.ScalarNode) and node.style in ("|", ">"):
+        # A block scalar's text starts on the line after its `|` or `>` indicator; a literal block
+        # keeps its lines, a folded one does not (there the first line is the best we know).
+        last = node.end_mark.line - 1 if node.end_mark.column == 0 else node.end_mark.line
+        row = min(start + (line if node.style == "|" else 1), max(last, start + 1))
+        text = source[row] if row < len(source) else ""
+        return row + 1, len(text) - len(text.lstrip(" ")) + 1
+    return start + 1, node.start_mark.column + 1
+
+
+def _semantic_problems(data: dict[str, Any], base_dir: Path, where: _Located, source: str, out: _Problems) -> None:
+    lines = source.splitlines()
+    checkers = _dicts(data.get("checkers"))
+    names = [c.get("name") for _, c in checkers if isinstance(c.get("name"), str)]
+    for n, (i, c) in enumerate(checkers):
+        name = c.get("name")
+        if isinstance(name, str) and name in names[:n]:
+            out.add(where.value_at(("checkers", i, "name")), ("checkers", i, "name"), f"duplicate checker name {name!r}")
+    if isinstance(data.get("checkers", []), list):
+        for i, esc in _dicts(data.get("escalate")):
+            failed = esc.get("when", {}).get("failed") if isinstance(esc.get("when"), dict) else None
+            if isinstance(failed, str) and failed not in names:
+                path = ("escalate", i, "when", "failed")
+                out.add(where.value_at(path), path, f"found {failed!r}, expected the name of a checker "
+                        f"({', '.join(names) or 'none defined'}){_did_you_mean(failed, names)}")
+
+    # Templates: syntax, and variables that will not exist when they are rendered.
+    templates: list[tuple[Path_, Any, tuple[str, ...]]] = []
+    task = data.get("task") if isinstance(data.get("task"), dict) else {}
+    templates += [(("task", "system"), task.get("system"), PROMPT_VARIABLES),
+                  (("task", "prompt"), task.get("prompt"), PROMPT_VARIABLES),
+                  (("task", "feedback"), task.get("feedback"), FEEDBACK_VARIABLES)]
+    for i, c in checkers:
+        if c.get("type") in ("equals", "contains", "number"):
+            templates.append((("checkers", i, "expected"), c.get("expected"), PROMPT_VARIABLES))
+    for path, model in _model_mappings(data, checkers):
+        replies = model.get("replies") if isinstance(model, dict) else None
+        if isinstance(replies, list):
+            templates += [(path + ("replies", j), reply, REPLY_VARIABLES) for j, reply in enumerate(replies)]
+    for path, text, variables in templates:
+        if not isinstance(text, str):
             continue
-        if kind == "union_tag_not_found":
-            problems.append(_problem(file, pos, key, "missing required key `type`"))
-            continue
-        found = f"found {_describe(e['input'])}, " if "input" in e and not isinstance(e["input"], dict) else ""
-        message = e["msg"].removeprefix("Value error, ")
-        problems.append(_problem(file, pos, key, f"{found}expected: {message}"))
-    return problems
-
-
-def _semantic_problems(spec: LoopSpec, positions: dict, file: str) -> list[str]:
-    """Problems pydantic cannot see: cross references, templates, budget requirements."""
-    problems: list[str] = []
-
-    def at(*path: Any) -> Position:
-        return positions.get(tuple(path), positions.get((), (1, 1)))
-
-    names = [c.name for c in spec.checkers]
-    for i, name in enumerate(names):
-        if name in names[:i]:
-            problems.append(_problem(file, at("checkers", i, "name"), f"checkers.{i}.name", f"duplicate checker name {name!r}"))
-    for i, esc in enumerate(spec.escalate):
-        if esc.when.failed is not None and esc.when.failed not in names:
-            close = difflib.get_close_matches(esc.when.failed, names, n=1)
-            hint = f"; did you mean `{close[0]}`?" if close else ""
-            problems.append(
-                _problem(file, at("escalate", i, "when", "failed"), f"escalate.{i}.when.failed",
-                         f"found {esc.when.failed!r}, expected a checker name ({', '.join(names) or 'none defined'}){hint}")
-            )
-    templates: list[tuple[tuple[Any, ...], str]] = [(("task", "prompt"), spec.task.prompt), (("task", "feedback"), spec.task.feedback)]
-    if spec.task.system:
-        templates.append((("task", "system"), spec.task.system))
-    for i, c in enumerate(spec.checkers):
-        if isinstance(c, (EqualsChecker, ContainsChecker, NumberChecker)) and isinstance(c.expected, str):
-            templates.append((("checkers", i, "expected"), c.expected))
-    for path, model in spec.models():
-        for j, reply in enumerate(model.replies or []):
-            base = tuple(int(p) if p.isdigit() else p for p in path.split("."))
-            templates.append((base + ("replies", j), reply))
-    for path, text in templates:
-        problem = template_problem(text)
+        problem = template_problem(text, variables)
         if problem:
-            line, col = at(*path)
-            # a block scalar's text starts on the line after its indicator
-            offset = problem[0] - 1 + (1 if "\n" in text.rstrip("\n") or text.endswith("\n") else 0)
-            problems.append(_problem(file, (line + offset, col if offset == 0 else 1), ".".join(map(str, path)), problem[1]))
-    for i, c in enumerate(spec.checkers):
-        if isinstance(c, PythonChecker):
-            rel = c.function.split(":")[0]
-            if not (spec.base_dir / rel).is_file():
-                problems.append(_problem(file, at("checkers", i, "function"), f"checkers.{i}.function",
-                                         f"found {c.function!r}, but {spec.base_dir / rel} does not exist"))
-    if isinstance(spec.inputs, str) and not (spec.base_dir / spec.inputs).is_file():
-        problems.append(_problem(file, at("inputs"), "inputs", f"found {spec.inputs!r}, but {spec.base_dir / spec.inputs} does not exist"))
-    if spec.budget.any:
-        problems += _budget_problems(spec, positions, file)
-    return problems
+            out.add(_template_pos(where.values.get(path), problem[0], lines), path, problem[1])
+
+    # Checkers whose settings can be checked before a run: patterns, schemas, files.
+    for i, c in checkers:
+        kind = c.get("type")
+        if kind == "regex" and isinstance(c.get("pattern"), str):
+            try:
+                re.compile(c["pattern"])
+            except re.error as exc:
+                path = ("checkers", i, "pattern")
+                out.add(where.value_at(path), path, f"found {_describe(c['pattern'])}, expected a regular expression: {exc}")
+        elif kind == "json" and isinstance(c.get("schema"), dict):
+            _schema_problem(c["schema"], ("checkers", i, "schema"), where, out)
+        elif kind == "python" and isinstance(c.get("function"), str) and _FUNCTION.match(c["function"]):
+            _function_problem(c["function"], base_dir, ("checkers", i, "function"), where, out)
+
+    inputs = data.get("inputs")
+    if isinstance(inputs, str):
+        file = base_dir / inputs
+        if Path(inputs).suffix.lower() not in INPUT_SUFFIXES:
+            out.add(where.value_at(("inputs",)), ("inputs",),
+                    f"found {inputs!r}, expected a {', '.join(INPUT_SUFFIXES)} file or an inline list of cases")
+        elif not file.is_file():
+            out.add(where.value_at(("inputs",)), ("inputs",), f"found {inputs!r}, but {file} does not exist")
+    _budget_problems(data, checkers, where, out)
 
 
-def _budget_problems(spec: LoopSpec, positions: dict, file: str) -> list[str]:
+_FUNCTION = re.compile(r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
+INPUT_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".yaml", ".yml")
+
+
+def _schema_problem(schema: dict[str, Any], path: Path_, where: _Located, out: _Problems) -> None:
+    import jsonschema
+
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        at = "/".join(map(str, exc.path))
+        out.add(where.value_at(path), path, f"not a valid JSON Schema{f' (at `{at}`)' if at else ''}: {exc.message}")
+
+
+def _function_problem(reference: str, base_dir: Path, path: Path_, where: _Located, out: _Problems) -> None:
+    """The file must exist and, as far as reading it (not running it) tells, define the function."""
+    rel, name = reference.split(":")
+    file = base_dir / rel
+    pos = where.value_at(path)
+    if not file.is_file():
+        out.add(pos, path, f"found {reference!r}, but {file} does not exist")
+        return
+    try:
+        tree = ast.parse(file.read_bytes(), filename=str(file))
+    except SyntaxError as exc:
+        out.add(pos, path, f"{file}:{exc.lineno}: the checker file has a syntax error: {exc.msg}")
+        return
+    except (OSError, ValueError):
+        return  # unreadable here: the checker reports it when it runs
+    defined: set[str] = set()
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined.add(stmt.name)
+        elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            if any(alias.name == "*" for alias in stmt.names):
+                return  # names we cannot see without running it
+            defined.update((alias.asname or alias.name).split(".")[0] for alias in stmt.names)
+        else:
+            for node in ast.walk(stmt):
+                if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                    defined.add(node.id)
+                elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    defined.add(node.name)  # defined under an `if` or `try`
+    if "__getattr__" in defined or name in defined:
+        return
+    functions = sorted(n for n in defined if not n.startswith("_"))
+    out.add(pos, path, f"found {reference!r}, but {rel} defines no `{name}`{_did_you_mean(name, functions)}")
+
+
+def _model_mappings(data: dict[str, Any], checkers: list[tuple[int, dict[str, Any]]]) -> list[tuple[Path_, Any]]:
+    """Every model the spec names, as written, with where: the worker, escalations, judges."""
+    found: list[tuple[Path_, Any]] = [(("model",), data.get("model"))]
+    found += [(("escalate", i, "model"), e["model"]) for i, e in _dicts(data.get("escalate")) if e.get("model") is not None]
+    found += [(("checkers", i, "model"), c["model"]) for i, c in checkers
+              if c.get("type") == "judge" and c.get("model") is not None]
+    return found
+
+
+_MODEL = TypeAdapter(ModelSpec)
+
+
+def _budget_problems(data: dict[str, Any], checkers: list[tuple[int, dict[str, Any]]], where: _Located, out: _Problems) -> None:
     from .prices import known_price
 
-    problems = []
-    seen: set[str] = set()
-    for path, model in spec.models():
-        where = tuple(int(p) if p.isdigit() else p for p in path.split("."))
-        pos = positions.get(where, positions.get(("budget",), (1, 1)))
-        if path in seen:
+    try:
+        budget = Budget.model_validate(data.get("budget") or {})
+    except ValidationError:
+        return  # reported with the other type errors
+    if not budget.any:
+        return
+    spec_params = data.get("params") if isinstance(data.get("params"), dict) else {}
+    for path, value in _model_mappings(data, checkers):
+        try:
+            model = _MODEL.validate_python(value)
+        except ValidationError:
             continue
-        seen.add(path)
-        if spec.budget.tokens is not None or spec.budget.needs_prices:
-            if not spec.params_for(model).get("max_tokens"):
-                problems.append(_problem(file, pos, path, f"a budget is set, so {model.id} needs `max_tokens` in `params:` "
-                                         "(the worst case of a call is its prompt plus max_tokens)"))
-        if spec.budget.needs_prices and known_price(model) is None:
-            problems.append(_problem(file, pos, path, f"a budget is set but the price of {model.id} is unknown; add "
-                                     "`price: {input_per_mtok: ..., output_per_mtok: ...}` to its mapping"))
-    return problems
+        pos = where.value_at(path)
+        if (budget.tokens is not None or budget.needs_prices) and not {**spec_params, **model.params}.get("max_tokens"):
+            out.add(pos, path, f"a budget is set, so {model.id} needs `max_tokens` in `params:` "
+                    "(the worst case of a call is its prompt plus max_tokens)")
+        if budget.needs_prices and known_price(model) is None:
+            out.add(pos, path, f"a budget is set but the price of {model.id} is unknown; add "
+                    "`price: {input_per_mtok: ..., output_per_mtok: ...}` to its mapping")
+
+
+# --- entry points --------------------------------------------------------------------------
+
+
+def _compose(text: str, file: str) -> tuple[Any, _Located]:
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+        return data, _Located(node, loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        pos = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise SpecError([f"{file}:{pos[0]}:{pos[1]}: (yaml): not valid YAML: {getattr(exc, 'problem', None) or exc}"]) from None
+    finally:
+        loader.dispose()
 
 
 def parse_spec(text: str, *, path: Path | None = None, display: str | None = None) -> LoopSpec:
     """Validate spec text; raise SpecError listing every problem with file:line:col."""
     file = display or (str(path) if path else "<spec>")
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        pos = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise SpecError([_problem(file, pos, "(yaml)", f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    data, where = _compose(text, file)
+    if data is None:
+        raise SpecError([f"{file}:1:1: (top level): the spec is empty; expected a mapping of spec keys (model, task, checkers, ...)"])
     if not isinstance(data, dict):
-        raise SpecError([f"{file}:1:1: (top level): found {_describe(data)}, expected a mapping of spec keys (task, model, checkers, ...)"])
-    positions: dict[tuple[Any, ...], Position] = {}
-    _positions(node, (), positions)
+        raise SpecError([f"{file}:1:1: (top level): found {_describe(data)}, expected a mapping of spec keys (model, task, checkers, ...)"])
+    out = _Problems(file)
+    for key_path, node, first in where.duplicates:
+        out.add(_Located._pos(node), key_path, f"duplicate key (first at line {first.start_mark.line + 1}); "
+                "YAML silently keeps only the last, so remove one")
+    for reserved in _NOT_FROM_YAML:
+        if reserved in data:
+            data = {k: v for k, v in data.items() if k != reserved}
+            allowed = _allowed_keys(LoopSpec)
+            out.add(where.key_at((reserved,)), (reserved,), f"unknown key (expected one of: {', '.join(allowed)})")
     data.setdefault("name", path.stem if path else "spec")
+    spec: LoopSpec | None = None
     try:
         spec = LoopSpec.model_validate({**data, "path": path, "source": text})
     except ValidationError as err:
-        raise SpecError(_pydantic_problems(err, data, positions, file)) from None
-    problems = _semantic_problems(spec, positions, file)
-    if problems:
-        raise SpecError(problems)
+        _pydantic_problems(err, data, where, out)
+    base_dir = path.parent if path else Path.cwd()
+    _semantic_problems(data, base_dir, where, text, out)
+    if out or spec is None:
+        raise SpecError(out.sorted())
     return spec
 
 
@@ -457,11 +683,19 @@ def load_spec(path: str | Path) -> LoopSpec:
     """Read and validate a spec file (see SPEC.md §1)."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        raw = p.read_bytes()
     except FileNotFoundError:
         raise SpecError([f"{p}: no such spec file"]) from None
-    except UnicodeDecodeError as exc:
-        raise SpecError([f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
+    except IsADirectoryError:
+        raise SpecError([f"{p}: is a directory, expected a spec file"]) from None
     except OSError as exc:
         raise SpecError([f"{p}: cannot read: {exc.strerror}"]) from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        data, start = exc.object, exc.start
+        line = data.count(b"\n", 0, start) + 1
+        col = start - (data.rfind(b"\n", 0, start) + 1) + 1
+        raise SpecError([f"{p}:{line}:{col}: (file): not UTF-8 text ({exc.reason}: byte {data[start]:#04x}); "
+                         "save the spec as UTF-8"]) from None
     return parse_spec(text, path=p.resolve(), display=str(p))

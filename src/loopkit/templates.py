@@ -6,13 +6,18 @@ misspelt variable is an error rather than an empty string.
 
 from __future__ import annotations
 
+import difflib
+import re
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError, meta, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-_env = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=False, autoescape=False)
+# Immutable: a template cannot change the case (or any list or dict) it is given, so one render
+# never leaks into the next (the case is shared by the prompt, the checkers and every iteration).
+_env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=False, autoescape=False)
 
 
 class TemplateError(Exception):
@@ -34,10 +39,29 @@ def render(text: str, **variables: Any) -> str:
         raise TemplateError(f"template failed: {exc}") from None
 
 
-def template_problem(text: str) -> tuple[int, str] | None:
-    """The (line within the template, message) of a syntax error, or None when it compiles."""
+def template_problem(text: str, variables: Iterable[str] | None = None) -> tuple[int, str] | None:
+    """The (line within the template, message) of the first problem, or None when the template is fine.
+
+    A problem is a syntax error or, when `variables` is given, a variable that will not be defined
+    when the template is rendered (e.g. `{{ cas.x }}` where only `case` exists).
+    """
     try:
         _compile(text)
     except TemplateSyntaxError as exc:
         return exc.lineno or 1, f"bad template: {exc.message}"
-    return None
+    if variables is None:
+        return None
+    allowed = sorted(variables)
+    tree = _env.parse(text)
+    # Jinja counts a name `{% set %}` inside an `if` or a loop as undeclared; such a name is the
+    # template's own, so only names it never assigns are reported.
+    assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    unknown = sorted(meta.find_undeclared_variables(tree) - set(allowed) - assigned)
+    if not unknown:
+        return None
+    name = unknown[0]
+    close = difflib.get_close_matches(name, allowed, n=1)
+    hint = f"; did you mean `{close[0]}`?" if close else ""
+    match = re.search(rf"(?<![\w.]){re.escape(name)}\b", text)
+    line = text.count("\n", 0, match.start()) + 1 if match else 1
+    return line, f"bad template: `{name}` is not defined here (available: {', '.join(allowed)}){hint}"

@@ -1,0 +1,387 @@
+"""Checkers (SPEC.md §1): each turns an output into a score in [0, 1], a pass/fail and feedback.
+
+The feedback of a failed check is what the model reads on its next try, so the tests pin its text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from loopkit.checkers import (
+    JUDGE_SYSTEM,
+    CheckContext,
+    CheckResult,
+    as_result,
+    judge_messages,
+    parse_judgement,
+    run_checker,
+)
+from loopkit.spec import (
+    CommandChecker,
+    ContainsChecker,
+    EqualsChecker,
+    JsonChecker,
+    JudgeChecker,
+    NumberChecker,
+    PythonChecker,
+    RegexChecker,
+)
+
+PASS = CheckResult(1.0, True, "")
+
+
+async def _no_judge(checker, messages):  # noqa: ANN001, ANN202
+    raise AssertionError("this checker must not call a judge")
+
+
+def check(checker, output: str, case: dict | None = None, *, base_dir: Path = Path("."), threshold: float = 1.0,
+          judge=_no_judge) -> CheckResult:
+    ctx = CheckContext(case=case or {}, base_dir=base_dir, pass_threshold=threshold, prompt="What is 6 x 7?", judge=judge)
+    return asyncio.run(run_checker(checker, output, ctx))
+
+
+def equals(expected) -> EqualsChecker:
+    return EqualsChecker(name="exact", type="equals", expected=expected)
+
+
+def number(expected, tolerance: float = 0.0) -> NumberChecker:
+    return NumberChecker(name="answer", type="number", expected=expected, tolerance=tolerance)
+
+
+def python(tmp_path: Path, source: str, function: str = "check") -> PythonChecker:
+    (tmp_path / "checks.py").write_text(textwrap.dedent(source))
+    return PythonChecker(name="custom", type="python", function=f"checks.py:{function}")
+
+
+def command(run: str, timeout: float = 10) -> CommandChecker:
+    return CommandChecker(name="cmd", type="command", run=run, timeout=timeout)
+
+
+# --- equals, contains, regex ------------------------------------------------------------------
+
+
+def test_equals_passes_on_the_same_text_ignoring_surrounding_whitespace():
+    assert check(equals("42"), "  42\n") == PASS
+    assert check(equals("  42 \n"), "42") == PASS
+
+
+def test_equals_fails_with_what_it_expected_and_what_it_got():
+    assert check(equals("42"), "41\n") == CheckResult(0.0, False, "expected exactly '42', got '41'")
+
+
+def test_equals_renders_expected_as_a_template_of_the_case():
+    assert check(equals("{{ case.x * 2 }}"), "42", {"x": 21}) == PASS
+    assert check(equals(42), "42") == PASS  # a YAML number is compared as its text
+
+
+def test_an_expected_value_naming_a_missing_case_field_fails_the_check_not_the_run():
+    result = check(equals("{{ case.answer }}"), "42", {"x": 1})
+    assert not result.passed
+    assert result.feedback == "checker exact: template uses an undefined value: 'dict object' has no attribute 'answer'"
+
+
+def test_contains_passes_when_the_stripped_expected_text_is_in_the_output():
+    contains = ContainsChecker(name="mentions", type="contains", expected="  standard deduction \n")
+    assert check(contains, "I took the standard deduction of 14,600.") == PASS
+    assert check(contains, "No deduction.") == CheckResult(0.0, False, "the answer must contain 'standard deduction'")
+
+
+def test_regex_searches_the_stripped_output():
+    regex = RegexChecker(name="shape", type="regex", pattern=r"^\d{3}-\d{4}$")
+    assert check(regex, "\n555-1234\n") == PASS
+    assert check(regex, "call 555-1234") == CheckResult(0.0, False, r"the answer must match /^\d{3}-\d{4}$/")
+
+
+def test_a_bad_regex_fails_the_check_instead_of_crashing_the_run():
+    result = check(RegexChecker(name="shape", type="regex", pattern="(unclosed"), "x")
+    assert not result.passed and "bad regular expression" in result.feedback
+
+
+def test_long_outputs_are_shortened_in_feedback():
+    result = check(equals("short"), "y" * 500)
+    assert result.feedback == f"expected exactly 'short', got '{'y' * 197}...'"
+
+
+# --- number -------------------------------------------------------------------------------------
+
+
+def test_number_reads_the_first_number_of_the_answer():
+    assert check(number("42"), "The answer is 42.") == PASS
+    assert check(number("{{ case.tax }}"), "Tax: 5000 USD (year 2024)", {"tax": 5000}) == PASS
+
+
+def test_number_fails_with_the_expected_and_found_values():
+    assert check(number("42"), "41") == CheckResult(0.0, False, "expected 42, got 41")
+
+
+def test_number_tolerance_is_inclusive_and_shown_in_feedback():
+    assert check(number("42", tolerance=0.5), "42.5") == PASS
+    assert check(number("42", tolerance=0.5), "41.4") == CheckResult(0.0, False, "expected 42 (±0.5), got 41.4")
+
+
+def test_number_understands_thousands_separators_signs_decimals_and_exponents():
+    assert check(number("1234567.5"), "Total: $1,234,567.50") == PASS
+    assert check(number("-1200"), "a loss of -1,200") == PASS
+    assert check(number("0.5"), "about .5") == PASS
+    assert check(number("1500"), "1.5e3") == PASS
+    assert check(number("{{ case.wages }}"), "50000", {"wages": "50,000"}) == PASS
+
+
+def test_a_comma_between_numbers_is_not_a_thousands_separator():
+    assert check(number("1"), "1,2,3") == PASS
+    assert check(number("42"), "42, then 43") == PASS
+
+
+def test_number_feedback_shows_every_digit_that_was_compared():
+    assert check(number("1234567"), "1,234,568").feedback == "expected 1234567, got 1234568"
+    assert check(number("0.1"), "0.30000000000000004").feedback == "expected 0.1, got 0.30000000000000004"
+
+
+def test_number_fails_when_the_answer_or_the_expected_value_has_no_number():
+    assert check(number("42"), "forty-two") == CheckResult(0.0, False, "no number in the answer; expected 42")
+    assert check(number("{{ case.x }}"), "42", {"x": "n/a"}) == CheckResult(0.0, False, "expected value 'n/a' is not a number")
+
+
+# --- json -----------------------------------------------------------------------------------------
+
+SCHEMA = {"type": "object", "required": ["tax"], "properties": {"tax": {"type": "number", "minimum": 0}}}
+
+
+def test_json_passes_on_any_valid_json_without_a_schema():
+    assert check(JsonChecker(name="j", type="json"), '{"tax": "anything"}') == PASS
+    assert check(JsonChecker(name="j", type="json"), "[1, 2]") == PASS
+
+
+def test_json_fails_on_invalid_json_with_where_it_broke():
+    assert check(JsonChecker(name="j", type="json"), '{"tax": 1,}') == CheckResult(
+        0.0, False, "the answer is not valid JSON: Expecting property name enclosed in double quotes at line 1 column 11")
+
+
+def test_json_accepts_an_answer_wrapped_in_a_markdown_fence():
+    fenced = '```json\n{"tax": 5}\n```\n'
+    assert check(JsonChecker(name="j", type="json", schema=SCHEMA), fenced) == PASS
+    assert check(JsonChecker(name="j", type="json"), '```\n{"tax": 5}\n```') == PASS
+
+
+def test_json_with_a_schema_lists_what_does_not_match():
+    checker = JsonChecker(name="j", type="json", schema=SCHEMA)
+    assert check(checker, '{"tax": 5}') == PASS
+    assert check(checker, '{"total": 5}') == CheckResult(0.0, False, "the JSON does not match the schema: (root): 'tax' is a required property")
+    assert check(checker, '{"tax": -1}') == CheckResult(
+        0.0, False, "the JSON does not match the schema: tax: -1 is less than the minimum of 0")
+
+
+def test_json_schema_errors_at_several_paths_are_all_reported():
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "array", "items": {"type": "string"}}}}
+    result = check(JsonChecker(name="j", type="json", schema=schema), '{"a": "x", "b": [1, "ok", 2]}')
+    assert result.feedback == ("the JSON does not match the schema: a: 'x' is not of type 'integer'; "
+                               "b/0: 1 is not of type 'string'; b/2: 2 is not of type 'string'")
+
+
+# --- python -------------------------------------------------------------------------------------
+
+
+def test_a_python_checker_returning_true_or_false(tmp_path):
+    checker = python(tmp_path, """
+        def check(output, case):
+            return output.strip() == str(case["x"] * 2)
+    """)
+    assert check(checker, "42", {"x": 21}, base_dir=tmp_path) == PASS
+    assert check(checker, "41", {"x": 21}, base_dir=tmp_path) == CheckResult(0.0, False, "")
+
+
+def test_a_python_checker_returning_a_score_passes_at_the_threshold(tmp_path):
+    checker = python(tmp_path, """
+        def check(output, case):
+            return len(output) / 10
+    """)
+    assert check(checker, "12345678", base_dir=tmp_path, threshold=0.8) == CheckResult(0.8, True, "")
+    assert check(checker, "1234567", base_dir=tmp_path, threshold=0.8) == CheckResult(0.7, False, "")
+    assert check(checker, "x" * 50, base_dir=tmp_path, threshold=0.8) == CheckResult(1.0, True, "")  # clamped to [0, 1]
+
+
+def test_a_python_checker_returning_a_check_result_keeps_its_feedback(tmp_path):
+    checker = python(tmp_path, """
+        from loopkit import CheckResult
+
+        def check(output, case):
+            return CheckResult(score=0.25, passed=False, feedback="the deduction is missing")
+    """)
+    assert check(checker, "x", base_dir=tmp_path) == CheckResult(0.25, False, "the deduction is missing")
+
+
+def test_a_python_checker_that_raises_is_a_failed_check_naming_the_exception(tmp_path):
+    checker = python(tmp_path, """
+        def check(output, case):
+            return 1 / 0
+    """)
+    assert check(checker, "x", base_dir=tmp_path) == CheckResult(
+        0.0, False, "checker checks.py:check raised ZeroDivisionError: division by zero")
+
+
+def test_a_python_checker_returning_something_else_is_a_failed_check(tmp_path):
+    checker = python(tmp_path, """
+        def check(output, case):
+            return None
+    """)
+    result = check(checker, "x", base_dir=tmp_path)
+    assert not result.passed
+    assert result.feedback == "checker checks.py:check raised TypeError: a checker must return bool, float or CheckResult, not NoneType"
+
+
+def test_a_python_checker_may_be_async(tmp_path):
+    checker = python(tmp_path, """
+        async def check(output, case):
+            return output == "ok"
+    """)
+    assert check(checker, "ok", base_dir=tmp_path) == PASS
+
+
+def test_the_python_file_is_found_relative_to_the_spec_folder_and_may_import_its_neighbours(tmp_path, monkeypatch):
+    folder = tmp_path / "loop"
+    folder.mkdir()
+    (folder / "rules.py").write_text("LIMIT = 3\n")
+    checker = python(folder, """
+        from rules import LIMIT
+
+        def short_enough(output, case):
+            return len(output.split()) <= LIMIT
+    """, function="short_enough")
+    monkeypatch.chdir(tmp_path)  # not the spec's folder: the path is relative to base_dir, not the cwd
+    assert check(checker, "one two three", base_dir=folder) == PASS
+    assert check(checker, "one two three four", base_dir=folder).passed is False
+
+
+def test_a_missing_function_is_a_failed_check(tmp_path):
+    checker = python(tmp_path, "def other(output, case):\n    return True\n", function="absent")
+    result = check(checker, "x", base_dir=tmp_path)
+    assert not result.passed and "has no function 'absent'" in result.feedback
+
+
+def test_as_result_normalises_what_a_user_checker_returns():
+    assert as_result(True, 1.0) == CheckResult(1.0, True, "")
+    assert as_result(0, 0.5) == CheckResult(0.0, False, "")
+    assert as_result(0.5, 0.5) == CheckResult(0.5, True, "")
+    assert as_result(-3, 0.5) == CheckResult(0.0, False, "")
+    assert as_result(CheckResult(1.5, True, "great"), 1.0) == CheckResult(1.0, True, "great")
+    assert as_result((0.3, False, "why"), 1.0) == CheckResult(0.3, False, "why")
+    with pytest.raises(TypeError):
+        as_result("yes", 1.0)
+
+
+# --- command --------------------------------------------------------------------------------------
+
+
+def test_a_command_that_exits_0_passes():
+    assert check(command("true"), "x") == PASS
+
+
+def test_a_command_that_fails_gives_its_exit_code_and_output_as_feedback():
+    result = check(command("echo 'FAILED test_median - assert 2 == 3' >&2; exit 1"), "x")
+    assert result == CheckResult(0.0, False, "`echo 'FAILED test_median - assert 2 == 3' >&2; exit 1` exited 1:\n"
+                                             "FAILED test_median - assert 2 == 3")
+
+
+def test_a_failing_command_feedback_keeps_only_the_tail_of_a_long_output():
+    result = check(command("seq 1 5000; exit 3"), "x")
+    assert not result.passed
+    assert result.feedback.endswith("\n4999\n5000") and len(result.feedback) < 2100
+    assert "\n1\n2\n" not in result.feedback
+
+
+def test_a_command_gets_the_output_on_stdin_and_in_loopkit_output():
+    assert check(command('test "$(cat)" = "hello world"'), "hello world") == PASS
+    assert check(command('test "$LOOPKIT_OUTPUT" = "hello world"'), "hello world") == PASS
+    assert check(command('test "$LOOPKIT_OUTPUT" = "hello world"'), "bye").passed is False
+
+
+def test_a_command_runs_in_the_spec_folder(tmp_path):
+    (tmp_path / "marker.txt").write_text("here")
+    assert check(command("test -f marker.txt"), "x", base_dir=tmp_path) == PASS
+
+
+def test_a_command_that_runs_past_its_timeout_is_killed_and_fails(tmp_path):
+    pidfile = tmp_path / "child.pid"
+    # the shell starts a child and waits: the kill must reach the child too, not just the shell
+    result = check(command(f"sleep 5 & echo $! > {pidfile}; wait", timeout=0.2), "x")
+    assert result == CheckResult(0.0, False, f"`sleep 5 & echo $! > {pidfile}; wait` timed out after 0.2s")
+    child = int(pidfile.read_text())
+    assert not _alive(child)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a killed child may linger as a zombie until its (dead) parent's reaper collects it
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_an_output_with_a_nul_byte_still_reaches_the_command():
+    assert check(command("test $(wc -c) = 3"), "a\0b") == PASS
+
+
+def test_an_output_too_long_for_an_environment_variable_is_given_on_stdin_only():
+    long = "x" * 300_000
+    assert check(command("test $(wc -c) = 300000"), long) == PASS
+    failed = check(command('test -n "$LOOPKIT_OUTPUT"'), long)
+    assert failed.feedback == ('`test -n "$LOOPKIT_OUTPUT"` exited 1\n'
+                               "(the answer, 300,000 bytes, is too long for $LOOPKIT_OUTPUT; it was given on stdin only)")
+
+
+# --- judge ----------------------------------------------------------------------------------------
+
+
+def test_parse_judgement_reads_a_json_score_and_reason():
+    assert parse_judgement('{"score": 0.8, "reason": "mostly justified"}', 0.75) == CheckResult(0.8, True, "mostly justified")
+    assert parse_judgement('{"score": 0.5}', 0.75) == CheckResult(0.5, False, "")
+
+
+def test_parse_judgement_finds_the_json_inside_prose_or_a_fence():
+    text = 'Let me grade {the answer}.\n```json\n{"score": 1, "reason": "every figure {is} shown"}\n```\nDone {ok}.'
+    assert parse_judgement(text, 1.0) == CheckResult(1.0, True, "every figure {is} shown")
+
+
+def test_parse_judgement_clamps_scores_to_0_1():
+    assert parse_judgement('{"score": 7}', 1.0).score == 1.0
+    assert parse_judgement('{"score": -1}', 0.5).score == 0.0
+    assert parse_judgement('{"score": "0.9"}', 0.5) == CheckResult(0.9, True, "")
+
+
+def test_parse_judgement_of_garbage_is_a_failed_check_quoting_the_reply():
+    assert parse_judgement("I think it's fine!", 0.5) == CheckResult(
+        0.0, False, "the judge did not answer with a JSON {\"score\": ...}: \"I think it's fine!\"")
+    assert not parse_judgement('{"grade": "A"}', 0.5).passed
+    assert not parse_judgement('{"score": "high"}', 0.5).passed
+    assert not parse_judgement('{"score": NaN}', 0.0).passed
+
+
+def test_the_judge_is_asked_with_the_rubric_the_task_and_the_answer():
+    checker = JudgeChecker(name="review", type="judge", rubric="Is every figure justified?")
+    system, user = judge_messages(checker, "What is 6 x 7?", "42")
+    assert system == {"role": "system", "content": JUDGE_SYSTEM}
+    assert user == {"role": "user", "content": "Rubric:\nIs every figure justified?\n\nTask given to the model:\nWhat is 6 x 7?"
+                                               "\n\nThe model's answer:\n42"}
+
+
+def test_check_judge_calls_the_judge_and_grades_with_its_reply():
+    asked = []
+
+    async def judge(checker, messages):  # noqa: ANN001, ANN202
+        asked.append((checker.name, messages[-1]["content"]))
+        return 'Sure. {"score": 0.6, "reason": "the deduction is not explained"}'
+
+    checker = JudgeChecker(name="review", type="judge", rubric="Is every figure justified?")
+    assert check(checker, "42", judge=judge, threshold=0.9) == CheckResult(0.6, False, "the deduction is not explained")
+    assert asked == [("review", "Rubric:\nIs every figure justified?\n\nTask given to the model:\nWhat is 6 x 7?"
+                                "\n\nThe model's answer:\n42")]

@@ -1,0 +1,216 @@
+"""Cases (SPEC.md §1 `inputs:`, §2 Inputs): read from .jsonl/.csv/.yaml or an inline list, streamed.
+
+A broken input is an error naming the file and the line, found before any call is paid for.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import tracemalloc
+import types
+from pathlib import Path
+
+import pytest
+
+from loopkit.errors import InputError
+from loopkit.inputs import Case, Inputs
+
+
+def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return path
+
+
+def cases(source, base_dir: Path | None = None) -> list[Case]:
+    return list(Inputs(source, base_dir=base_dir))
+
+
+def broken(source, base_dir: Path | None = None) -> str:
+    """The message of the InputError that reading every case raises."""
+    with pytest.raises(InputError) as caught:
+        Inputs(source, base_dir=base_dir).validate()
+    return str(caught.value)
+
+
+# --- jsonl -----------------------------------------------------------------------------------
+
+
+def test_jsonl_gives_one_case_per_line_and_skips_blank_lines(tmp_path):
+    path = write(tmp_path, "cases.jsonl", '{"id": "alice", "x": 1}\n\n   \n{"x": 2}\n{"id": 7, "x": 3}\n')
+    assert cases(path) == [
+        Case("alice", {"id": "alice", "x": 1}),
+        Case("2", {"x": 2}),  # no `id`: its position among the cases, blank lines not counted
+        Case("7", {"id": 7, "x": 3}),
+    ]
+
+
+def test_a_relative_path_is_read_from_the_spec_folder(tmp_path):
+    write(tmp_path, "cases.jsonl", '{"x": 1}\n')
+    assert cases("cases.jsonl", base_dir=tmp_path) == [Case("1", {"x": 1})]
+
+
+def test_a_bad_json_line_names_the_file_and_line(tmp_path):
+    path = write(tmp_path, "cases.jsonl", '{"x": 1}\n\n{"x": 2,}\n')
+    assert broken(path) == f"{path}:3: bad JSON: Expecting property name enclosed in double quotes (column 9)"
+
+
+def test_a_json_line_that_is_not_an_object_names_the_line(tmp_path):
+    path = write(tmp_path, "cases.jsonl", '{"x": 1}\n[1, 2]\n')
+    assert broken(path) == f"{path}:2: found list, expected an object (a mapping of fields)"
+
+
+def test_non_utf8_bytes_name_the_line_they_are_on(tmp_path):
+    lines = [json.dumps({"n": i}).encode() for i in range(5000)]
+    lines[4321] = b'{"name": "Caf\xe9"}'  # Latin-1, deep into the file (past any read buffer)
+    path = write(tmp_path, "cases.jsonl", b"\n".join(lines) + b"\n")
+    assert broken(path) == (
+        f"{path}:4322: not UTF-8 text (invalid continuation byte: byte 0xe9 at column 14); save the file as UTF-8")
+
+
+def test_a_utf8_byte_order_mark_is_not_part_of_the_first_case(tmp_path):
+    path = write(tmp_path, "cases.jsonl", b'\xef\xbb\xbf{"x": 1}\n')
+    assert cases(path) == [Case("1", {"x": 1})]
+
+
+def test_the_ndjson_extension_is_jsonl(tmp_path):
+    assert cases(write(tmp_path, "cases.ndjson", '{"x": 1}\n')) == [Case("1", {"x": 1})]
+
+
+# --- csv -------------------------------------------------------------------------------------
+
+
+def test_csv_gives_one_case_per_row_with_the_header_as_field_names(tmp_path):
+    path = write(tmp_path, "cases.csv", 'id,status,wages\nw1,single,"50,000"\n,married,80000\n')
+    assert cases(path) == [
+        Case("w1", {"id": "w1", "status": "single", "wages": "50,000"}),
+        Case("2", {"id": "", "status": "married", "wages": "80000"}),  # an empty id: the position
+    ]
+
+
+def test_a_csv_value_may_span_lines_and_later_errors_still_name_the_right_line(tmp_path):
+    path = write(tmp_path, "cases.csv", 'a,b\n"one\ntwo",2\n3\n')
+    with pytest.raises(InputError) as caught:
+        Inputs(path).validate()
+    assert caught.value.location == f"{path}:4"
+
+
+def test_a_csv_row_with_a_missing_column_names_the_line(tmp_path):
+    path = write(tmp_path, "cases.csv", "status,wages\nsingle,50000\nmarried\n")
+    assert broken(path) == f"{path}:3: missing column(s) wages: found 1 values, expected 2 (the header's columns)"
+
+
+def test_a_csv_row_with_an_extra_column_names_the_line(tmp_path):
+    path = write(tmp_path, "cases.csv", "status,wages\nsingle,50000,oops\n")
+    assert broken(path) == f"{path}:2: extra column(s): found 3 values, expected 2 (the header's columns)"
+
+
+def test_non_utf8_bytes_in_a_csv_name_the_line(tmp_path):
+    path = write(tmp_path, "cases.csv", b"name,city\nann,Paris\nbob,Z\xfcrich\n")
+    assert broken(path).startswith(f"{path}:3: not UTF-8 text")
+
+
+def test_a_csv_with_a_bom_keeps_its_first_column_name(tmp_path):
+    path = write(tmp_path, "cases.csv", b"\xef\xbb\xbfid,x\nr1,1\n")
+    assert cases(path) == [Case("r1", {"id": "r1", "x": "1"})]
+
+
+def test_broken_csv_quoting_names_the_line(tmp_path):
+    path = write(tmp_path, "cases.csv", 'a,b\n1,"x"y\n')
+    assert broken(path).startswith(f"{path}:2: bad CSV:")
+
+
+# --- yaml and inline --------------------------------------------------------------------------
+
+
+def test_a_yaml_file_is_a_list_of_cases(tmp_path):
+    path = write(tmp_path, "cases.yaml", "- {id: a, x: 1}\n- x: 2\n  y: [1, 2]\n")
+    assert cases(path) == [Case("a", {"id": "a", "x": 1}), Case("2", {"x": 2, "y": [1, 2]})]
+
+
+def test_a_yaml_item_that_is_not_a_mapping_names_its_line(tmp_path):
+    path = write(tmp_path, "cases.yml", "- {x: 1}\n- just text\n")
+    assert broken(path) == f"{path}:2: found str, expected an object (a mapping of fields)"
+
+
+def test_a_yaml_file_that_is_not_a_list_is_refused(tmp_path):
+    path = write(tmp_path, "cases.yaml", "x: 1\n")
+    assert broken(path) == f"{path}: found dict, expected a YAML list of cases"
+
+
+def test_bad_yaml_names_the_line(tmp_path):
+    path = write(tmp_path, "cases.yaml", "- {x: 1}\n- {x: [2}\n")
+    assert broken(path).startswith(f"{path}:2: bad YAML:")
+
+
+def test_an_inline_list_is_cases_in_order():
+    assert cases([{"x": 1}, {"id": "b", "x": 2}]) == [Case("1", {"x": 1}), Case("b", {"id": "b", "x": 2})]
+
+
+def test_an_inline_item_that_is_not_a_mapping_is_refused():
+    assert broken([{"x": 1}, "two"]) == "inputs (item 2): found str, expected an object (a mapping of fields)"
+
+
+def test_no_inputs_is_one_empty_case():
+    assert cases(None) == [Case("1", {})]
+    assert Inputs(None).label == "inline"
+
+
+# --- errors before reading ----------------------------------------------------------------------
+
+
+def test_an_unknown_extension_is_refused_when_the_inputs_are_named():
+    with pytest.raises(InputError, match=r"unknown inputs format '\.txt': use \.jsonl, \.csv or \.yaml"):
+        Inputs("cases.txt")
+
+
+def test_a_missing_file_is_an_input_error(tmp_path):
+    assert broken(tmp_path / "nope.jsonl") == f"{tmp_path / 'nope.jsonl'}: no such inputs file"
+
+
+def test_input_errors_exit_with_code_2():
+    assert InputError("x").exit_code == 2
+
+
+# --- validate and streaming ---------------------------------------------------------------------
+
+
+def test_validate_reads_every_case_and_counts_them(tmp_path):
+    path = write(tmp_path, "cases.jsonl", '{"x": 1}\n\n{"x": 2}\n{"x": 3}\n')
+    inputs = Inputs(path)
+    assert inputs.validate() == 3
+    assert inputs.validate() == 3  # re-iterable: validate once, then run
+    assert [c.id for c in inputs] == ["1", "2", "3"]
+    assert inputs.label == str(path)
+
+
+def test_validate_stops_at_the_first_broken_case(tmp_path):
+    path = write(tmp_path, "cases.jsonl", '{"x": 1}\nnot json\n{"x": 3}\n')
+    with pytest.raises(InputError) as caught:
+        Inputs(path).validate()
+    assert caught.value.location == f"{path}:2"
+
+
+@pytest.mark.parametrize("name", ["cases.jsonl", "cases.csv"])
+def test_cases_are_streamed_not_loaded_into_a_list(tmp_path, name):
+    rows = 100_000
+    if name.endswith(".jsonl"):
+        content = "".join(f'{{"id": "c{i}", "text": "{"x" * 40}"}}\n' for i in range(rows))
+    else:
+        content = "id,text\n" + "".join(f"c{i},{'x' * 40}\n" for i in range(rows))
+    path = write(tmp_path, name, content)  # ~6 MB; as Python objects, many times that
+    inputs = Inputs(path)
+    cases_ = iter(inputs)
+    assert isinstance(cases_, types.GeneratorType)
+
+    tracemalloc.start()
+    try:
+        first = [case.id for case in itertools.islice(cases_, 1000)]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # a reader that loaded the file first would have allocated megabytes before the first case
+    assert peak < 1_000_000, f"peak {peak:,} bytes for the first 1,000 of {rows:,} cases"
+    assert first[0] == "c0" and first[-1] == "c999"
+    assert 1000 + sum(1 for _ in cases_) == rows

@@ -1,0 +1,78 @@
+"""Templates (SPEC.md §1): Jinja2 with StrictUndefined, in a sandbox; case data is a value, never a template."""
+
+from __future__ import annotations
+
+import pytest
+
+from loopkit.templates import TemplateError, render, template_problem
+
+
+def test_a_template_renders_the_case_fields():
+    assert render("Filing status {{ case.status }}, wages {{ case.wages }}", case={"status": "single", "wages": 50000}) == (
+        "Filing status single, wages 50000")
+
+
+def test_filters_loops_and_set_work_as_in_jinja():
+    text = "{% for k, v in case | dictsort %}{{ k }}={{ v }};{% endfor %} {{ case.items() | list | length }}"
+    assert render(text, case={"b": 2, "a": 1}) == "a=1;b=2; 2"
+
+
+def test_an_undefined_value_is_an_error_not_an_empty_string():
+    with pytest.raises(TemplateError, match="template uses an undefined value: 'dict object' has no attribute 'wagse'"):
+        render("wages {{ case.wagse }}", case={"wages": 1})
+    with pytest.raises(TemplateError, match="'feedback' is undefined"):
+        render("{{ feedback }}", case={})
+
+
+def test_an_undefined_value_is_an_error_even_inside_a_filter_or_test():
+    with pytest.raises(TemplateError):
+        render("{{ case.missing | upper }}", case={})
+
+
+def test_case_data_that_looks_like_a_template_is_rendered_literally():
+    case = {"name": "{{ 7*7 }}", "note": "{% for x in range(10**9) %}{% endfor %}"}
+    assert render("Hello {{ case.name }} / {{ case.note }}", case=case) == (
+        "Hello {{ 7*7 }} / {% for x in range(10**9) %}{% endfor %}")
+
+
+def test_the_sandbox_refuses_access_to_python_internals():
+    with pytest.raises(TemplateError, match="unsafe"):
+        render("{{ ''.__class__.__mro__ }}")
+    with pytest.raises(TemplateError, match="unsafe"):
+        render("{{ case.__class__.__init__.__globals__ }}", case={})
+    with pytest.raises(TemplateError, match="unsafe"):
+        render("{{ cycler.__init__.__globals__.os }}")
+
+
+def test_a_template_cannot_change_the_case_it_is_given():
+    case = {"a": 1, "items": [1, 2]}
+    with pytest.raises(TemplateError, match="unsafe"):
+        render("{{ case.clear() }}", case=case)
+    with pytest.raises(TemplateError, match="unsafe"):
+        render("{{ case['items'].append(3) }}", case=case)
+    assert case == {"a": 1, "items": [1, 2]}
+    assert render("{{ case.get('a') }} {{ case['items'] + [3] }}", case=case) == "1 [1, 2, 3]"
+
+
+def test_a_render_failure_of_any_kind_is_a_template_error():
+    with pytest.raises(TemplateError, match="template failed: division by zero"):
+        render("{{ 1 / 0 }}")
+
+
+def test_template_problem_reports_a_syntax_error_with_its_line_in_the_template():
+    assert template_problem("one\ntwo {{ case.x\nthree") == (3, "bad template: expected token 'end of print statement', got 'three'")
+    line, message = template_problem("{% if x %}\nunclosed")
+    assert line == 1 and message.startswith("bad template: Unexpected end of template.")  # the unclosed `if`
+    assert template_problem("fine {{ case.x }}") is None
+
+
+def test_template_problem_reports_variables_that_will_not_be_defined():
+    assert template_problem("{{ case.x }}\n{{ cse.y }}", variables=["case"]) == (
+        2, "bad template: `cse` is not defined here (available: case); did you mean `case`?")
+    assert template_problem("{{ case.x }} {{ feedback }}", variables=["case", "feedback"]) is None
+    assert template_problem("{{ anything }}") is None  # without `variables`, only the syntax is checked
+
+
+def test_template_problem_accepts_names_the_template_defines_and_jinja_globals():
+    text = "{% set total = 1 %}{% for item in case.items %}{{ loop.index }}{{ item }}{% endfor %}{{ range(2) | list }}{{ total }}"
+    assert template_problem(text, variables=["case"]) is None
