@@ -44,6 +44,7 @@ class ModelRef(_Strict):
     price: Price | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     replies: list[str] | None = None
+    name: str | None = None  # a display name (ledger, show, escalation events); defaults to `id`
 
     @model_validator(mode="after")
     def _replies_only_for_scripted(self) -> ModelRef:
@@ -59,7 +60,8 @@ class ModelRef(_Strict):
 
     @property
     def label(self) -> str:
-        return self.id
+        """How the ledger and `show` name this model: `name:` when given (two scripted models differ)."""
+        return self.name or self.id
 
 
 def _model_from_string(value: Any) -> Any:
