@@ -14,18 +14,21 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+import uuid
 from dataclasses import asdict
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlite_utils import Database
-
-from ..engine import CallRecord, EventRecord, IterationRecord, RunInfo, RunResult, RunState, new_id
 from ..errors import LedgerError, UsageError
-from ..models import Completion
 from ..redact import scrub
 from ..timewindow import utcnow_iso
-from .schema import migrations
+
+if TYPE_CHECKING:  # the query commands must start fast: engine/models/sqlite_utils load only where used
+    from sqlite_utils import Database
+
+    from ..engine import CallRecord, EventRecord, IterationRecord, RunInfo, RunResult, RunState
+    from ..models import Completion
 
 DEFAULT_PATH = Path(".loopkit") / "ledger.db"
 BUSY_TIMEOUT_SECONDS = 60
@@ -70,8 +73,9 @@ class Ledger:
                 conn.execute("PRAGMA synchronous=NORMAL")
             conn.row_factory = sqlite3.Row
             self.conn = conn
-            self.db = Database(conn, execute_plugins=False)
             if not readonly:
+                from .schema import migrations
+
                 with self._retrying():
                     migrations.apply(self.db)
                 self._probe_writable()
@@ -79,6 +83,13 @@ class Ledger:
             raise
         except (sqlite3.Error, OSError) as exc:
             raise _storage_error(self.path, exc) from None
+
+    @cached_property
+    def db(self) -> Database:
+        """The same connection through sqlite-utils (migrations, table introspection)."""
+        from sqlite_utils import Database
+
+        return Database(self.conn, execute_plugins=False)
 
     def _probe_writable(self) -> None:
         """Fail before any model call is paid for when the file cannot take a write (read-only, disk full)."""
@@ -144,7 +155,7 @@ class Ledger:
 
     def start_batch(self, kind: str, spec_hash: str, *, argv: list[str], tags: dict[str, str], options: dict[str, Any],
                     spec_hash_b: str | None = None, inputs: str | None = None) -> str:
-        batch_id = new_id()
+        batch_id = uuid.uuid4().hex
         with self.write() as conn:
             self._insert(conn, "batches", [{
                 "id": batch_id, "kind": kind, "spec_hash": spec_hash, "spec_hash_b": spec_hash_b, "status": "running",
@@ -225,6 +236,8 @@ class Ledger:
         row = self.conn.execute(sql + " ORDER BY created_at LIMIT 1", args).fetchone()
         if row is None:
             return None
+        from ..models import Completion
+
         return Completion(row["response"], row["prompt_tokens"], row["completion_tokens"], 0.0, 0.0, cached=True,
                           recorded_cost_usd=row["cost_usd"] or 0.0)
 
@@ -260,6 +273,8 @@ class Ledger:
         return self.one("SELECT * FROM specs WHERE hash=?", (spec_hash,))
 
     def run_state(self, run_id: str) -> RunState | None:
+        from ..engine import RunState
+
         row = self.one("SELECT state FROM runs WHERE id=?", (run_id,))
         return RunState.model_validate_json(row["state"]) if row and row["state"] else None
 
