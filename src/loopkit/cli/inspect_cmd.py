@@ -12,14 +12,19 @@ from ..errors import UsageError
 from .app import JsonOpt, LedgerOpt, app, ledger_option, money, out, print_json
 from .render import STATUS_STYLE, public_run, runs_table, short
 
+RUN_STATUSES = ("passed", "failed", "needs_review", "error", "interrupted", "running")
+SHOWN_RUNS = 50
+
 
 @app.command()
 def runs(
     ctx: typer.Context,
     spec: Annotated[Optional[str], typer.Option("--spec", help="Only runs of this spec name.")] = None,
-    status: Annotated[Optional[str], typer.Option("--status", help="Only runs with this status (passed, failed, needs_review, error, interrupted).")] = None,
-    since: Annotated[Optional[str], typer.Option("--since", help="Started at or after: today, yesterday, 2h, 7d, 2w, ISO date/time.")] = None,
-    until: Annotated[Optional[str], typer.Option("--until", help="Started before (exclusive); same forms as --since.")] = None,
+    status: Annotated[Optional[str], typer.Option("--status", help="Only runs with this status (passed, failed, needs_review, error, "
+                                                  "interrupted, running).")] = None,
+    since: Annotated[Optional[str], typer.Option("--since", help="Started at or after: now, today, yesterday, 30m, 2h, 7d, 2w, "
+                                                 "2026-11-20 or 2026-11-20T14:30 (local time unless an offset is given).")] = None,
+    until: Annotated[Optional[str], typer.Option("--until", help="Started before this time (exclusive); same forms as --since.")] = None,
     batch: Annotated[Optional[str], typer.Option("--batch", help="Only runs of this batch (ID or prefix).")] = None,
     suspect: Annotated[bool, typer.Option("--suspect", help="Only runs that passed their reward but failed an audit.")] = False,
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many runs.")] = 50,
@@ -31,14 +36,18 @@ def runs(
     from ..ledger.queries import list_runs
     from ..timewindow import parse_time, to_iso
 
+    if status is not None and status not in RUN_STATUSES:
+        raise UsageError(f"--status {status!r}: use one of {', '.join(RUN_STATUSES)}")
+    since_iso = to_iso(parse_time(since)) if since else None
+    until_iso = to_iso(parse_time(until)) if until else None
     store = Ledger(ledger_option(ctx, ledger), readonly=True)
     batch_id = None
     if batch:
         kind, batch_id = store.resolve(batch)
         if kind != "batch":
             raise UsageError(f"{batch} is a run, not a batch")
-    rows = list_runs(store, spec=spec, status=status, since=to_iso(parse_time(since)) if since else None,
-                     until=to_iso(parse_time(until)) if until else None, batch_id=batch_id, suspect=suspect, limit=limit)
+    rows = list_runs(store, spec=spec, status=status, since=since_iso, until=until_iso, batch_id=batch_id, suspect=suspect,
+                     limit=limit)
     if as_json:
         print_json([public_run(r) for r in rows])
         return
@@ -104,7 +113,10 @@ def _show_batch(store: Any, batch_id: str, *, as_json: bool) -> None:
         out.print("slowest: " + ", ".join(f"{r['case_id']} ({r['seconds']:.1f}s)" for r in summary["slowest"]))
     if summary["most_expensive"]:
         out.print("most expensive: " + ", ".join(f"{r['case_id']} ({money(r['cost_usd'])})" for r in summary["most_expensive"]))
-    out.print(runs_table(summary["run_rows"]))
+    rows = summary["run_rows"]
+    out.print(runs_table(rows[:SHOWN_RUNS]))
+    if len(rows) > SHOWN_RUNS:
+        out.print(f"… {len(rows) - SHOWN_RUNS:,} more: loopkit runs --batch {b['id'][:10]} --limit {len(rows)}", markup=False)
 
 
 @app.command()

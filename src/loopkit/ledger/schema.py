@@ -55,3 +55,14 @@ def m001_initial(db: Database) -> None:
     db["calls"].create_index(["batch_id"])
     db["events"].create_index(["run_id"])
     db["batches"].create_index(["started_at"])
+
+
+@migrations()
+def m002_query_indexes(db: Database) -> None:
+    """Indexes for the read side (`runs`, `cost`): each answer is one index range, not a scan and a sort."""
+    # `runs --status S`, newest first.
+    db.execute("CREATE INDEX IF NOT EXISTS idx_runs_status_started_at ON runs (status, started_at)")
+    # `runs --suspect`: few rows, so a partial index.
+    db.execute("CREATE INDEX IF NOT EXISTS idx_runs_suspect_started_at ON runs (started_at) WHERE suspect IS NOT NULL")
+    # `cost`: what cached calls saved is a second pass over the window's cached calls only.
+    db.execute("CREATE INDEX IF NOT EXISTS idx_calls_cached_created_at ON calls (created_at) WHERE cached = 1")

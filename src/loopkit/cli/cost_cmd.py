@@ -1,0 +1,100 @@
+"""`loopkit cost`: spend, tokens and calls in a time window; never imports litellm."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional
+
+import typer
+
+from .app import JsonOpt, LedgerOpt, app, ledger_option, money, out, print_json
+
+BY_CHOICES = ("model", "spec", "day", "batch")
+
+
+def _local(iso: str) -> str:
+    from datetime import datetime, timezone
+
+    moment = datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).astimezone()
+    return moment.strftime("%Y-%m-%d %H:%M %Z").strip()
+
+
+def _window_text(since: str | None, until: str | None) -> str:
+    if since and until:
+        return f"from {_local(since)} to {_local(until)}"
+    if since:
+        return f"since {_local(since)}"
+    if until:
+        return f"before {_local(until)}"
+    return "all time"
+
+
+def _group_label(by: str, group: dict[str, Any]) -> str:
+    key = group["key"]
+    if key is None:
+        return "(none)"
+    if by == "batch":
+        spec = f" {group.get('spec_name')}" if group.get("spec_name") else ""
+        return f"{str(key)[:10]}{spec}"
+    return str(key)
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    total, roles, by = report["total"], report["roles"], report["by"]
+    out.print(f"[bold]spend {money(total['cost_usd'])}[/] in {total['calls']:,} calls, {_window_text(report['since'], report['until'])}")
+    parts = [f"{role} {money(r['cost_usd'])} ({r['calls']:,} calls)" for role, r in roles.items() if r["calls"] or role in ("worker", "judge")]
+    out.print("  " + " · ".join(parts), markup=False)
+    out.print(f"  tokens {total['prompt_tokens']:,} prompt + {total['completion_tokens']:,} completion", markup=False)
+    cached = f"  cached {total['cached_calls']:,} calls, saved ≈ {money(total['saved_usd'])} (the cost of each one's original call)"
+    if total["cached_without_original"]:
+        cached += f"; {total['cached_without_original']:,} without an original in the ledger"
+    out.print(cached, markup=False)
+    if total["errors"]:
+        out.print(f"  failed calls {total['errors']:,}", markup=False)
+    if not by:
+        return
+    table = Table(show_footer=True, title=f"by {by}", title_justify="left")
+    columns = [(by, "left", "total"), ("spend", "right", money(total["cost_usd"])),
+               ("worker", "right", money(roles["worker"]["cost_usd"])), ("judge", "right", money(roles["judge"]["cost_usd"])),
+               ("calls", "right", f"{total['calls']:,}"), ("cached", "right", f"{total['cached_calls']:,}"),
+               ("saved", "right", money(total["saved_usd"])), ("prompt tok", "right", f"{total['prompt_tokens']:,}"),
+               ("compl. tok", "right", f"{total['completion_tokens']:,}")]
+    for name, justify, footer in columns:
+        table.add_column(name, justify=justify, footer=footer)  # type: ignore[arg-type]
+    for g in report["groups"]:
+        table.add_row(_group_label(by, g), money(g["cost_usd"]), money(g["worker_usd"]), money(g["judge_usd"]), f"{g['calls']:,}",
+                      f"{g['cached_calls']:,}", money(g["saved_usd"]), f"{g['prompt_tokens']:,}", f"{g['completion_tokens']:,}")
+    out.print(table)
+
+
+@app.command()
+def cost(
+    ctx: typer.Context,
+    since: Annotated[Optional[str], typer.Option("--since", help="Calls made at or after: now, today, yesterday, 30m, 2h, 7d, 2w, "
+                                                 "2026-11-20 or 2026-11-20T14:30 (local time unless an offset is given).")] = None,
+    until: Annotated[Optional[str], typer.Option("--until", help="Calls made before this time (exclusive); same forms as --since.")] = None,
+    by: Annotated[Optional[str], typer.Option("--by", metavar="model|spec|day|batch",
+                                              help="A table per model, spec, local calendar day or batch, by spend.")] = None,
+    as_json: JsonOpt = False,
+    ledger: LedgerOpt = None,
+) -> None:
+    """Spend, tokens and calls in a time window, worker and judge apart.
+
+    Cached calls cost nothing; what they saved is the cost of the original call with the same cache key.
+    """
+    from ..errors import UsageError
+    from ..ledger import Ledger
+    from ..ledger.costs import cost_report
+    from ..timewindow import parse_time, to_iso
+
+    if by is not None and by not in BY_CHOICES:
+        raise UsageError(f"--by {by!r}: use one of {', '.join(BY_CHOICES)}")
+    since_iso = to_iso(parse_time(since)) if since else None
+    until_iso = to_iso(parse_time(until)) if until else None
+    with Ledger(ledger_option(ctx, ledger), readonly=True) as store:
+        report = cost_report(store, since=since_iso, until=until_iso, by=by)
+    if as_json:
+        print_json(report)
+        return
+    _print_report(report)
