@@ -20,7 +20,6 @@ and `loopkit show` of an ab batch print the same thing.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import random
@@ -31,7 +30,7 @@ from datetime import datetime
 from typing import Any
 
 from . import stats
-from .batch import Fanout, Progress, _run_until_interrupted, check_cases, is_stale
+from .batch import Fanout, Progress, _run_until_interrupted, check_cases, interruptible, is_stale
 from .budget import BatchPool, CaseBudget
 from .engine import FINISHED, BatchBudgetRefused, RunResult, run_case
 from .errors import UsageError
@@ -297,14 +296,7 @@ class ABTest:
                 fan.launch(self._run_one(pair, pair.order[1]))
 
     async def _execute(self) -> dict[str, Any]:
-        try:
-            await self._drive()
-        except asyncio.CancelledError:
-            self.ledger.finish_batch(self.batch_id, "interrupted")
-            raise KeyboardInterrupt from None
-        except BaseException:
-            self.ledger.finish_batch(self.batch_id, "interrupted")  # a crash: SPEC.md §2 counts it as interrupted
-            raise
+        await interruptible(self.ledger, self.batch_id, self._drive())
         self.ledger.finish_batch(self.batch_id, "budget" if self.refused else "done")
         return ab_report(self.ledger, self.batch_id)
 

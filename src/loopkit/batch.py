@@ -264,14 +264,7 @@ class Batch:
                            counts.get("error", 0), self.refused, float(cost["c"] if cost else 0.0), counts)
 
     async def _execute(self, work: Iterator[tuple[Case, int, str | None, RunState | None]]) -> BatchResult:
-        try:
-            await self._drive(work)
-        except asyncio.CancelledError:
-            self.ledger.finish_batch(self.batch_id, "interrupted")
-            raise KeyboardInterrupt from None
-        except BaseException:
-            self.ledger.finish_batch(self.batch_id, "interrupted")  # a crash: SPEC.md §2 counts it as interrupted
-            raise
+        await interruptible(self.ledger, self.batch_id, self._drive(work))
         status = "budget" if self.refused else "done"
         self.ledger.finish_batch(self.batch_id, status)
         return self._result(status)
@@ -316,6 +309,18 @@ class Batch:
                     self.progress.passed += int(row["status"] == "passed")
 
         return _run_until_interrupted(self._execute(work()))
+
+
+async def interruptible(ledger: Ledger, batch_id: str, work: Any) -> None:
+    """Await a batch's work; Ctrl-C (KeyboardInterrupt out) or a crash marks the batch interrupted."""
+    try:
+        await work
+    except asyncio.CancelledError:
+        ledger.finish_batch(batch_id, "interrupted")
+        raise KeyboardInterrupt from None
+    except BaseException:
+        ledger.finish_batch(batch_id, "interrupted")  # a crash: SPEC.md §2 counts it as interrupted
+        raise
 
 
 def _run_until_interrupted(coro: Any) -> BatchResult:
