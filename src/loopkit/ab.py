@@ -30,7 +30,8 @@ from datetime import datetime
 from typing import Any
 
 from . import stats
-from .batch import Fanout, Progress, _run_until_interrupted, check_cases, interruptible, is_stale
+from .batch import Fanout, Progress, _run_until_interrupted, check_cases, interruptible
+from .liveness import is_stale
 from .budget import BatchPool, CaseBudget
 from .engine import FINISHED, BatchBudgetRefused, RunResult, run_case
 from .errors import UsageError

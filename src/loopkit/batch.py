@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -88,6 +87,8 @@ def check_cases(spec: LoopSpec, inputs: Inputs) -> int:
                 render(spec.task.system, case=case.data)
         except TemplateError as exc:
             raise InputError(f"case {case.id!r}: {exc}", location=inputs.label) from None
+    if count == 0:  # a CI gate must not pass on nothing
+        raise InputError("no cases: the inputs are empty", location=inputs.label)
     return count
 
 
@@ -348,23 +349,6 @@ def _run_until_interrupted(coro: Any) -> BatchResult:
         return asyncio.run(main())
     except asyncio.CancelledError:
         raise KeyboardInterrupt from None
-
-
-def is_stale(batch: dict[str, Any]) -> bool:
-    """A batch marked running whose process is gone (kill -9, a crash) counts as interrupted."""
-    if batch["status"] != "running":
-        return False
-    import socket
-
-    if batch.get("host") and batch["host"] != socket.gethostname():
-        return False
-    try:
-        os.kill(int(batch["pid"]), 0)
-    except (ProcessLookupError, TypeError, ValueError):
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 def spec_of_batch(ledger: Ledger, batch: dict[str, Any]) -> LoopSpec:

@@ -16,7 +16,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from .errors import MissingKeyError
 from .prices import TokenPrice, known_price, litellm_price
-from .redact import scrub
+from .redact import register_secret, scrub
 from .spec import ModelRef
 from .templates import render
 
@@ -188,6 +188,7 @@ class LiteLLMClient:
             key = os.environ.get(self.ref.api_key_env)
             if not key:
                 raise MissingKeyError(f"model {self.ref.id} needs an API key: set the environment variable {self.ref.api_key_env}")
+            register_secret(key)  # whatever the variable is called, the key is scrubbed everywhere
             return key
         if self.ref.api_base:
             return None

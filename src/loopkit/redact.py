@@ -1,25 +1,87 @@
-"""Keep API keys out of everything loopkit writes or prints."""
+"""Keep API keys out of everything loopkit writes or prints (SPEC.md §3: keys are never written to the
+ledger or printed).
+
+`scrub(text)` replaces, with [REDACTED]:
+- the value of every environment variable whose name marks it as a secret (`OPENAI_API_KEY`,
+  `HF_TOKEN`, `AWS_SECRET_ACCESS_KEY`, `DB_PASSWORD`, `MY_CREDENTIAL`, ...), read at call time;
+- every value passed to `register_secret` (a key read from a spec's `api_key_env`, whatever its name)
+  or given as an extra argument;
+- tokens shaped like provider keys even when loopkit never saw them (OpenAI/Anthropic `sk-...`,
+  `Bearer ...`, Google `AIza...`, GitHub, Hugging Face, Slack, AWS access key IDs).
+"""
 
 from __future__ import annotations
 
 import os
 import re
+import threading
+from urllib.parse import quote
 
-# Provider key shapes (OpenAI/Anthropic style), in case a key arrives some other way than the env.
-_KEY_PATTERN = re.compile(r"\b(sk|pk|rk)-[A-Za-z0-9_\-]{12,}\b")
-_MASK = "[REDACTED]"
+MASK = "[REDACTED]"
+_MASK = MASK  # the old private name
+
+# Name parts (split on "_") that mark an environment variable's value as a secret.
+_SECRET_NAME_PARTS = frozenset({"KEY", "APIKEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "CREDENTIALS", "PAT"})
+_MIN_SECRET_LENGTH = 8
+
+# Provider key shapes, in case a key arrives some other way than the environment (e.g. echoed back by a
+# server, or pasted into a spec).
+_KEY_PATTERN = re.compile(
+    r"\b(?:sk|pk|rk)-[A-Za-z0-9_\-]{12,}"  # OpenAI (sk-, sk-proj-), Anthropic (sk-ant-), Stripe-like
+    r"|\bAIza[0-9A-Za-z_\-]{30,}"  # Google API keys
+    r"|\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,}|\bgithub_pat_[A-Za-z0-9_]{30,}"  # GitHub
+    r"|\bhf_[A-Za-z0-9]{30,}"  # Hugging Face
+    r"|\bxox[abposr]-[A-Za-z0-9\-]{10,}"  # Slack
+    r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"  # AWS access key IDs
+)
+# "Authorization: Bearer <token>" / "x-api-key: <token>" as they appear in logged requests.
+_HEADER_PATTERN = re.compile(r"(?i)\b(bearer|x-api-key:?|api[_-]?key[\"']?\s*[:=]\s*[\"']?)\s*([A-Za-z0-9_\-\.=]{16,})")
+
+_registered: set[str] = set()
+_lock = threading.Lock()
+
+
+def is_secret_name(name: str) -> bool:
+    """True for environment variable names that hold secrets by convention (`*_API_KEY`, `*_TOKEN`, ...)."""
+    return any(part in _SECRET_NAME_PARTS for part in name.upper().split("_"))
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret (e.g. the key a spec's `api_key_env` names) so every later `scrub` hides it."""
+    if value and len(value) >= _MIN_SECRET_LENGTH:
+        with _lock:
+            _registered.add(value)
 
 
 def _secret_values(extra: tuple[str, ...]) -> list[str]:
-    values = [v for k, v in os.environ.items() if (k.endswith("_API_KEY") or k.endswith("_KEY") or k.endswith("_TOKEN")) and len(v) >= 8]
-    values += [v for v in extra if v and len(v) >= 8]
-    return sorted(set(values), key=len, reverse=True)
+    values = {v for k, v in os.environ.items() if is_secret_name(k) and len(v) >= _MIN_SECRET_LENGTH}
+    with _lock:
+        values |= _registered
+    values |= {v for v in extra if v and len(v) >= _MIN_SECRET_LENGTH}
+    # Also the forms a value takes inside JSON or a URL, when they differ from the value itself.
+    variants = set()
+    for v in values:
+        for form in (v.replace("\\", "\\\\").replace('"', '\\"'), quote(v, safe="")):
+            if form != v:
+                variants.add(form)
+    return sorted(values | variants, key=len, reverse=True)
 
 
 def scrub(text: str | None, *secrets: str) -> str | None:
-    """Text with every known key value and key-shaped token replaced by [REDACTED]."""
+    """`text` with every known key value and key-shaped token replaced by [REDACTED]."""
     if not text:
         return text
     for value in _secret_values(secrets):
-        text = text.replace(value, _MASK)
-    return _KEY_PATTERN.sub(_MASK, text)
+        if value in text:
+            text = text.replace(value, MASK)
+    text = _KEY_PATTERN.sub(MASK, text)
+    return _HEADER_PATTERN.sub(_mask_header, text)
+
+
+def _mask_header(match: re.Match[str]) -> str:
+    token = match.group(2)
+    looks_random = any(c.isdigit() for c in token) and any(c.isalpha() for c in token)
+    if not looks_random:
+        return match.group(0)
+    prefix = match.group(1)
+    return prefix + (" " if prefix[-1].isalpha() else "") + MASK

@@ -1,13 +1,30 @@
-"""CI outputs of a batch: JUnit XML and the GitHub step summary (markdown)."""
+"""CI outputs of a batch: JUnit XML and the GitHub step summary (markdown).
+
+JUnit: one <testcase> per case × repeat. A failed run is a <failure> carrying the last checker
+feedback, an error run an <error> with the model/infrastructure message, a parked run a <failure>
+saying it waits for review. Time is the testcase's `time`; cost, reward, iterations, stop reason and
+the run ID are <properties>. Everything written is passed through `redact.scrub` first.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import xml.etree.ElementTree as ET
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .errors import UsageError
 from .redact import scrub
+
+SUMMARY_ROWS = 50
+_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _text(value: Any) -> str:
+    """Scrubbed text XML 1.0 can carry (control characters dropped)."""
+    return _XML_INVALID.sub("", scrub(str(value) if value is not None else "") or "")
 
 
 def _last_feedback(ledger: Any, run_id: str) -> str:
@@ -15,58 +32,152 @@ def _last_feedback(ledger: Any, run_id: str) -> str:
     return (row or {}).get("feedback") or ""
 
 
-def _seconds(run: dict[str, Any]) -> float:
-    from datetime import datetime
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
-    if not run.get("started_at") or not run.get("ended_at"):
+
+def _seconds(run: dict[str, Any]) -> float:
+    start, end = _parse_time(run.get("started_at")), _parse_time(run.get("ended_at"))
+    if start is None or end is None:
         return 0.0
-    fmt = "%Y-%m-%dT%H:%M:%S.%fZ"
-    return max(0.0, (datetime.strptime(run["ended_at"], fmt) - datetime.strptime(run["started_at"], fmt)).total_seconds())
+    return max(0.0, (end - start).total_seconds())
+
+
+def _batch_runs(ledger: Any, batch_id: str) -> list[dict[str, Any]]:
+    return ledger.query("SELECT * FROM runs WHERE batch_id=? ORDER BY case_id, repeat, started_at", (batch_id,))
+
+
+def _case_name(run: dict[str, Any], repeated: bool) -> str:
+    return str(run["case_id"]) + (f" #{(run.get('repeat') or 0) + 1}" if repeated else "")
+
+
+def junit_tree(ledger: Any, batch_id: str, *, spec_name: str) -> ET.ElementTree:
+    """The batch as a JUnit <testsuites> document with one <testsuite> (the spec)."""
+    runs = _batch_runs(ledger, batch_id)
+    repeated = any(r.get("repeat") for r in runs)
+    failures = sum(r["status"] in ("failed", "needs_review", "interrupted") for r in runs)
+    errors = sum(r["status"] == "error" for r in runs)
+    total_time = f"{sum(_seconds(r) for r in runs):.3f}"
+    root = ET.Element("testsuites", name="loopkit", tests=str(len(runs)), failures=str(failures), errors=str(errors), time=total_time)
+    suite = ET.SubElement(root, "testsuite", name=_text(spec_name), tests=str(len(runs)), failures=str(failures),
+                          errors=str(errors), skipped="0", time=total_time)
+    suite_props = ET.SubElement(suite, "properties")
+    ET.SubElement(suite_props, "property", name="batch_id", value=batch_id)
+    ET.SubElement(suite_props, "property", name="cost_usd", value=repr(float(sum(r.get("cost_usd") or 0 for r in runs))))
+    for r in runs:
+        seconds = _seconds(r)
+        case = ET.SubElement(suite, "testcase", classname=_text(spec_name), name=_text(_case_name(r, repeated)), time=f"{seconds:.3f}")
+        props = ET.SubElement(case, "properties")
+        for key, value in (("cost_usd", repr(float(r.get("cost_usd") or 0.0))), ("seconds", f"{seconds:.3f}"),
+                           ("reward", r.get("reward")), ("iterations", r.get("iterations")), ("status", r.get("status")),
+                           ("stop_reason", r.get("stop_reason")), ("run_id", r.get("id")),
+                           ("tokens", (r.get("prompt_tokens") or 0) + (r.get("completion_tokens") or 0))):
+            ET.SubElement(props, "property", name=key, value=_text(value if value is not None else ""))
+        feedback = _text(_last_feedback(ledger, r["id"]))
+        message = _text(r.get("message"))
+        status = r["status"]
+        if status == "error":
+            ET.SubElement(case, "error", message=message or "model error", type="error").text = feedback or message
+        elif status == "needs_review":
+            text = f"waits for review: {message}" if message else "waits for review"
+            ET.SubElement(case, "failure", message=text, type="needs_review").text = feedback or text
+        elif status in ("failed", "interrupted"):
+            reason = r.get("stop_reason") or status
+            ET.SubElement(case, "failure", message=f"{status} ({reason})" + (f": {message}" if message else ""),
+                          type=str(reason)).text = feedback or message
+        if r.get("suspect"):
+            ET.SubElement(case, "system-out").text = _text(r["suspect"])
+    ET.indent(root)
+    return ET.ElementTree(root)
 
 
 def write_junit(ledger: Any, batch_id: str, path: Path, *, spec_name: str) -> None:
-    """One testcase per case × repeat: failed → <failure>, error → <error>, parked → <failure> awaiting review."""
-    runs = ledger.query("SELECT * FROM runs WHERE batch_id=? ORDER BY case_id, repeat", (batch_id,))
-    suite = ET.Element("testsuite", name=spec_name, tests=str(len(runs)),
-                       failures=str(sum(r["status"] in ("failed", "needs_review", "interrupted") for r in runs)),
-                       errors=str(sum(r["status"] == "error" for r in runs)),
-                       time=f"{sum(_seconds(r) for r in runs):.3f}")
-    for r in runs:
-        name = str(r["case_id"]) + (f" #{r['repeat'] + 1}" if r["repeat"] else "")
-        case = ET.SubElement(suite, "testcase", classname=spec_name, name=name, time=f"{_seconds(r):.3f}")
-        props = ET.SubElement(case, "properties")
-        for key in ("cost_usd", "reward", "iterations", "stop_reason", "id"):
-            ET.SubElement(props, "property", name=key, value=str(r.get(key)))
-        feedback = scrub(_last_feedback(ledger, r["id"]) or r.get("message") or "") or ""
-        if r["status"] == "error":
-            ET.SubElement(case, "error", message=scrub(r.get("message") or "model error") or "").text = feedback
-        elif r["status"] == "needs_review":
-            ET.SubElement(case, "failure", message=f"waits for review: {r.get('message') or ''}").text = feedback
-        elif r["status"] in ("failed", "interrupted"):
-            ET.SubElement(case, "failure", message=f"{r['status']} ({r.get('stop_reason')})").text = feedback
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+    """Write the batch's JUnit XML to `path` (parent folders created); a path that cannot be written is exit 2."""
+    tree = junit_tree(ledger, batch_id, spec_name=spec_name)
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tree.write(tmp, encoding="utf-8", xml_declaration=True)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise UsageError(f"cannot write the JUnit report: {exc.strerror or exc}", location=str(path)) from None
+
+
+def _cell(value: Any, limit: int = 80) -> str:
+    """Markdown table cell: one line, pipes escaped, shortened, scrubbed."""
+    text = " ".join((scrub(str(value)) or "").split()) if value is not None else ""
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text.replace("|", "\\|")
+
+
+def _money(value: float) -> str:
+    return f"${value:,.6f}" if value < 0.01 else f"${value:,.4f}"
 
 
 def step_summary_markdown(ledger: Any, batch_id: str, *, spec_name: str, regressions: list[str] | None = None) -> str:
-    runs = ledger.query("SELECT case_id, status, stop_reason, reward, cost_usd FROM runs WHERE batch_id=? ORDER BY case_id", (batch_id,))
+    """Pass rate, cost and the cases that did not pass, as GitHub-flavoured markdown."""
+    runs = _batch_runs(ledger, batch_id)
+    batch = ledger.one("SELECT status FROM batches WHERE id=?", (batch_id,)) or {}
     passed = sum(r["status"] == "passed" for r in runs)
-    cost = sum(r["cost_usd"] or 0 for r in runs)
+    cost = float(sum(r.get("cost_usd") or 0 for r in runs))
+    cached = ledger.one("SELECT COUNT(*) AS n, COALESCE(SUM(cached), 0) AS hits FROM calls WHERE batch_id=?", (batch_id,)) or {}
     rate = f" ({passed / len(runs):.0%})" if runs else ""
-    lines = [f"### loopkit · {spec_name}", "", f"**{passed}/{len(runs)} passed**{rate} · cost ${cost:.4f} · batch `{batch_id[:10]}`", ""]
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    lines = [
+        f"### loopkit · {_cell(spec_name)}",
+        "",
+        f"**{passed}/{len(runs)} passed**{rate} · cost {_money(cost)} · batch `{batch_id[:10]}`"
+        + (f" · {batch.get('status')}" if batch.get("status") not in (None, "done") else ""),
+        "",
+        " · ".join(f"{n} {s}" for s, n in sorted(counts.items())) + (f" · {cached.get('hits')}/{cached.get('n')} calls cached"
+                                                                     if cached.get("hits") else ""),
+        "",
+    ]
+    repeated = any(r.get("repeat") for r in runs)
     failing = [r for r in runs if r["status"] != "passed"]
     if failing:
-        lines += ["| case | status | stop | reward |", "|---|---|---|---|"]
-        lines += [f"| {r['case_id']} | {r['status']} | {r['stop_reason'] or ''} | {r['reward'] or 0:.2f} |" for r in failing[:50]]
+        lines += ["| case | status | stop | reward | cost | why |", "|---|---|---|---|---|---|"]
+        for r in failing[:SUMMARY_ROWS]:
+            why = r.get("message") or _last_feedback(ledger, r["id"])
+            lines.append(f"| {_cell(_case_name(r, repeated), 40)} | {r['status']} | {r.get('stop_reason') or ''} | "
+                         f"{r.get('reward') or 0:.2f} | {_money(r.get('cost_usd') or 0)} | {_cell(why)} |")
+        if len(failing) > SUMMARY_ROWS:
+            lines.append(f"\n… and {len(failing) - SUMMARY_ROWS} more: `loopkit show {batch_id[:10]}`")
     if regressions:
-        lines += ["", f"**Regressions:** {', '.join(regressions)}"]
-    return scrub("\n".join(lines) + "\n") or ""
+        lines += ["", f"**Regressions:** {', '.join(_cell(r, 40) for r in regressions)}"]
+    return (scrub("\n".join(lines) + "\n") or "")
 
 
-def append_step_summary(ledger: Any, batch_id: str, *, spec_name: str) -> None:
-    """Append the batch's markdown summary to $GITHUB_STEP_SUMMARY when it is set."""
+def append_step_summary(ledger: Any, batch_id: str, *, spec_name: str) -> bool:
+    """Append the batch's markdown summary to $GITHUB_STEP_SUMMARY when it is set; False when it cannot be written."""
     target = os.environ.get("GITHUB_STEP_SUMMARY")
     if not target:
-        return
-    with open(target, "a", encoding="utf-8") as fh:
-        fh.write(step_summary_markdown(ledger, batch_id, spec_name=spec_name))
+        return False
+    text = step_summary_markdown(ledger, batch_id, spec_name=spec_name)
+    try:
+        with open(target, "a", encoding="utf-8") as fh:
+            fh.write(text if not _ends_without_newline(target) else "\n" + text)
+    except OSError:
+        return False  # a summary that cannot be written must not fail the job
+    return True
+
+
+def _ends_without_newline(target: str) -> bool:
+    try:
+        with open(target, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() == 0:
+                return False
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) != b"\n"
+    except OSError:
+        return False

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from .errors import SpecError
 from .templates import template_problem
@@ -35,6 +35,18 @@ class Price(_Strict):
     output_per_mtok: float = Field(ge=0)
 
 
+def _check_params(params: dict[str, Any]) -> dict[str, Any]:
+    """`max_tokens` bounds every budget's worst case, so it must be a real positive integer."""
+    value = params.get("max_tokens")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"`max_tokens` must be a positive integer, found {value!r}")
+    return params
+
+
+# Call parameters passed through to the model (temperature, max_tokens, ...).
+Params = Annotated[dict[str, Any], AfterValidator(_check_params)]
+
+
 class ModelRef(_Strict):
     """A model as the spec names it: a litellm model string plus connection and price details."""
 
@@ -42,7 +54,7 @@ class ModelRef(_Strict):
     api_base: str | None = None
     api_key_env: str | None = None
     price: Price | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: Params = Field(default_factory=dict)
     replies: list[str] | None = None
     name: str | None = None  # a display name (ledger, show, escalation events); defaults to `id`
 
@@ -202,7 +214,7 @@ class LoopSpec(_Strict):
     name: str = ""
     description: str = ""
     model: ModelSpec
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: Params = Field(default_factory=dict)
     task: Task
     inputs: str | list[dict[str, Any]] | None = None
     checkers: list[Checker] = Field(default_factory=list)
@@ -637,8 +649,18 @@ def _budget_problems(data: dict[str, Any], checkers: list[tuple[int, dict[str, A
 # --- entry points --------------------------------------------------------------------------
 
 
+def _position_of_offset(text: str, offset: int) -> tuple[int, int]:
+    before = text[:offset]
+    return before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1
+
+
 def _compose(text: str, file: str) -> tuple[Any, _Located]:
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # the reader already rejects control characters here
+    except yaml.reader.ReaderError as exc:
+        line, col = _position_of_offset(text, exc.position)
+        code = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "\0")
+        raise SpecError([f"{file}:{line}:{col}: (yaml): not valid YAML: the control character U+{code:04X} is not allowed"]) from None
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None

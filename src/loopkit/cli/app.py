@@ -10,6 +10,13 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
+try:  # typer 0.29 vendors click as typer._click; its exceptions are not click's
+    from typer._click.exceptions import ClickException
+    from typer._click.exceptions import UsageError as ClickUsageError
+except ImportError:  # pragma: no cover - a typer that uses click itself
+    from click import ClickException
+    from click import UsageError as ClickUsageError
+
 from ..errors import LoopkitError
 
 app = typer.Typer(
@@ -72,10 +79,6 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except (typer.Abort, EOFError):
         sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
-        raise
+    except ClickException as exc:  # bad options and arguments arrive here in non-standalone mode
+        exc.show()
+        sys.exit(2 if isinstance(exc, ClickUsageError) else exc.exit_code)

@@ -106,6 +106,8 @@ def _show_batch(store: Any, batch_id: str, *, as_json: bool) -> None:
         return
     b = summary["batch"]
     out.print(f"[bold]batch {b['id']}[/] · {b['kind']} · {summary['spec_name'] or '-'} · {b['status']} · started {b['started_at'][:19]}")
+    if b.get("resume"):
+        out.print(f"[yellow]its process is gone: finish it with `{b['resume']}`[/]")
     out.print(f"runs {summary['runs']} · passed {summary['passed']} ({summary['pass_rate']:.0%}) · cost {money(summary['cost_usd'])}"
               f" · cost per passed case {money(summary['cost_per_pass'])}")
     out.print("stop reasons: " + ", ".join(f"{k} {v}" for k, v in summary["stop_reasons"].items()))

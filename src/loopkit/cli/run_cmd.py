@@ -92,9 +92,8 @@ def run(
         except KeyboardInterrupt:
             err.print(f"interrupted: batch {batch.batch_id[:10]} saved; finish it with `loopkit resume {batch.batch_id[:10]}`")
             raise typer.Exit(130) from None
-    code = _report(store, result, as_json=as_json, fail_under=fail_under, spec_name=batch.spec.name)
-    _ci_outputs(store, result, junit=junit, spec_name=batch.spec.name)
-    raise typer.Exit(code)
+    _ci_outputs(store, result, junit=junit, spec_name=batch.spec.name)  # first: a failure here is the exit code
+    raise typer.Exit(_report(store, result, as_json=as_json, fail_under=fail_under, spec_name=batch.spec.name))
 
 
 def _ci_outputs(store: Any, result: Any, *, junit: Path | None, spec_name: str) -> None:
@@ -119,7 +118,8 @@ def resume(
     """Finish an interrupted batch: finished cases are neither run nor paid for again."""
     import json
 
-    from ..batch import Batch, BatchOptions, is_stale, spec_of_batch
+    from ..batch import Batch, BatchOptions, spec_of_batch
+    from ..liveness import is_stale
     from ..ledger import Ledger
     from .progress import batch_progress
 
@@ -156,6 +156,7 @@ def check(
 ) -> None:
     """Validate specs without calling a model; print the worst-case cost of one case."""
     from ..api import worst_case_per_case
+    from ..batch import check_cases
     from ..inputs import Inputs
     from ..spec import load_spec
 
@@ -164,7 +165,7 @@ def check(
     for path in specs:
         try:
             spec = load_spec(path)
-            count = Inputs(spec.inputs, base_dir=spec.base_dir).validate()
+            count = check_cases(spec, Inputs(spec.inputs, base_dir=spec.base_dir))
             usd, tokens = worst_case_per_case(spec)
         except SpecError as exc:
             problems += exc.problems

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..liveness import is_stale
 from .store import Ledger
 
 _SECONDS = "(julianday(ended_at) - julianday(started_at)) * 86400.0"
@@ -37,6 +38,8 @@ def batch_summary(ledger: Ledger, batch_id: str) -> dict[str, Any]:
     expensive = ledger.query("SELECT id, case_id, cost_usd FROM runs WHERE batch_id=? ORDER BY cost_usd DESC LIMIT 3", (batch_id,))
     rows = ledger.query("SELECT * FROM runs WHERE batch_id=? ORDER BY started_at", (batch_id,))
     runs, passed, cost = totals.get("runs", 0), totals.get("passed", 0), float(totals.get("cost", 0.0))
+    if is_stale(batch):  # its process is gone (kill -9, a crash): it is interrupted and can be resumed
+        batch = {**batch, "status": "interrupted", "resume": f"loopkit resume {batch_id[:10]}"}
     batch = {**batch, "tags": json.loads(batch.get("tags") or "{}"), "options": json.loads(batch.get("options") or "{}"),
              "argv": json.loads(batch.get("argv") or "[]")}
     return {

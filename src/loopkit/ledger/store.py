@@ -11,7 +11,6 @@ import json
 import os
 import socket
 import sqlite3
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 import uuid
@@ -74,10 +73,7 @@ class Ledger:
             conn.row_factory = sqlite3.Row
             self.conn = conn
             if not readonly:
-                from .schema import migrations
-
-                with self._retrying():
-                    migrations.apply(self.db)
+                self._migrate()
                 self._probe_writable()
         except LedgerError:
             raise
@@ -107,17 +103,21 @@ class Ledger:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @contextmanager
-    def _retrying(self) -> Iterator[None]:
-        """Wait out another process's write lock beyond the busy timeout's own waiting."""
-        for attempt in range(20):
-            try:
-                yield
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc) or attempt == 19:
-                    raise
-            time.sleep(0.05 * (attempt + 1))
+    def _migrate(self) -> None:
+        """Apply pending migrations inside one immediate transaction, so processes racing to create
+        a fresh ledger take turns (the others wait on the busy timeout, then find nothing pending)."""
+        from .schema import migrations
+
+        if not migrations.pending(self.db):
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            migrations.apply(self.db)  # sqlite-utils nests its own transactions as savepoints
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
@@ -160,7 +160,7 @@ class Ledger:
             self._insert(conn, "batches", [{
                 "id": batch_id, "kind": kind, "spec_hash": spec_hash, "spec_hash_b": spec_hash_b, "status": "running",
                 "started_at": utcnow_iso(), "ended_at": None, "cost_usd": 0.0, "argv": _json([scrub(a) for a in argv]),
-                "tags": _json(tags), "options": _json(options), "pid": os.getpid(), "host": socket.gethostname(), "inputs": inputs,
+                "tags": scrub(_json(tags)), "options": _json(options), "pid": os.getpid(), "host": socket.gethostname(), "inputs": inputs,
             }])
         return batch_id
 
