@@ -14,7 +14,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+import specs
 from fake_llm import FakeLLM, Reply
 
 LOOPKIT = str(Path(sys.executable).with_name("loopkit"))
@@ -31,19 +31,7 @@ FINISHED = ("passed", "failed", "needs_review", "error")
 
 
 def fake_spec(base_url: str, *, extra: str = "") -> str:
-    return textwrap.dedent(f"""\
-        version: 1
-        name: faults
-        model: {{id: openai/test-model, api_base: "{base_url}", api_key_env: TEST_KEY,
-                 price: {{input_per_mtok: 1, output_per_mtok: 2}}}}
-        params: {{max_tokens: 50}}
-        task:
-          prompt: "case {{{{ case.id }}}}: what is six times seven?"
-          feedback: "RETRY: {{{{ feedback }}}}"
-        inputs: cases.jsonl
-        checkers:
-          - {{name: answer, type: equals, expected: "42"}}
-        """) + textwrap.dedent(extra)
+    return specs.fake_spec(base_url, name="faults", expected="42", extra=extra)
 
 
 def write_fake_spec(tmp_path: Path, base_url: str, case_ids: list[str], **kw: str) -> Path:

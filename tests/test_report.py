@@ -10,12 +10,12 @@ import json
 import sqlite3
 import subprocess
 import sys
-import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
+import specs
 from fake_llm import FakeLLM, Reply
 
 KEY = "sk-report-test-0123456789abcdef"
@@ -23,19 +23,7 @@ ENV = {"TEST_KEY": KEY}
 
 
 def fake_spec(base_url: str, *, extra: str = "") -> str:
-    return textwrap.dedent(f"""\
-        version: 1
-        name: ci
-        model: {{id: openai/test-model, api_base: "{base_url}", api_key_env: TEST_KEY,
-                 price: {{input_per_mtok: 1, output_per_mtok: 2}}}}
-        params: {{max_tokens: 50}}
-        task:
-          prompt: "case {{{{ case.id }}}}: what is six times seven?"
-          feedback: "RETRY: {{{{ feedback }}}}"
-        inputs: cases.jsonl
-        checkers:
-          - {{name: answer, type: equals, expected: "{{{{ case.want }}}}"}}
-        """) + textwrap.dedent(extra)
+    return specs.fake_spec(base_url, name="ci", expected="{{ case.want }}", extra=extra)
 
 
 def write_cases(path: Path, cases: list[dict]) -> None:
