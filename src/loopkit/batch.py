@@ -13,6 +13,7 @@ from .engine import FINISHED, BatchBudgetRefused, RunResult, RunState, run_case
 from .errors import InputError, UsageError
 from .inputs import Case, Inputs
 from .ledger import Ledger
+from .ledger.queries import batch_runs, batch_spend, batch_status_counts
 from .models import ModelCallError, ModelPool, RetryPolicy, count_tokens
 from .prices import known_price
 from .spec import LoopSpec, ModelRef, parse_spec
@@ -257,12 +258,10 @@ class Batch:
                 fan.launch(self._run_one(case, repeat, run_id=run_id, state=state))
 
     def _result(self, status: str) -> BatchResult:
-        counts = {r["status"]: r["n"] for r in self.ledger.query(
-            "SELECT status, COUNT(*) AS n FROM runs WHERE batch_id=? GROUP BY status", (self.batch_id,))}
-        cost = self.ledger.one("SELECT COALESCE(SUM(cost_usd), 0) AS c FROM calls WHERE batch_id=?", (self.batch_id,))
+        counts = batch_status_counts(self.ledger, self.batch_id)
         finished = sum(n for s, n in counts.items() if s in FINISHED)
         return BatchResult(self.batch_id, status, sum(counts.values()) + self.refused, finished, counts.get("passed", 0),
-                           counts.get("error", 0), self.refused, float(cost["c"] if cost else 0.0), counts)
+                           counts.get("error", 0), self.refused, batch_spend(self.ledger, self.batch_id), counts)
 
     async def _execute(self, work: Iterator[tuple[Case, int, str | None, RunState | None]]) -> BatchResult:
         await interruptible(self.ledger, self.batch_id, self._drive(work))
@@ -287,11 +286,10 @@ class Batch:
         self.progress.total = total * self.options.repeat
         done = set(FINISHED) - ({"error"} if retry_errors else set())
         existing: dict[tuple[str, int], dict[str, Any]] = {}
-        for row in self.ledger.query("SELECT id, case_id, repeat, status FROM runs WHERE batch_id=? ORDER BY started_at", (batch_id,)):
+        for row in batch_runs(self.ledger, batch_id):
             existing[(row["case_id"], row["repeat"])] = row
         self.ledger.reopen_batch(batch_id)
-        spent = self.ledger.one("SELECT COALESCE(SUM(cost_usd), 0) AS c FROM calls WHERE batch_id=?", (batch_id,))
-        self.pool.spent = float(spent["c"]) if spent else 0.0  # the batch budget covers what was spent before
+        self.pool.spent = batch_spend(self.ledger, batch_id)  # the batch budget covers what was spent before
 
         def work() -> Iterator[tuple[Case, int, str | None, RunState | None]]:
             for case, r in _cases_with_repeats(self.inputs, self.options.repeat):

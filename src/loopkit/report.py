@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+from .ledger.queries import batch_cache_hits, batch_runs, last_feedback
 from .redact import scrub
 
 SUMMARY_ROWS = 50
@@ -25,11 +26,6 @@ _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]
 def _text(value: Any) -> str:
     """Scrubbed text XML 1.0 can carry (control characters dropped)."""
     return _XML_INVALID.sub("", scrub(str(value) if value is not None else "") or "")
-
-
-def _last_feedback(ledger: Any, run_id: str) -> str:
-    row = ledger.one("SELECT feedback FROM iterations WHERE run_id=? ORDER BY n DESC LIMIT 1", (run_id,))
-    return (row or {}).get("feedback") or ""
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -48,17 +44,13 @@ def _seconds(run: dict[str, Any]) -> float:
     return max(0.0, (end - start).total_seconds())
 
 
-def _batch_runs(ledger: Any, batch_id: str) -> list[dict[str, Any]]:
-    return ledger.query("SELECT * FROM runs WHERE batch_id=? ORDER BY case_id, repeat, started_at", (batch_id,))
-
-
 def _case_name(run: dict[str, Any], repeated: bool) -> str:
     return str(run["case_id"]) + (f" #{(run.get('repeat') or 0) + 1}" if repeated else "")
 
 
 def junit_tree(ledger: Any, batch_id: str, *, spec_name: str) -> ET.ElementTree:
     """The batch as a JUnit <testsuites> document with one <testsuite> (the spec)."""
-    runs = _batch_runs(ledger, batch_id)
+    runs = batch_runs(ledger, batch_id, order="case")
     repeated = any(r.get("repeat") for r in runs)
     failures = sum(r["status"] in ("failed", "needs_review", "interrupted") for r in runs)
     errors = sum(r["status"] == "error" for r in runs)
@@ -78,7 +70,7 @@ def junit_tree(ledger: Any, batch_id: str, *, spec_name: str) -> ET.ElementTree:
                            ("stop_reason", r.get("stop_reason")), ("run_id", r.get("id")),
                            ("tokens", (r.get("prompt_tokens") or 0) + (r.get("completion_tokens") or 0))):
             ET.SubElement(props, "property", name=key, value=_text(value if value is not None else ""))
-        feedback = _text(_last_feedback(ledger, r["id"]))
+        feedback = _text(last_feedback(ledger, r["id"]))
         message = _text(r.get("message"))
         status = r["status"]
         if status == "error":
@@ -123,11 +115,11 @@ def _money(value: float) -> str:
 
 def step_summary_markdown(ledger: Any, batch_id: str, *, spec_name: str, regressions: list[str] | None = None) -> str:
     """Pass rate, cost and the cases that did not pass, as GitHub-flavoured markdown."""
-    runs = _batch_runs(ledger, batch_id)
-    batch = ledger.one("SELECT status FROM batches WHERE id=?", (batch_id,)) or {}
+    runs = batch_runs(ledger, batch_id, order="case")
+    batch = ledger.batch(batch_id) or {}
     passed = sum(r["status"] == "passed" for r in runs)
     cost = float(sum(r.get("cost_usd") or 0 for r in runs))
-    cached = ledger.one("SELECT COUNT(*) AS n, COALESCE(SUM(cached), 0) AS hits FROM calls WHERE batch_id=?", (batch_id,)) or {}
+    calls, hits = batch_cache_hits(ledger, batch_id)
     rate = f" ({passed / len(runs):.0%})" if runs else ""
     counts: dict[str, int] = {}
     for r in runs:
@@ -138,8 +130,8 @@ def step_summary_markdown(ledger: Any, batch_id: str, *, spec_name: str, regress
         f"**{passed}/{len(runs)} passed**{rate} · cost {_money(cost)} · batch `{batch_id[:10]}`"
         + (f" · {batch.get('status')}" if batch.get("status") not in (None, "done") else ""),
         "",
-        " · ".join(f"{n} {s}" for s, n in sorted(counts.items())) + (f" · {cached.get('hits')}/{cached.get('n')} calls cached"
-                                                                     if cached.get("hits") else ""),
+        " · ".join(f"{n} {s}" for s, n in sorted(counts.items())) + (f" · {hits}/{calls} calls cached"
+                                                                     if hits else ""),
         "",
     ]
     repeated = any(r.get("repeat") for r in runs)
@@ -147,7 +139,7 @@ def step_summary_markdown(ledger: Any, batch_id: str, *, spec_name: str, regress
     if failing:
         lines += ["| case | status | stop | reward | cost | why |", "|---|---|---|---|---|---|"]
         for r in failing[:SUMMARY_ROWS]:
-            why = r.get("message") or _last_feedback(ledger, r["id"])
+            why = r.get("message") or last_feedback(ledger, r["id"])
             lines.append(f"| {_cell(_case_name(r, repeated), 40)} | {r['status']} | {r.get('stop_reason') or ''} | "
                          f"{r.get('reward') or 0:.2f} | {_money(r.get('cost_usd') or 0)} | {_cell(why)} |")
         if len(failing) > SUMMARY_ROWS:

@@ -27,7 +27,9 @@ def _tags(values: list[str] | None) -> dict[str, str]:
 
 def _report(ledger: Any, result: Any, *, as_json: bool, fail_under: float | None, spec_name: str) -> int:
     """Print a batch's outcome (table or JSON) and return the exit code."""
-    rows = ledger.query("SELECT * FROM runs WHERE batch_id=? ORDER BY started_at", (result.batch_id,))
+    from ..ledger.queries import batch_runs
+
+    rows = batch_runs(ledger, result.batch_id)
     code = result.exit_code(fail_under)
     if as_json:
         print_json({

@@ -61,3 +61,32 @@ def review_queue(ledger: Ledger) -> list[dict[str, Any]]:
         r["failed_checks"] = [c["checker"] for c in ledger.query(
             "SELECT checker FROM checks WHERE run_id=? AND iteration=? AND passed=0 AND audit=0", (r["id"], (last or {}).get("n", 0)))]
     return rows
+
+
+def batch_runs(ledger: Ledger, batch_id: str, *, order: str = "started_at") -> list[dict[str, Any]]:
+    """Every run of a batch, by start time or (`order="case"`) by case and repeat."""
+    by = "case_id, repeat, started_at" if order == "case" else "started_at"
+    return ledger.query(f"SELECT * FROM runs WHERE batch_id=? ORDER BY {by}", (batch_id,))
+
+
+def batch_status_counts(ledger: Ledger, batch_id: str) -> dict[str, int]:
+    return {r["status"]: r["n"] for r in ledger.query(
+        "SELECT status, COUNT(*) AS n FROM runs WHERE batch_id=? GROUP BY status", (batch_id,))}
+
+
+def batch_spend(ledger: Ledger, batch_id: str) -> float:
+    """What a batch's calls cost so far (its budget covers it across a resume)."""
+    row = ledger.one("SELECT COALESCE(SUM(cost_usd), 0) AS c FROM calls WHERE batch_id=?", (batch_id,))
+    return float(row["c"]) if row else 0.0
+
+
+def batch_cache_hits(ledger: Ledger, batch_id: str) -> tuple[int, int]:
+    """(calls, cached calls) of a batch."""
+    row = ledger.one("SELECT COUNT(*) AS n, COALESCE(SUM(cached), 0) AS hits FROM calls WHERE batch_id=?", (batch_id,)) or {}
+    return int(row.get("n") or 0), int(row.get("hits") or 0)
+
+
+def last_feedback(ledger: Ledger, run_id: str) -> str:
+    """The feedback of a run's latest iteration (what a JUnit failure shows)."""
+    row = ledger.one("SELECT feedback FROM iterations WHERE run_id=? ORDER BY n DESC LIMIT 1", (run_id,))
+    return (row or {}).get("feedback") or ""
