@@ -278,7 +278,7 @@ def test_a_control_character_in_a_spec_is_a_located_error(tmp_path: Path, char: 
 @pytest.mark.parametrize("where", ["params", "model-params"])
 def test_a_max_tokens_that_is_not_a_positive_integer_is_a_spec_error(tmp_path: Path, value: str, where: str) -> None:
     params = f"{{max_tokens: {value}}}"
-    text = (f'model: {{id: loopkit/scripted, replies: ["{{{{ case.a }}}}"]' + (f", params: {params}" if where == "model-params" else "")
+    text = ('model: {id: loopkit/scripted, replies: ["{{ case.a }}"]' + (f", params: {params}" if where == "model-params" else "")
             + "}\n" + (f"params: {params}\n" if where == "params" else "")
             + 'task: {prompt: "Echo {{ case.a }}."}\ninputs: [{a: x}]\nchecks: []\n').replace("checks: []\n", "")
     (tmp_path / "spec.yaml").write_text(text)

@@ -61,9 +61,9 @@ class BatchPool:
 
 @dataclass
 class Reservation:
+    """The worst case claimed from the batch pool for one call, handed back when it returns."""
+
     usd: float
-    tokens: int
-    pooled: bool
 
 
 @dataclass
@@ -99,7 +99,7 @@ class CaseBudget:
         if not self.pool.try_reserve(usd):
             raise BudgetStop("budget_total_usd", f"the next call could cost ${usd:.6f}; the batch budget ${self.pool.cap:g} has "
                                                  f"${self.pool.remaining:.6f} left")
-        return Reservation(usd, tokens, True)
+        return Reservation(usd)
 
     def settle(self, reservation: Reservation | None, cost_usd: float, tokens: int) -> None:
         self.spent_usd += cost_usd

@@ -90,11 +90,6 @@ def _latencies(ledger: Ledger, batch_id: str) -> dict[str, float]:
         "SELECT run_id, SUM(latency_ms) AS ms FROM calls WHERE batch_id=? GROUP BY run_id", (batch_id,))}
 
 
-def _run_latency(ledger: Ledger, run_id: str) -> float:
-    row = ledger.one("SELECT COALESCE(SUM(latency_ms), 0) AS ms FROM calls WHERE run_id=?", (run_id,))
-    return float((row or {}).get("ms") or 0.0)
-
-
 def _spec_section(ledger: Ledger | None, a_hash: str | None, b_hash: str | None, a_name: str, b_name: str,
                   *, a_text: str | None = None, b_text: str | None = None) -> dict[str, Any]:
     """The spec part of any diff: same version or not, and the unified diff of the YAML text."""
