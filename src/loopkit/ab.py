@@ -555,6 +555,7 @@ def ab_report(ledger: Ledger, batch_id: str) -> dict[str, Any]:
 
     for key, entry in tests.items():
         entry["name"] = key
+        entry["interval"] = [entry["ci_low"], entry["ci_high"]]
     status = "interrupted" if is_stale(batch) else batch["status"]  # a `running` batch whose process is gone
     errors = sum(x["status"] == "error" for x in runs)
     not_run = max(0, 2 * pairs_available - len(runs)) if status == "budget" else 0
@@ -583,7 +584,7 @@ def ab_report(ledger: Ledger, batch_id: str) -> dict[str, Any]:
         "cost_usd": math.fsum(x["cost"] for x in runs),
         "variants": variants,
         "deltas": deltas,
-        "tests": tests,
+        "tests": list(tests.values()),  # a list of tests, each named, with its p_value and interval
         "verdict": verdict,
         "exit_code": exit_code,
         "notes": _notes(variants, runs, n),
@@ -748,9 +749,14 @@ def ab_table_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str, str]
     ]
 
 
+def report_tests(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The report's tests keyed by name (`success_mcnemar`, `reward_sequential`, ...)."""
+    return {t["name"]: t for t in report["tests"]}
+
+
 def sequential_lines(report: dict[str, Any]) -> list[str]:
     """The anytime-valid tests in words."""
-    t = report["tests"]
+    t = report_tests(report)
     s, r = t["success_sequential"], t["reward_sequential"]
     alpha = report["alpha"]
     disc = s.get("estimate")
