@@ -186,3 +186,29 @@ def test_every_json_output_is_one_document_and_nothing_else(cli, write_spec):
     for args in (["run", str(spec), "--json"], ["runs", "--json"], ["review", "--json"], ["check", str(spec), "--json"]):
         done = cli(*args)
         json.loads(done.stdout)
+
+
+def test_resume_finishes_the_cases_without_a_finished_run_and_records_the_invocation(cli, write_spec, tmp_path):
+    import sqlite3
+
+    spec = write_spec("""
+        model: {id: loopkit/scripted, replies: ["ok"]}
+        task: {prompt: "{{ case.n }}"}
+        inputs: [{id: a, n: 1}, {id: b, n: 2}, {id: c, n: 3}]
+        """)
+    report = json.loads(cli("run", str(spec), "--json").stdout)
+    batch_id = report["batch_id"]
+    db = sqlite3.connect(tmp_path / "ledger.db")
+    with db:  # as if Ctrl-C came before case c started and while b was in flight
+        db.execute("DELETE FROM runs WHERE case_id='c'")
+        db.execute("UPDATE runs SET status='interrupted', stop_reason='interrupted' WHERE case_id='b'")
+        db.execute("UPDATE batches SET status='interrupted' WHERE id=?", (batch_id,))
+    done = cli("resume", batch_id[:8], "--json")
+    assert done.returncode == 0, done.stderr
+    rows = db.execute("SELECT case_id, status FROM runs WHERE batch_id=? ORDER BY case_id, started_at", (batch_id,)).fetchall()
+    # b continued in place from its last committed iteration; c ran; a was neither run nor paid again
+    assert rows == [("a", "passed"), ("b", "passed"), ("c", "passed")]
+    batches = dict(db.execute("SELECT kind, status FROM batches").fetchall())
+    assert batches == {"run": "done", "resume": "done"}
+    tags = json.loads(db.execute("SELECT tags FROM batches WHERE kind='resume'").fetchone()[0])
+    assert tags["resumes"] == batch_id

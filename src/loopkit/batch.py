@@ -289,7 +289,10 @@ class Batch:
         for row in batch_runs(self.ledger, batch_id):
             existing[(row["case_id"], row["repeat"])] = row
         self.ledger.reopen_batch(batch_id)
-        self.pool.spent = batch_spend(self.ledger, batch_id)  # the batch budget covers what was spent before
+        spent_before = self.pool.spent = batch_spend(self.ledger, batch_id)  # the batch budget covers what was spent
+        # the invocation itself is a `resume` batch row (SPEC.md §4); its runs stay under the original batch id
+        invocation = self.ledger.start_batch("resume", self.spec.hash, argv=self.argv, tags={**self.tags, "resumes": batch_id},
+                                             options=self.options.to_dict(), inputs=self.inputs.label)
 
         def work() -> Iterator[tuple[Case, int, str | None, RunState | None]]:
             for case, r in _cases_with_repeats(self.inputs, self.options.repeat):
@@ -307,7 +310,13 @@ class Batch:
                     self.progress.done += 1
                     self.progress.passed += int(row["status"] == "passed")
 
-        return _run_until_interrupted(self._execute(work()))
+        status = "interrupted"
+        try:
+            result = _run_until_interrupted(self._execute(work()))
+            status = result.status
+            return result
+        finally:
+            self.ledger.finish_batch(invocation, status, cost_usd=batch_spend(self.ledger, batch_id) - spent_before)
 
 
 async def interruptible(ledger: Ledger, batch_id: str, work: Any) -> None:

@@ -142,7 +142,7 @@ def resume(
             setattr(options, name, value)
     spec = spec_of_batch(store, row)
     with batch_progress(not as_json) as on_progress:
-        batch = Batch(spec, store, options, on_progress=on_progress)
+        batch = Batch(spec, store, options, argv=sys.argv[1:], on_progress=on_progress)
         try:
             result = batch.resume(full, retry_errors=retry_errors)
         except KeyboardInterrupt:

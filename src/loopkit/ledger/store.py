@@ -169,11 +169,15 @@ class Ledger:
             conn.execute("UPDATE batches SET status='running', ended_at=NULL, pid=?, host=? WHERE id=?",
                          (os.getpid(), socket.gethostname(), batch_id))
 
-    def finish_batch(self, batch_id: str, status: str) -> None:
+    def finish_batch(self, batch_id: str, status: str, *, cost_usd: float | None = None) -> None:
+        """Close a batch; its cost is what its calls cost unless given (a `resume` row's share)."""
         with self.write() as conn:
-            conn.execute(
-                "UPDATE batches SET status=?, ended_at=?, cost_usd=(SELECT COALESCE(SUM(cost_usd), 0) FROM calls WHERE batch_id=?) "
-                "WHERE id=?", (status, utcnow_iso(), batch_id, batch_id))
+            if cost_usd is None:
+                conn.execute(
+                    "UPDATE batches SET status=?, ended_at=?, cost_usd=(SELECT COALESCE(SUM(cost_usd), 0) FROM calls WHERE "
+                    "batch_id=?) WHERE id=?", (status, utcnow_iso(), batch_id, batch_id))
+            else:
+                conn.execute("UPDATE batches SET status=?, ended_at=?, cost_usd=? WHERE id=?", (status, utcnow_iso(), cost_usd, batch_id))
 
     # --- the engine's Recorder -------------------------------------------------------------
 
