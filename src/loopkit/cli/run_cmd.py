@@ -131,6 +131,9 @@ def resume(
         raise UsageError(f"{batch_id} is a run; resume takes a batch ID")
     row = store.batch(full)
     assert row is not None
+    if row["kind"] == "resume":  # an earlier resume's own row: resume the batch it was resuming
+        full = json.loads(row["tags"] or "{}").get("resumes") or full
+        row = store.batch(full) or row
     if row["kind"] == "ab":
         raise UsageError("A/B batches cannot be resumed; start a new `loopkit ab`")
     if row["status"] == "running" and not is_stale(row):
