@@ -116,7 +116,7 @@ def _show_batch(store: Any, batch_id: str, *, as_json: bool) -> None:
     if summary["most_expensive"]:
         out.print("most expensive: " + ", ".join(f"{r['case_id']} ({money(r['cost_usd'])})" for r in summary["most_expensive"]))
     rows = summary["run_rows"]
-    out.print(runs_table(rows[:SHOWN_RUNS]))
+    out.print(runs_table(rows[:SHOWN_RUNS], one_batch=True))
     if len(rows) > SHOWN_RUNS:
         out.print(f"… {len(rows) - SHOWN_RUNS:,} more: loopkit runs --batch {b['id'][:10]} --limit {len(rows)}", markup=False)
 

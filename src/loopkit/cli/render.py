@@ -16,17 +16,23 @@ def short(text: str | None, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def runs_table(rows: list[dict[str, Any]], *, title: str | None = None) -> Table:
+def runs_table(rows: list[dict[str, Any]], *, title: str | None = None, one_batch: bool = False) -> Table:
+    """Runs as a table. `one_batch`: the rows share a spec and a start, so those columns are left out."""
     table = Table(title=title, title_justify="left")
-    for name, justify in [("run", "left"), ("case", "left"), ("spec", "left"), ("status", "left"), ("stop", "left"),
-                          ("reward", "right"), ("iters", "right"), ("cost", "right"), ("started", "left")]:
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    columns = [("run", "left"), ("case", "left"), ("spec", "left"), ("status", "left"), ("stop", "left"),
+               ("reward", "right"), ("iters", "right"), ("cost", "right"), ("started", "left")]
+    if one_batch:
+        columns = [c for c in columns if c[0] not in ("spec", "started")]
+    for name, justify in columns:
+        table.add_column(name, justify=justify, no_wrap=name != "case")  # type: ignore[arg-type]
     for r in rows:
         style = STATUS_STYLE.get(r["status"], "")
         flag = " ⚠" if r.get("suspect") else ""
-        table.add_row(r["id"][:10], short(str(r["case_id"]), 20), short(r["spec_name"], 20), f"[{style}]{r['status']}[/]{flag}",
-                      r.get("stop_reason") or "", f"{r['reward']:.2f}" if r.get("reward") is not None else "-",
-                      str(r.get("iterations") or 0), money(r.get("cost_usd")), (r.get("started_at") or "")[:19].replace("T", " "))
+        cells = {"run": r["id"][:10], "case": short(str(r["case_id"]), 30), "spec": short(r["spec_name"], 20),
+                 "status": f"[{style}]{r['status']}[/]{flag}", "stop": r.get("stop_reason") or "",
+                 "reward": f"{r['reward']:.2f}" if r.get("reward") is not None else "-", "iters": str(r.get("iterations") or 0),
+                 "cost": money(r.get("cost_usd")), "started": (r.get("started_at") or "")[:19].replace("T", " ")}
+        table.add_row(*(cells[name] for name, _ in columns))
     return table
 
 

@@ -40,7 +40,7 @@ def _report(ledger: Any, result: Any, *, as_json: bool, fail_under: float | None
         })
         return code
     shown = rows[:SUMMARY_ROWS]
-    out.print(runs_table(shown, title=f"batch {result.batch_id[:10]} · {spec_name}"))
+    out.print(runs_table(shown, title=f"batch {result.batch_id[:10]} · {spec_name}", one_batch=True))
     if len(rows) > len(shown):
         out.print(f"… {len(rows) - len(shown)} more: loopkit show {result.batch_id[:10]}")
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(result.statuses.items()))
