@@ -124,3 +124,14 @@ def test_max_usd_on_the_command_line_caps_the_batch_and_exits_3(cli, write_spec,
     assert done.returncode == 3 and report["not_run_budget"] > 0
     assert report["cost_usd"] <= 0.01
     assert len(report["runs"]) + report["not_run_budget"] == 6
+
+
+def test_a_budget_with_a_model_swapped_in_whose_price_is_unknown_is_refused_before_any_call(cli, write_spec, fake_llm):
+    spec = write_spec("""
+        model: {id: loopkit/scripted, replies: ["x"]}
+        params: {max_tokens: 10}
+        task: {prompt: go}
+        """)
+    done = cli("run", str(spec), "--model", "openai/no-such-model", "--max-usd", "1")
+    assert done.returncode == 2 and "price of openai/no-such-model is unknown" in done.stderr
+    assert fake_llm.count == 0

@@ -219,8 +219,13 @@ class Batch:
         return None if self.options.no_cache else LedgerCache(self.ledger)
 
     def prepare(self) -> int:
-        """Everything that can fail before a call is paid for: inputs, keys."""
+        """Everything that can fail before a call is paid for: inputs, prices, keys."""
         count = check_cases(self.spec, self.inputs)
+        needs_price = self.spec.budget.needs_prices or self.pool.cap is not None
+        for where, model in self.spec.models():
+            if needs_price and known_price(model) is None:  # e.g. `--model` swapped in a model litellm cannot price
+                raise UsageError(f"{where}: a budget is set but the price of {model.id} is unknown; give the spec a model "
+                                 "mapping with `price:`")
         if not self.options.replay:
             for _, model in self.spec.models():
                 self.models.client(model)
