@@ -42,10 +42,9 @@ class MemoryRecorder:
         self.events: list = []
         self.results: list = []
 
-    def start_run(self, info) -> None:  # noqa: ANN001
-        self.started.append(info)
-
-    def commit(self, result, iteration, calls, events) -> None:  # noqa: ANN001
+    def commit(self, result, iteration, calls, events, *, start=None) -> None:  # noqa: ANN001
+        if start is not None:
+            self.started.append(start)
         self.results.append(result)
         if iteration is not None:
             self.iterations.append(iteration)

@@ -96,11 +96,8 @@ def test_a_second_connection_sees_each_iteration_as_soon_as_it_is_committed(tmp_
     seen: list[int] = []
 
     class Watching:
-        def start_run(self, info):  # noqa: ANN001
-            ledger.start_run(info)
-
-        def commit(self, result, iteration, calls, events):  # noqa: ANN001
-            ledger.commit(result, iteration, calls, events)
+        def commit(self, result, iteration, calls, events, *, start=None):  # noqa: ANN001
+            ledger.commit(result, iteration, calls, events, start=start)
             other = sqlite3.connect(tmp_path / "l.db")
             seen.append(other.execute("SELECT COUNT(*) FROM iterations").fetchone()[0])
             other.close()

@@ -145,11 +145,10 @@ class RunResult:
 class Recorder(Protocol):
     """Where runs go. The ledger is one; tests use an in-memory one."""
 
-    def start_run(self, info: RunInfo) -> None: ...
-
     def commit(self, result: RunResult, iteration: IterationRecord | None, calls: list[CallRecord],
-               events: list[EventRecord]) -> None:
-        """Write one step of a run atomically: its iteration (if any), calls, events and run row."""
+               events: list[EventRecord], *, start: RunInfo | None = None) -> None:
+        """Write one step of a run atomically: its iteration (if any), calls, events and run row;
+        `start` on a run's first step, so a run is written together with what it did first."""
 
 
 class CallCache(Protocol):
@@ -342,10 +341,8 @@ class Loop:
             raise
 
     def _commit(self, result: RunResult, record: IterationRecord | None, calls: list[CallRecord], events: list[EventRecord]) -> None:
-        if not self._started:
-            self.recorder.start_run(self.info)
-            self._started = True
-        self.recorder.commit(result, record, calls, events)
+        self.recorder.commit(result, record, calls, events, start=None if self._started else self.info)
+        self._started = True
 
     def _finish(self, status: str, reason: str, events: list[EventRecord], *, message: str | None = None,
                 step: _Iteration | None = None) -> RunResult:

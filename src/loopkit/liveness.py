@@ -14,7 +14,10 @@ def is_stale(batch: dict[str, Any]) -> bool:
     if batch.get("host") and batch["host"] != socket.gethostname():
         return False  # another machine's process: we cannot tell, so trust the row
     try:
-        os.kill(int(batch["pid"]), 0)
+        pid = int(batch["pid"])
+        if pid == os.getpid():  # this process is asking, so it is not running that batch any more (a crash)
+            return True
+        os.kill(pid, 0)
     except (ProcessLookupError, TypeError, ValueError):
         return True
     except PermissionError:

@@ -181,18 +181,20 @@ class Ledger:
 
     # --- the engine's Recorder -------------------------------------------------------------
 
-    def start_run(self, info: RunInfo) -> None:
-        with self.write() as conn:
-            self._insert(conn, "runs", [{
-                "id": info.id, "batch_id": info.batch_id, "spec_hash": info.spec_hash, "spec_name": info.spec_name,
-                "variant": info.variant, "case_id": info.case_id, "case_json": _json(info.case), "repeat": info.repeat,
-                "status": "running", "started_at": info.started_at, "success": 0, "iterations": 0, "cost_usd": 0.0,
-                "prompt_tokens": 0, "completion_tokens": 0,
-            }])
+    def _insert_run(self, conn: sqlite3.Connection, info: RunInfo) -> None:
+        self._insert(conn, "runs", [{
+            "id": info.id, "batch_id": info.batch_id, "spec_hash": info.spec_hash, "spec_name": info.spec_name,
+            "variant": info.variant, "case_id": info.case_id, "case_json": _json(info.case), "repeat": info.repeat,
+            "status": "running", "started_at": info.started_at, "success": 0, "iterations": 0, "cost_usd": 0.0,
+            "prompt_tokens": 0, "completion_tokens": 0,
+        }])
 
-    def commit(self, result: RunResult, iteration: IterationRecord | None, calls: list[CallRecord], events: list[EventRecord]) -> None:
-        batch_id = self._batch_of(result.run_id)
+    def commit(self, result: RunResult, iteration: IterationRecord | None, calls: list[CallRecord], events: list[EventRecord],
+               *, start: RunInfo | None = None) -> None:
+        batch_id = start.batch_id if start is not None else self._batch_of(result.run_id)
         with self.write() as conn:
+            if start is not None:
+                self._insert_run(conn, start)
             if iteration is not None:
                 row = asdict(iteration)
                 checks = row.pop("checks")
