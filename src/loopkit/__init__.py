@@ -15,28 +15,33 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = [
+    "ABOptions",
     "CheckResult",
     "Ledger",
     "LoopSpec",
     "LoopkitError",
     "load_spec",
     "parse_spec",
+    "run_ab",
     "run_batch",
     "run_case",
 ]
 
 _WHERE = {
+    "ABOptions": "ab",
     "CheckResult": "checkers",
     "Ledger": "ledger",
     "LoopSpec": "spec",
     "LoopkitError": "errors",
     "load_spec": "spec",
     "parse_spec": "spec",
+    "run_ab": "ab",
     "run_batch": "api",
     "run_case": "engine",
 }
 
 if TYPE_CHECKING:
+    from .ab import ABOptions, run_ab
     from .api import run_batch
     from .checkers import CheckResult
     from .engine import run_case
