@@ -104,3 +104,15 @@ def test_adaptive_limit_halves_on_rate_limits_and_recovers():
     for _ in range(200):
         limit.succeeded()
     assert int(limit.limit) == 16
+
+
+def test_rate_limits_lower_the_models_concurrency_and_successes_raise_it_again(fake_llm):
+    limit = AdaptiveLimit(8)
+    c = LiteLLMClient(ModelRef(id="openai/gpt-4o-mini", api_base=fake_llm.base_url), retry=FAST, limit=limit)
+    fake_llm.queue(Reply(status=429, retry_after=0), Reply(status=429, retry_after=0), Reply("ok"))
+    complete(c)
+    assert limit.limit < 8
+    lowered = limit.limit
+    for _ in range(20):
+        complete(c)
+    assert limit.limit > lowered
