@@ -15,10 +15,10 @@ from .app import JsonOpt, LedgerOpt, app, err, ledger_option, out, print_json
 
 def render_ab(report: dict[str, Any]) -> None:
     """The A/B report on the terminal: metrics table with deltas, intervals and p-values, then the verdict."""
-    from ..ab import _header, ab_table_rows, sequential_lines
+    from ..ab_report import report_title, ab_table_rows, sequential_lines
 
     level = f"{1 - report['alpha']:.0%}"
-    table = Table(title=_header(report), title_justify="left")
+    table = Table(title=report_title(report), title_justify="left")
     for name, justify in (("metric", "left"), ("A", "right"), ("B", "right"), (f"Δ B − A [{level} CI]", "right"), ("p", "right")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for row in ab_table_rows(report):
@@ -38,7 +38,7 @@ def render_ab(report: dict[str, Any]) -> None:
 
 def show_ab(store: Any, batch_id: str, *, as_json: bool) -> dict[str, Any]:
     """Recompute and print the report of a stored ab batch."""
-    from ..ab import ab_report
+    from ..ab_report import ab_report
 
     report = ab_report(store, batch_id)
     if as_json:
@@ -101,7 +101,8 @@ def ab(
     if not 0.0 < alpha < 1.0:
         raise UsageError(f"--alpha {alpha:g}: use a level between 0 and 1, e.g. 0.05")
 
-    from ..ab import ABOptions, ABTest, append_ab_summary
+    from ..ab import ABOptions, ABTest
+    from ..ab_report import append_ab_summary
     from .progress import batch_progress
     from .run_cmd import _tags
 
