@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from rich.table import Table
@@ -37,5 +38,8 @@ def runs_table(rows: list[dict[str, Any]], *, title: str | None = None, one_batc
 
 
 def public_run(row: dict[str, Any]) -> dict[str, Any]:
-    """A runs row as --json shows it (no internal resume state)."""
-    return {k: v for k, v in row.items() if k not in ("state", "case_json")}
+    """A runs row as --json shows it: the case as an object, no internal resume state."""
+    shown = {k: v for k, v in row.items() if k not in ("state", "case_json")}
+    if row.get("case_json") is not None:
+        shown["case"] = json.loads(row["case_json"])
+    return shown
