@@ -116,3 +116,21 @@ def test_rate_limits_lower_the_models_concurrency_and_successes_raise_it_again(f
     for _ in range(20):
         complete(c)
     assert limit.limit > lowered
+
+
+def test_running_a_loop_on_the_scripted_model_never_imports_litellm(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    spec = Path(__file__).resolve().parent.parent / "examples" / "taxes" / "taxes.yaml"
+    code = (
+        "import sys, io, contextlib\n"
+        f"sys.argv = ['loopkit', '--ledger', {str(tmp_path / 'l.db')!r}, 'run', {str(spec)!r}, '--json']\n"
+        "from loopkit.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n        main()\n    except SystemExit:\n        pass\n"
+        "print('litellm' in sys.modules or 'openai' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "False", done.stderr
