@@ -118,3 +118,15 @@ def test_a_fail_under_gate_turns_a_low_pass_rate_into_exit_1(write_spec, fake_ll
     result = run_batch(spec, ledger=Ledger(tmp_path / "l.db"))
     assert result.pass_rate == 0.75
     assert result.exit_code(0.8) == 1 and result.exit_code(0.75) == 0
+
+
+def test_no_cache_neither_reads_nor_writes_the_cache_yet_its_batch_can_be_replayed(write_spec, fake_llm, tmp_path):
+    fake_llm.responder = echo
+    spec = load_spec(fake_spec(write_spec, fake_llm, cases=3))
+    ledger = Ledger(tmp_path / "l.db")
+    uncached = run_batch(spec, ledger=ledger, options=BatchOptions(no_cache=True))
+    run_batch(spec, ledger=ledger)
+    assert fake_llm.count == 6  # the --no-cache batch left nothing for the next run to reuse
+    fake_llm.stop()
+    replayed = run_batch(spec, ledger=ledger, options=BatchOptions(replay=uncached.batch_id))
+    assert replayed.passed == 3 and fake_llm.count == 6

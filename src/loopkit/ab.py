@@ -65,6 +65,7 @@ class _VariantCache:
     """
 
     charges_budget = False  # a hit is free, as with `loopkit run`
+    stores = True
 
     def __init__(self, ledger: Ledger, batch_id: str, variant: str) -> None:
         self.ledger = ledger

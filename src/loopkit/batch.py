@@ -97,6 +97,7 @@ class ReplayCache:
     """Answers only from one recorded batch; a miss is an error, never a network call."""
 
     charges_budget = True
+    stores = True
 
     def __init__(self, ledger: Ledger, batch_id: str) -> None:
         self.ledger = ledger
@@ -123,6 +124,7 @@ class ReplayMiss:
 
 class LedgerCache:
     charges_budget = False
+    stores = True
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger

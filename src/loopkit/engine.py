@@ -48,7 +48,8 @@ class CallRecord:
     latency_ms: float
     cached: bool
     error: str | None
-    cache_key: str
+    call_key: str  # identifies the call (spec, model, messages, params, repeat): what --replay matches
+    cache_key: str | None  # the same key when this call may answer later ones; None under --no-cache
     api_base: str | None
     created_at: str = field(default_factory=now_iso)
 
@@ -153,15 +154,20 @@ class Recorder(Protocol):
 
 class CallCache(Protocol):
     """Answers a call from earlier ones. `charges_budget`: a replay spends the recorded cost against
-    the budget so it stops where the original did; an ordinary cache hit is free."""
+    the budget so it stops where the original did; an ordinary cache hit is free. `stores`: whether
+    this run's calls may answer later ones (not under --no-cache)."""
 
     charges_budget: bool
+    stores: bool
 
     def lookup(self, key: str) -> Completion | None: ...
 
 
 class NoCache:
+    """--no-cache: neither reads nor writes the cache."""
+
     charges_budget = False
+    stores = False
 
     def lookup(self, key: str) -> Completion | None:
         return None
@@ -268,6 +274,7 @@ class Loop:
         client = self.clients(model)
         params = self.spec.params_for(model)
         key = cache_key(self.spec.name, model, messages, params, self.info.repeat)
+        stored = key if self.cache.stores else None
         completion = self.cache.lookup(key)
         reservation: Reservation | None = None
         if completion is None or self.cache.charges_budget:
@@ -281,7 +288,7 @@ class Loop:
                 self.budget.settle(reservation, 0.0, 0)
                 if isinstance(exc, ModelCallError):
                     step.calls.append(CallRecord(new_id(), self.state.iterations + 1, role, model.label, messages, None,
-                                                 0, 0, 0.0, 0.0, False, str(exc), key, model.api_base))
+                                                 0, 0, 0.0, 0.0, False, str(exc), key, stored, model.api_base))
                 raise
         tokens = completion.prompt_tokens + completion.completion_tokens
         if completion.cached and self.cache.charges_budget:
@@ -290,7 +297,7 @@ class Loop:
             self.budget.settle(reservation, completion.cost_usd, 0 if completion.cached else tokens)
         step.calls.append(CallRecord(new_id(), self.state.iterations + 1, role, model.label, messages, completion.text,
                                      completion.prompt_tokens, completion.completion_tokens, completion.cost_usd,
-                                     completion.latency_ms, completion.cached, None, key, model.api_base))
+                                     completion.latency_ms, completion.cached, None, key, stored, model.api_base))
         step.cost += completion.cost_usd
         step.prompt_tokens += completion.prompt_tokens
         step.completion_tokens += completion.completion_tokens

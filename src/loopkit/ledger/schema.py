@@ -66,3 +66,12 @@ def m002_query_indexes(db: Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS idx_runs_suspect_started_at ON runs (started_at) WHERE suspect IS NOT NULL")
     # `cost`: what cached calls saved is a second pass over the window's cached calls only.
     db.execute("CREATE INDEX IF NOT EXISTS idx_calls_cached_created_at ON calls (created_at) WHERE cached = 1")
+
+
+@migrations()
+def m003_call_key(db: Database) -> None:
+    """`--no-cache` calls must not answer later runs, but `--replay` still needs to find them: every
+    call gets a `call_key`; `cache_key` is kept only where the call may be reused."""
+    db["calls"].add_column("call_key", str)
+    db.execute("UPDATE calls SET call_key = cache_key")
+    db.execute("CREATE INDEX IF NOT EXISTS idx_calls_batch_call_key ON calls (batch_id, call_key)")

@@ -206,7 +206,7 @@ class Ledger:
                 "id": c.id, "run_id": result.run_id, "batch_id": batch_id, "iteration": c.iteration, "role": c.role,
                 "model": c.model, "api_base": c.api_base, "messages": _json(c.messages), "response": c.response,
                 "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens, "cost_usd": c.cost_usd,
-                "latency_ms": c.latency_ms, "cached": int(c.cached), "error": scrub(c.error), "cache_key": c.cache_key,
+                "latency_ms": c.latency_ms, "cached": int(c.cached), "error": scrub(c.error), "cache_key": c.cache_key, "call_key": c.call_key,
                 "created_at": c.created_at} for c in calls])
             self._insert(conn, "events", [{"run_id": result.run_id, "kind": e.kind, "detail": scrub(_json(e.detail)),
                                            "created_at": e.created_at} for e in events])
@@ -234,7 +234,9 @@ class Ledger:
     # --- the engine's CallCache ---------------------------------------------------------------
 
     def lookup(self, key: str, *, batch_id: str | None = None) -> Completion | None:
-        sql = "SELECT response, prompt_tokens, completion_tokens, cost_usd FROM calls WHERE cache_key=? AND error IS NULL AND response IS NOT NULL"
+        """A recorded answer to this call: from any cacheable call, or (a replay) from one batch's calls."""
+        column = "cache_key" if batch_id is None else "call_key"
+        sql = f"SELECT response, prompt_tokens, completion_tokens, cost_usd FROM calls WHERE {column}=? AND error IS NULL AND response IS NOT NULL"
         args: list[Any] = [key]
         if batch_id is not None:
             sql += " AND batch_id=?"
