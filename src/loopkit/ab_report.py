@@ -12,15 +12,16 @@ import math
 import random
 import statistics
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from typing import Any
 
 from . import stats
 from .engine import FINISHED
+from .formatting import usd
 from .errors import UsageError
 from .ledger import Ledger
 from .ledger.ab_queries import ab_runs
 from .liveness import is_stale
+from .timewindow import seconds_between
 
 __all__ = ["SequentialMonitor", "ab_markdown", "ab_report", "ab_table_rows", "append_ab_summary", "paired_diff_ci",
            "report_tests", "report_title", "sequential_lines"]
@@ -134,15 +135,6 @@ def paired_diff_ci(both: int, a_only: int, b_only: int, neither: int, *, level: 
 # --------------------------------------------------------------------------- running
 
 
-def _seconds_between(start: str | None, end: str | None) -> float | None:
-    if not start or not end:
-        return None
-    try:
-        return max(0.0, (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds())
-    except ValueError:
-        return None
-
-
 def _quantile(values: Sequence[float], q: float) -> float | None:
     xs = sorted(values)
     if not xs:
@@ -235,7 +227,7 @@ def _load_runs(ledger: Ledger, batch_id: str) -> list[dict[str, Any]]:
     runs, calls, escalations = ab_runs(ledger, batch_id)
     out = []
     for r in runs:
-        wall = _seconds_between(r["started_at"], r["ended_at"])
+        wall = seconds_between(r["started_at"], r["ended_at"])
         call = calls.get(r["id"], {})
         out.append({**r, "ok": bool(r["success"]), "reward": float(r["reward"] or 0.0), "cost": float(r["cost_usd"] or 0.0),
                     "iterations": int(r["iterations"] or 0), "wall_ms": None if wall is None else wall * 1000,
@@ -497,14 +489,6 @@ def _verdict(monitor: SequentialMonitor, variants: dict[str, Any], deltas: dict[
 # --------------------------------------------------------------------------- rendering (plain text, for tables and markdown)
 
 
-def _usd(x: float | None, *, signed: bool = False) -> str:
-    if x is None:
-        return "-"
-    sign = ("+" if x >= 0 else "-") if signed else ("-" if x < 0 else "")
-    a = abs(x)
-    return f"{sign}${a:,.6f}" if a < 0.01 else f"{sign}${a:,.4f}"
-
-
 def _ms(x: float | None, *, signed: bool = False) -> str:
     if x is None:
         return "-"
@@ -541,10 +525,10 @@ def ab_table_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str, str]
     return [
         ("success rate", rate(A), rate(B), _interval(d.get("success_rate"), _pts, lambda x: f"{x * 100:+.0f}"), p("success_rate")),
         ("mean reward", num(A["mean_reward"]), num(B["mean_reward"]), _interval(d.get("mean_reward"), lambda x: f"{x:+.3f}"), p("mean_reward")),
-        ("mean cost", _usd(A["mean_cost_usd"]), _usd(B["mean_cost_usd"]), _interval(d.get("mean_cost_usd"), lambda x: _usd(x, signed=True)),
+        ("mean cost", usd(A["mean_cost_usd"]), usd(B["mean_cost_usd"]), _interval(d.get("mean_cost_usd"), lambda x: usd(x, signed=True)),
          p("mean_cost_usd")),
-        ("cost per success", _usd(A["cost_per_success_usd"]), _usd(B["cost_per_success_usd"]),
-         _interval(d.get("cost_per_success_usd"), lambda x: _usd(x, signed=True)), "-"),
+        ("cost per success", usd(A["cost_per_success_usd"]), usd(B["cost_per_success_usd"]),
+         _interval(d.get("cost_per_success_usd"), lambda x: usd(x, signed=True)), "-"),
         ("mean iterations", num(A["mean_iterations"], 2), num(B["mean_iterations"], 2),
          _interval(d.get("mean_iterations"), lambda x: f"{x:+.2f}"), p("mean_iterations")),
         ("latency p50 (wall)", _ms(A["latency_ms"]["p50"]), _ms(B["latency_ms"]["p50"]),

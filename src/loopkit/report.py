@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import re
 import xml.etree.ElementTree as ET
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+from .formatting import usd
+from .timewindow import seconds_between
 from .ledger.queries import batch_cache_hits, batch_runs, last_feedback
 from .redact import scrub
 
@@ -28,20 +29,8 @@ def _text(value: Any) -> str:
     return _XML_INVALID.sub("", scrub(str(value) if value is not None else "") or "")
 
 
-def _parse_time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def _seconds(run: dict[str, Any]) -> float:
-    start, end = _parse_time(run.get("started_at")), _parse_time(run.get("ended_at"))
-    if start is None or end is None:
-        return 0.0
-    return max(0.0, (end - start).total_seconds())
+    return seconds_between(run.get("started_at"), run.get("ended_at")) or 0.0
 
 
 def _case_name(run: dict[str, Any], repeated: bool) -> str:
@@ -109,10 +98,6 @@ def _cell(value: Any, limit: int = 80) -> str:
     return text.replace("|", "\\|")
 
 
-def _money(value: float) -> str:
-    return f"${value:,.6f}" if value < 0.01 else f"${value:,.4f}"
-
-
 def step_summary_markdown(ledger: Any, batch_id: str, *, spec_name: str, regressions: list[str] | None = None) -> str:
     """Pass rate, cost and the cases that did not pass, as GitHub-flavoured markdown."""
     runs = batch_runs(ledger, batch_id, order="case")
@@ -127,7 +112,7 @@ def step_summary_markdown(ledger: Any, batch_id: str, *, spec_name: str, regress
     lines = [
         f"### loopkit · {_cell(spec_name)}",
         "",
-        f"**{passed}/{len(runs)} passed**{rate} · cost {_money(cost)} · batch `{batch_id[:10]}`"
+        f"**{passed}/{len(runs)} passed**{rate} · cost {usd(cost)} · batch `{batch_id[:10]}`"
         + (f" · {batch.get('status')}" if batch.get("status") not in (None, "done") else ""),
         "",
         " · ".join(f"{n} {s}" for s, n in sorted(counts.items())) + (f" · {hits}/{calls} calls cached"
@@ -141,7 +126,7 @@ def step_summary_markdown(ledger: Any, batch_id: str, *, spec_name: str, regress
         for r in failing[:SUMMARY_ROWS]:
             why = r.get("message") or last_feedback(ledger, r["id"])
             lines.append(f"| {_cell(_case_name(r, repeated), 40)} | {r['status']} | {r.get('stop_reason') or ''} | "
-                         f"{r.get('reward') or 0:.2f} | {_money(r.get('cost_usd') or 0)} | {_cell(why)} |")
+                         f"{r.get('reward') or 0:.2f} | {usd(r.get('cost_usd') or 0)} | {_cell(why)} |")
         if len(failing) > SUMMARY_ROWS:
             lines.append(f"\n… and {len(failing) - SUMMARY_ROWS} more: `loopkit show {batch_id[:10]}`")
     if regressions:

@@ -13,7 +13,7 @@ from datetime import date, datetime, timedelta, timezone
 
 from loopkit.errors import UsageError
 
-__all__ = ["parse_time", "to_iso", "utcnow_iso"]
+__all__ = ["from_iso", "parse_time", "seconds_between", "to_iso", "utcnow_iso"]
 
 ACCEPTED = "now, today, yesterday, 30m, 2h, 7d, 2w, 2026-11-20 or 2026-11-20T14:30"
 
@@ -61,6 +61,22 @@ def to_iso(dt: datetime) -> str:
     Fixed width, so strings compare in SQL in the same order as the times. A naive `dt` is local time.
     """
     return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def from_iso(text: str | None) -> datetime | None:
+    """The aware UTC datetime of a ledger timestamp (`to_iso`'s text); None for missing or bad text."""
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def seconds_between(start: str | None, end: str | None) -> float | None:
+    """Seconds from one ledger timestamp to another (a run's wall time); None when either is missing."""
+    a, b = from_iso(start), from_iso(end)
+    return None if a is None or b is None else max(0.0, (b - a).total_seconds())
 
 
 def utcnow_iso() -> str:

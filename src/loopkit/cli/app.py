@@ -18,6 +18,7 @@ except ImportError:  # pragma: no cover - a typer that uses click itself
     from click import UsageError as ClickUsageError
 
 from ..errors import LoopkitError
+from ..formatting import usd as money  # noqa: F401 - the commands' money format
 
 app = typer.Typer(
     name="loopkit",
@@ -53,12 +54,6 @@ def ledger_option(ctx: typer.Context, value: Path | None) -> Path | None:
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
-
-
-def money(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"${value:,.6f}" if value < 0.01 else f"${value:,.4f}"
 
 
 def main() -> None:

@@ -12,10 +12,10 @@ BY_CHOICES = ("model", "spec", "day", "batch")
 
 
 def _local(iso: str) -> str:
-    from datetime import datetime, timezone
+    from ..timewindow import from_iso
 
-    moment = datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).astimezone()
-    return moment.strftime("%Y-%m-%d %H:%M %Z").strip()
+    moment = from_iso(iso)
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M %Z").strip() if moment else iso
 
 
 def _window_text(since: str | None, until: str | None) -> str:
