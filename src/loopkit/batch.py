@@ -14,7 +14,7 @@ from .errors import InputError, UsageError
 from .inputs import Case, Inputs
 from .ledger import Ledger
 from .ledger.queries import batch_runs, batch_spend, batch_status_counts
-from .models import ModelCallError, ModelPool, RetryPolicy, count_tokens
+from .models import Completion, ModelCallError, ModelPool, RetryPolicy, count_tokens
 from .prices import known_price
 from .spec import LoopSpec, ModelRef, parse_spec
 from .templates import TemplateError, render
@@ -93,20 +93,6 @@ def check_cases(spec: LoopSpec, inputs: Inputs) -> int:
     return count
 
 
-class ReplayCache:
-    """Answers only from one recorded batch; a miss is an error, never a network call."""
-
-    charges_budget = True
-    stores = True
-
-    def __init__(self, ledger: Ledger, batch_id: str) -> None:
-        self.ledger = ledger
-        self.batch_id = batch_id
-
-    def lookup(self, key: str):  # noqa: ANN201 - Completion | None
-        return self.ledger.lookup(key, batch_id=self.batch_id)
-
-
 class ReplayMiss:
     """The client behind a replay: any call that reaches it was not recorded."""
 
@@ -123,14 +109,19 @@ class ReplayMiss:
 
 
 class LedgerCache:
-    charges_budget = False
+    """The engine's cache, answered from the ledger's calls. With `replay_batch`, only that batch's
+    calls answer (a miss reaches ReplayMiss: an error, never a network call) and their recorded
+    cost is charged to the budgets, so a replay stops where the original did."""
+
     stores = True
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, *, replay_batch: str | None = None) -> None:
         self.ledger = ledger
+        self.replay_batch = replay_batch
+        self.charges_budget = replay_batch is not None
 
-    def lookup(self, key: str):  # noqa: ANN201 - Completion | None
-        return self.ledger.lookup(key)
+    def lookup(self, key: str) -> Completion | None:
+        return self.ledger.lookup(key, batch_id=self.replay_batch)
 
 
 class Fanout:
@@ -217,20 +208,20 @@ class Batch:
 
     def _cache(self):  # noqa: ANN202
         if self.options.replay:
-            return ReplayCache(self.ledger, self.options.replay)
+            return LedgerCache(self.ledger, replay_batch=self.options.replay)
         return None if self.options.no_cache else LedgerCache(self.ledger)
 
     def prepare(self) -> int:
         """Everything that can fail before a call is paid for: inputs, prices, keys."""
         count = check_cases(self.spec, self.inputs)
+        # the spec checked its own budget; --model and --max-usd are only known here
         needs_price = self.spec.budget.needs_prices or self.pool.cap is not None
         for where, model in self.spec.models():
-            if needs_price and known_price(model) is None:  # e.g. `--model` swapped in a model litellm cannot price
+            if needs_price and known_price(model) is None:
                 raise UsageError(f"{where}: a budget is set but the price of {model.id} is unknown; give the spec a model "
                                  "mapping with `price:`")
-        if not self.options.replay:
-            for _, model in self.spec.models():
-                self.models.client(model)
+            if not self.options.replay:
+                self.models.client(model)  # a missing key fails here, before any call
         return count
 
     async def _run_one(self, case: Case, repeat: int, *, run_id: str | None = None, state: RunState | None = None) -> RunResult | None:
