@@ -225,9 +225,7 @@ class Batch:
         return count
 
     async def _run_one(self, case: Case, repeat: int, *, run_id: str | None = None, state: RunState | None = None) -> RunResult | None:
-        budget = CaseBudget(self.spec.budget, self.pool, spent_usd=state.cost_usd if state else 0.0,
-                            spent_tokens=(state.prompt_tokens + state.completion_tokens) if state else 0,
-                            elapsed_before=state.elapsed_seconds if state else 0.0)
+        budget = CaseBudget(self.spec.budget, self.pool)
         self.progress.in_flight += 1
         try:
             result = await run_case(self.spec, case, clients=self._clients(), recorder=self.ledger, budget=budget,

@@ -77,6 +77,12 @@ class CaseBudget:
     elapsed_before: float = 0.0
     started: float = field(default_factory=time.monotonic)
 
+    def carry_over(self, usd: float, tokens: int, seconds: float) -> None:
+        """Count what a continued run (resume, review) spent before, against the same per-case caps."""
+        self.spent_usd += usd
+        self.spent_tokens += tokens
+        self.elapsed_before += seconds
+
     @property
     def elapsed(self) -> float:
         return self.elapsed_before + time.monotonic() - self.started

@@ -248,6 +248,8 @@ class Loop:
         self.clients = clients
         self.recorder = recorder
         self.budget = budget
+        if state is not None:  # a continued run: its earlier spend counts against its caps
+            budget.carry_over(state.cost_usd, state.prompt_tokens + state.completion_tokens, state.elapsed_seconds)
         self.cache = cache or NoCache()
         self.state = state or RunState(model=spec.model)
         self.human_feedback = human_feedback

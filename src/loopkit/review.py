@@ -32,10 +32,9 @@ def decide(ledger: Ledger, run_id: str, decision: str, *, reviewer: str, feedbac
     spec = spec_of_batch(ledger, {"id": run.get("batch_id") or run_id, "spec_hash": run["spec_hash"]})
     state = ledger.run_state(run_id)
     case = Case(run["case_id"], json.loads(run["case_json"] or "{}"))
-    budget = CaseBudget(spec.budget, spent_usd=state.cost_usd if state else 0.0,
-                        spent_tokens=(state.prompt_tokens + state.completion_tokens) if state else 0)
     models = ModelPool()
-    result = asyncio.run(run_case(spec, case, clients=models.client, recorder=ledger, budget=budget, cache=LedgerCache(ledger),
+    result = asyncio.run(run_case(spec, case, clients=models.client, recorder=ledger, budget=CaseBudget(spec.budget),
+                                  cache=LedgerCache(ledger),
                                   batch_id=run.get("batch_id"), repeat=run.get("repeat") or 0, variant=run.get("variant"),
                                   run_id=run_id, state=state, human_feedback=feedback))
     return {"run_id": run_id, "status": result.status, "stop_reason": result.stop_reason, "reviewer": reviewer,
