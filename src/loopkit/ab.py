@@ -28,11 +28,13 @@ from typing import Any
 from .ab_report import VARIANTS, SequentialMonitor, ab_report
 from .batch import Fanout, Progress, _run_until_interrupted, check_cases, interruptible
 from .budget import BatchPool, CaseBudget
-from .engine import FINISHED, BatchBudgetRefused, RunResult, run_case
+from .cache import LedgerCache
+from .engine import BatchBudgetRefused, run_case
+from .records import RunResult
+from .status import FINISHED
 from .errors import UsageError
 from .inputs import Case, Inputs
 from .ledger import Ledger
-from .ledger.ab_queries import lookup_for_variant
 from .models import Completion, ModelPool, RetryPolicy
 from .spec import LoopSpec
 
@@ -55,25 +57,6 @@ class ABOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-class _VariantCache:
-    """The response cache, except that a variant never reuses the other variant's calls of this batch.
-
-    Otherwise, with two specs of the same name, whichever variant ran a shared call second would get
-    it for free and look cheaper.
-    """
-
-    charges_budget = False  # a hit is free, as with `loopkit run`
-    stores = True
-
-    def __init__(self, ledger: Ledger, batch_id: str, variant: str) -> None:
-        self.ledger = ledger
-        self.batch_id = batch_id
-        self.variant = variant
-
-    def lookup(self, key: str) -> Completion | None:
-        return lookup_for_variant(self.ledger, key, batch_id=self.batch_id, variant=self.variant)
 
 
 @dataclass
@@ -202,7 +185,7 @@ class ABTest:
         self.batch_id = self.ledger.start_batch("ab", self.specs["A"].hash, spec_hash_b=self.specs["B"].hash, argv=self.argv,
                                                 tags=self.tags, options=saved, inputs=self.inputs.label)
         if not self.options.no_cache:
-            self._caches = {v: _VariantCache(self.ledger, self.batch_id, v) for v in VARIANTS}
+            self._caches = {v: LedgerCache(self.ledger, variant_of=(self.batch_id, v)) for v in VARIANTS}
         return _run_until_interrupted(self._execute())
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import stats
-from .engine import FINISHED
+from .status import FINISHED
 from .formatting import usd
 from .errors import UsageError
 from .ledger import Ledger

@@ -9,14 +9,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .budget import BatchPool, CaseBudget
-from .engine import FINISHED, BatchBudgetRefused, RunResult, RunState, run_case
+from .cache import LedgerCache, ReplayMiss
+from .engine import BatchBudgetRefused, run_case
 from .errors import InputError, UsageError
 from .inputs import Case, Inputs
 from .ledger import Ledger
 from .ledger.queries import batch_runs, batch_spend, batch_status_counts
-from .models import Completion, ModelCallError, ModelPool, RetryPolicy, count_tokens
+from .models import ModelPool, RetryPolicy
 from .prices import known_price
-from .spec import LoopSpec, ModelRef, parse_spec
+from .records import RunResult, RunState
+from .spec import LoopSpec, parse_spec
+from .status import FINISHED, BatchStatus, RunStatus, StopReason, exit_code
 from .templates import TemplateError, render
 
 
@@ -68,14 +71,8 @@ class BatchResult:
         return self.passed / self.finished if self.finished else 0.0
 
     def exit_code(self, fail_under: float | None) -> int:
-        """SPEC.md §3: 3 budget > 4 errors > 1 quality gate."""
-        if self.refused:
-            return 3
-        if self.errors:
-            return 4
-        if fail_under is not None and self.pass_rate < fail_under:
-            return 1
-        return 0
+        return exit_code(budget_refused=bool(self.refused), errors=bool(self.errors),
+                         gate_failed=fail_under is not None and self.pass_rate < fail_under)
 
 
 def check_cases(spec: LoopSpec, inputs: Inputs) -> int:
@@ -91,37 +88,6 @@ def check_cases(spec: LoopSpec, inputs: Inputs) -> int:
     if count == 0:  # a CI gate must not pass on nothing
         raise InputError("no cases: the inputs are empty", location=inputs.label)
     return count
-
-
-class ReplayMiss:
-    """The client behind a replay: any call that reaches it was not recorded."""
-
-    def __init__(self, ref: ModelRef, batch_id: str) -> None:
-        self.ref = ref
-        self.price = known_price(ref)
-        self.batch_id = batch_id
-
-    def count_tokens(self, messages: list[dict[str, str]]) -> int:
-        return count_tokens(self.ref, messages)
-
-    async def complete(self, messages, params, variables):  # noqa: ANN001, ANN201
-        raise ModelCallError(f"replay: batch {self.batch_id[:12]} has no recorded response for this call", attempts=0)
-
-
-class LedgerCache:
-    """The engine's cache, answered from the ledger's calls. With `replay_batch`, only that batch's
-    calls answer (a miss reaches ReplayMiss: an error, never a network call) and their recorded
-    cost is charged to the budgets, so a replay stops where the original did."""
-
-    stores = True
-
-    def __init__(self, ledger: Ledger, *, replay_batch: str | None = None) -> None:
-        self.ledger = ledger
-        self.replay_batch = replay_batch
-        self.charges_budget = replay_batch is not None
-
-    def lookup(self, key: str) -> Completion | None:
-        return self.ledger.lookup(key, batch_id=self.replay_batch)
 
 
 class Fanout:
@@ -256,12 +222,12 @@ class Batch:
     def _result(self, status: str) -> BatchResult:
         counts = batch_status_counts(self.ledger, self.batch_id)
         finished = sum(n for s, n in counts.items() if s in FINISHED)
-        return BatchResult(self.batch_id, status, sum(counts.values()) + self.refused, finished, counts.get("passed", 0),
-                           counts.get("error", 0), self.refused, batch_spend(self.ledger, self.batch_id), counts)
+        return BatchResult(self.batch_id, status, sum(counts.values()) + self.refused, finished, counts.get(RunStatus.PASSED, 0),
+                           counts.get(RunStatus.ERROR, 0), self.refused, batch_spend(self.ledger, self.batch_id), counts)
 
     async def _execute(self, work: Iterator[tuple[Case, int, str | None, RunState | None]]) -> BatchResult:
         await interruptible(self.ledger, self.batch_id, self._drive(work))
-        status = "budget" if self.refused else "done"
+        status = BatchStatus.BUDGET if self.refused else BatchStatus.DONE
         self.ledger.finish_batch(self.batch_id, status)
         return self._result(status)
 
@@ -280,7 +246,7 @@ class Batch:
         self.batch_id = batch_id
         total = self.prepare()
         self.progress.total = total * self.options.repeat
-        done = set(FINISHED) - ({"error"} if retry_errors else set())
+        done = FINISHED - ({RunStatus.ERROR} if retry_errors else set())
         existing: dict[tuple[str, int], dict[str, Any]] = {}
         for row in batch_runs(self.ledger, batch_id):
             existing[(row["case_id"], row["repeat"])] = row
@@ -296,17 +262,17 @@ class Batch:
                 if row is None:
                     yield case, r, None, None
                 elif row["status"] not in done:
-                    state = self.ledger.run_state(row["id"]) if row["status"] in ("interrupted", "running") else None
+                    state = self.ledger.run_state(row["id"]) if row["status"] in (RunStatus.INTERRUPTED, RunStatus.RUNNING) else None
                     if state is not None and state.iterations > 0:
                         yield case, r, row["id"], state
                     else:
-                        self.ledger.set_run_status(row["id"], "interrupted", "interrupted", success=False)
+                        self.ledger.set_run_status(row["id"], RunStatus.INTERRUPTED, StopReason.INTERRUPTED, success=False)
                         yield case, r, None, None
                 else:
                     self.progress.done += 1
-                    self.progress.passed += int(row["status"] == "passed")
+                    self.progress.passed += int(row["status"] == RunStatus.PASSED)
 
-        status = "interrupted"
+        status = BatchStatus.INTERRUPTED
         try:
             result = _run_until_interrupted(self._execute(work()))
             status = result.status
@@ -320,10 +286,10 @@ async def interruptible(ledger: Ledger, batch_id: str, work: Any) -> None:
     try:
         await work
     except asyncio.CancelledError:
-        ledger.finish_batch(batch_id, "interrupted")
+        ledger.finish_batch(batch_id, BatchStatus.INTERRUPTED)
         raise KeyboardInterrupt from None
     except BaseException:
-        ledger.finish_batch(batch_id, "interrupted")  # a crash: SPEC.md §2 counts it as interrupted
+        ledger.finish_batch(batch_id, BatchStatus.INTERRUPTED)  # a crash: SPEC.md §2 counts it as interrupted
         raise
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from .prices import TokenPrice
 from .spec import Budget
+from .status import StopReason
 
 # Tokenizers disagree a little; the estimate is padded (+10%, +8) so the provider's count stays under it.
 PROMPT_MARGIN_PERCENT = 10
@@ -22,7 +23,7 @@ PROMPT_PAD = 8
 class BudgetStop(Exception):
     """The next call could cross a cap; `reason` is the run's stop_reason."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: StopReason, detail: str) -> None:
         self.reason = reason
         self.detail = detail
         super().__init__(detail)
@@ -94,16 +95,16 @@ class CaseBudget:
         """Claim the worst case of one call or raise BudgetStop; nothing is claimed on refusal."""
         b = self.budget
         if b.seconds is not None and self.elapsed >= b.seconds:
-            raise BudgetStop("budget_seconds", f"{self.elapsed:.1f}s of the {b.seconds:g}s per-case budget used")
+            raise BudgetStop(StopReason.BUDGET_SECONDS, f"{self.elapsed:.1f}s of the {b.seconds:g}s per-case budget used")
         p, c = worst_case_tokens(prompt_tokens, max_tokens)
         tokens = p + c
         if b.tokens is not None and self.spent_tokens + tokens > b.tokens:
-            raise BudgetStop("budget_tokens", f"the next call could use {tokens} tokens; {self.spent_tokens} of {b.tokens} spent")
+            raise BudgetStop(StopReason.BUDGET_TOKENS, f"the next call could use {tokens} tokens; {self.spent_tokens} of {b.tokens} spent")
         usd = price.cost(p, c) if price is not None else 0.0
         if b.usd is not None and self.spent_usd + usd > b.usd + 1e-12:
-            raise BudgetStop("budget_usd", f"the next call could cost ${usd:.6f}; ${self.spent_usd:.6f} of ${b.usd:g} spent")
+            raise BudgetStop(StopReason.BUDGET_USD, f"the next call could cost ${usd:.6f}; ${self.spent_usd:.6f} of ${b.usd:g} spent")
         if not self.pool.try_reserve(usd):
-            raise BudgetStop("budget_total_usd", f"the next call could cost ${usd:.6f}; the batch budget ${self.pool.cap:g} has "
+            raise BudgetStop(StopReason.BUDGET_TOTAL_USD, f"the next call could cost ${usd:.6f}; the batch budget ${self.pool.cap:g} has "
                                                  f"${self.pool.remaining:.6f} left")
         return Reservation(usd)
 

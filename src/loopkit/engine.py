@@ -7,176 +7,21 @@ terminal, so it is tested with an in-memory recorder and the scripted model.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-from pydantic import BaseModel, Field
+from typing import Any
 
 from .budget import BudgetStop, CaseBudget, Reservation
+from .cache import CallCache, NoCache, cache_key
 from .checkers import CheckContext, CheckResult, run_checker
 from .inputs import Case
-from .models import Completion, Messages, ModelCallError, ModelClient
+from .models import ModelCallError, ModelClient
+from .records import (CallRecord, CheckRecord, EventRecord, IterationRecord, Messages, Recorder, RunInfo, RunResult,
+                      RunState, new_id)
 from .spec import Escalation, JudgeChecker, LoopSpec, ModelRef
+from .status import RunStatus, StopReason
 from .templates import TemplateError, render
 from .timewindow import utcnow_iso as now_iso
-
-FINISHED = ("passed", "failed", "needs_review", "error")
-
-
-def new_id() -> str:
-    return uuid.uuid4().hex
-
-
-# --- what the engine hands to a recorder ---------------------------------------------------
-
-
-@dataclass
-class CallRecord:
-    id: str
-    iteration: int
-    role: str
-    model: str
-    messages: Messages
-    response: str | None
-    prompt_tokens: int
-    completion_tokens: int
-    cost_usd: float
-    latency_ms: float
-    cached: bool
-    error: str | None
-    call_key: str  # identifies the call (spec, model, messages, params, repeat): what --replay matches
-    cache_key: str | None  # the same key when this call may answer later ones; None under --no-cache
-    api_base: str | None
-    created_at: str = field(default_factory=now_iso)
-
-
-@dataclass
-class CheckRecord:
-    checker: str
-    score: float
-    passed: bool
-    feedback: str
-    audit: bool
-    weight: float
-
-
-@dataclass
-class EventRecord:
-    kind: str
-    detail: dict[str, Any]
-    created_at: str = field(default_factory=now_iso)
-
-
-@dataclass
-class IterationRecord:
-    n: int
-    model: str
-    output: str
-    reward: float
-    passed: bool
-    feedback: str
-    cost_usd: float
-    prompt_tokens: int
-    completion_tokens: int
-    latency_ms: float
-    checks: list[CheckRecord]
-    created_at: str = field(default_factory=now_iso)
-
-
-class RunState(BaseModel):
-    """Everything needed to continue a run later (resume, review), saved with every iteration."""
-
-    iterations: int = 0
-    messages: list[dict[str, str]] = Field(default_factory=list)
-    model: ModelRef | None = None
-    fired: list[int] = Field(default_factory=list)
-    rewards: list[float] = Field(default_factory=list)
-    last_output: str | None = None
-    last_feedback: str = ""
-    best_iteration: int = 0
-    best_reward: float = 0.0
-    best_output: str = ""
-    cost_usd: float = 0.0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    elapsed_seconds: float = 0.0
-    max_iterations: int | None = None
-
-
-@dataclass
-class RunInfo:
-    """The fixed facts of a run, written when it starts."""
-
-    id: str
-    batch_id: str | None
-    spec_hash: str
-    spec_name: str
-    case_id: str
-    case: dict[str, Any]
-    repeat: int = 0
-    variant: str | None = None
-    started_at: str = field(default_factory=now_iso)
-
-
-@dataclass
-class RunResult:
-    """A run's outcome as it stands after its latest commit."""
-
-    run_id: str
-    status: str
-    stop_reason: str | None
-    success: bool
-    reward: float
-    iterations: int
-    best_iteration: int
-    output: str
-    cost_usd: float
-    prompt_tokens: int
-    completion_tokens: int
-    state: RunState
-    ended_at: str | None = None
-    message: str | None = None
-    suspect: str | None = None
-
-
-class Recorder(Protocol):
-    """Where runs go. The ledger is one; tests use an in-memory one."""
-
-    def commit(self, result: RunResult, iteration: IterationRecord | None, calls: list[CallRecord],
-               events: list[EventRecord], *, start: RunInfo | None = None) -> None:
-        """Write one step of a run atomically: its iteration (if any), calls, events and run row;
-        `start` on a run's first step, so a run is written together with what it did first."""
-
-
-class CallCache(Protocol):
-    """Answers a call from earlier ones. `charges_budget`: a replay spends the recorded cost against
-    the budget so it stops where the original did; an ordinary cache hit is free. `stores`: whether
-    this run's calls may answer later ones (not under --no-cache)."""
-
-    charges_budget: bool
-    stores: bool
-
-    def lookup(self, key: str) -> Completion | None: ...
-
-
-class NoCache:
-    """--no-cache: neither reads nor writes the cache."""
-
-    charges_budget = False
-    stores = False
-
-    def lookup(self, key: str) -> Completion | None:
-        return None
-
-
-def cache_key(spec_name: str, model: ModelRef, messages: Messages, params: dict[str, Any], repeat: int) -> str:
-    payload = json.dumps([spec_name, model.id, model.api_base, messages, params, repeat, model.replies], sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()
-
 
 # --- the loop ------------------------------------------------------------------------------
 
@@ -261,11 +106,11 @@ class Loop:
     def _variables(self, **extra: Any) -> dict[str, Any]:
         return {"case": self.info.case, **extra}
 
-    def _result(self, status: str, stop_reason: str | None, message: str | None = None, suspect: str | None = None) -> RunResult:
+    def _result(self, status: RunStatus, stop_reason: StopReason | None, message: str | None = None, suspect: str | None = None) -> RunResult:
         s = self.state
-        finished = status != "running"
+        finished = status != RunStatus.RUNNING
         return RunResult(
-            run_id=self.info.id, status=status, stop_reason=stop_reason, success=status == "passed",
+            run_id=self.info.id, status=status, stop_reason=stop_reason, success=status == RunStatus.PASSED,
             reward=s.best_reward, iterations=s.iterations, best_iteration=s.best_iteration, output=s.best_output,
             cost_usd=s.cost_usd, prompt_tokens=s.prompt_tokens, completion_tokens=s.completion_tokens, state=s,
             ended_at=now_iso() if finished else None, message=message, suspect=suspect,
@@ -275,7 +120,7 @@ class Loop:
         """One model call through cache and budget; recorded in `step` whatever happens."""
         client = self.clients(model)
         params = self.spec.params_for(model)
-        key = cache_key(self.spec.name, model, messages, params, self.info.repeat)
+        key = cache_key(self.spec.name, model, messages, params, self.info.repeat, client.cache_salt(variables))
         stored = key if self.cache.stores else None
         completion = self.cache.lookup(key)
         reservation: Reservation | None = None
@@ -344,16 +189,16 @@ class Loop:
                     return outcome
                 feedback_message = self._feedback_message(s.last_feedback, s.rewards[-1])
         except TemplateError as exc:
-            return self._finish("error", "error", [EventRecord("error", {"message": str(exc)})], message=str(exc))
+            return self._finish(RunStatus.ERROR, StopReason.ERROR, [EventRecord("error", {"message": str(exc)})], message=str(exc))
         except (asyncio.CancelledError, KeyboardInterrupt):
-            self._finish("interrupted", "interrupted", [])
+            self._finish(RunStatus.INTERRUPTED, StopReason.INTERRUPTED, [])
             raise
 
     def _commit(self, result: RunResult, record: IterationRecord | None, calls: list[CallRecord], events: list[EventRecord]) -> None:
         self.recorder.commit(result, record, calls, events, start=None if self._started else self.info)
         self._started = True
 
-    def _finish(self, status: str, reason: str, events: list[EventRecord], *, message: str | None = None,
+    def _finish(self, status: RunStatus, reason: StopReason, events: list[EventRecord], *, message: str | None = None,
                 step: _Iteration | None = None) -> RunResult:
         result = self._result(status, reason, message)
         self._commit(result, None, step.calls if step else [], events + (step.events if step else []))
@@ -372,13 +217,13 @@ class Loop:
             output = await self._call(step, "worker", model, messages, variables)
             scored = await self._check(step, output, n)
         except BudgetStop as stop:
-            if stop.reason == "budget_total_usd" and not self._started and not step.calls:
+            if stop.reason == StopReason.BUDGET_TOTAL_USD and not self._started and not step.calls:
                 raise BatchBudgetRefused(stop.detail) from None
             # calls already paid in this iteration are recorded with the stop
-            return self._finish("failed", stop.reason, [EventRecord("budget_stop", {"reason": stop.reason, "detail": stop.detail})],
+            return self._finish(RunStatus.FAILED, stop.reason, [EventRecord("budget_stop", {"reason": stop.reason, "detail": stop.detail})],
                                 message=stop.detail, step=step)
         except ModelCallError as exc:
-            return self._finish("error", "error", [EventRecord("error", {"message": str(exc), "attempts": exc.attempts})],
+            return self._finish(RunStatus.ERROR, StopReason.ERROR, [EventRecord("error", {"message": str(exc), "attempts": exc.attempts})],
                                 message=str(exc), step=step)
         graded, audits = scored
         reward = combine(spec, graded)
@@ -407,9 +252,9 @@ class Loop:
                 passed_names = ", ".join(f"`{c.name}`" for c, r in graded if r.passed) or "the reward"
                 suspect = f"possible reward hacking: passed {passed_names}, failed audit {', '.join(f'`{a}`' for a in failed_audits)}"
 
-        status, reason, message = "running", None, None
+        status, reason, message = RunStatus.RUNNING, None, None
         if passed:
-            status, reason = "passed", "passed"
+            status, reason = RunStatus.PASSED, StopReason.PASSED
         else:
             escalated_model = False
             for i, esc in enumerate(spec.escalate):
@@ -422,23 +267,23 @@ class Loop:
                     escalated_model = True
                 else:
                     step.events.append(EventRecord("escalation", {"rule": i, "iteration": n, "human": esc.human}))
-                    status, reason, message = "needs_review", "human", esc.human
+                    status, reason, message = RunStatus.NEEDS_REVIEW, StopReason.HUMAN, esc.human
                 break
             limit = s.max_iterations or spec.stop.max_iterations
-            if status == "running":
+            if status == RunStatus.RUNNING:
                 if n >= limit:
-                    status, reason = "failed", "max_iterations"
+                    status, reason = RunStatus.FAILED, StopReason.MAX_ITERATIONS
                 elif not escalated_model and spec.stop.plateau and _no_gain(s.rewards) >= spec.stop.plateau:
-                    status, reason = "failed", "plateau"
+                    status, reason = RunStatus.FAILED, StopReason.PLATEAU
                 elif not escalated_model and repeated:
-                    status, reason, message = "failed", "plateau", "the model repeated its previous answer"
+                    status, reason, message = RunStatus.FAILED, StopReason.PLATEAU, "the model repeated its previous answer"
         s.elapsed_seconds = self.budget.elapsed
         record = IterationRecord(n, model.label, output, reward, passed, feedback, step.cost, step.prompt_tokens,
                                  step.completion_tokens, step.latency_ms,
                                  [CheckRecord(c.name, r.score, r.passed, r.feedback, c.audit, c.weight) for c, r in graded + audits])
         result = self._result(status, reason, message, suspect)
         self._commit(result, record, step.calls, step.events)
-        return None if status == "running" else result
+        return None if status == RunStatus.RUNNING else result
 
     async def _check(self, step: _Iteration, output: str, n: int) -> tuple[list[tuple[Any, CheckResult]], list[tuple[Any, CheckResult]]]:
         """Run every checker in spec order; audit results are kept apart from the graded ones."""

@@ -7,6 +7,7 @@ query commands and the scripted model never pay its multi-second import.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -17,10 +18,9 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from .errors import MissingKeyError
 from .prices import TokenPrice, known_price, litellm_price
 from .redact import register_secret, scrub
+from .records import Messages
 from .spec import ModelRef
 from .templates import render
-
-Messages = list[dict[str, str]]
 
 RETRY_AFTER_CAP = 60.0
 
@@ -56,6 +56,9 @@ class ModelClient(Protocol):
     async def complete(self, messages: Messages, params: dict[str, Any], variables: dict[str, Any]) -> Completion:
         """One chat completion. `variables` feed the scripted model's reply templates."""
 
+    def cache_salt(self, variables: dict[str, Any]) -> str | None:
+        """What the reply depends on besides the messages (see cache.py); None for a real model."""
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -89,6 +92,10 @@ class ScriptedClient:
 
     def count_tokens(self, messages: Messages) -> int:
         return count_tokens(self.ref, messages)
+
+    def cache_salt(self, variables: dict[str, Any]) -> str | None:
+        """Replies are rendered from the case, iteration and feedback, not only from the messages."""
+        return json.dumps([self.ref.replies, variables], sort_keys=True, default=str)
 
     async def complete(self, messages: Messages, params: dict[str, Any], variables: dict[str, Any]) -> Completion:
         replies = self.ref.replies or [""]
@@ -182,6 +189,9 @@ class LiteLLMClient:
         self.limit = limit
         self._backoff = wait_exponential_jitter(multiplier=self.retry.base_seconds, max=self.retry.max_seconds, jitter=self.retry.base_seconds)
         self._api_key = self._resolve_key()
+
+    def cache_salt(self, variables: dict[str, Any]) -> str | None:
+        return None
 
     def _resolve_key(self) -> str | None:
         if self.ref.api_key_env:

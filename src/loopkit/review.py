@@ -6,8 +6,9 @@ import asyncio
 import json
 from typing import Any
 
-from .batch import LedgerCache, spec_of_batch
+from .batch import spec_of_batch
 from .budget import CaseBudget
+from .cache import LedgerCache
 from .engine import run_case
 from .errors import UsageError
 from .inputs import Case

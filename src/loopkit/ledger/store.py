@@ -26,7 +26,7 @@ from ..timewindow import utcnow_iso
 if TYPE_CHECKING:  # the query commands must start fast: engine/models/sqlite_utils load only where used
     from sqlite_utils import Database
 
-    from ..engine import CallRecord, EventRecord, IterationRecord, RunInfo, RunResult, RunState
+    from ..records import CallRecord, EventRecord, IterationRecord, RunInfo, RunResult, RunState
     from ..models import Completion
 
 DEFAULT_PATH = Path(".loopkit") / "ledger.db"
@@ -233,15 +233,22 @@ class Ledger:
 
     # --- the engine's CallCache ---------------------------------------------------------------
 
-    def lookup(self, key: str, *, batch_id: str | None = None) -> Completion | None:
-        """A recorded answer to this call: from any cacheable call, or (a replay) from one batch's calls."""
-        column = "cache_key" if batch_id is None else "call_key"
-        sql = f"SELECT response, prompt_tokens, completion_tokens, cost_usd FROM calls WHERE {column}=? AND error IS NULL AND response IS NOT NULL"
-        args: list[Any] = [key]
-        if batch_id is not None:
-            sql += " AND batch_id=?"
-            args.append(batch_id)
-        row = self.conn.execute(sql + " ORDER BY created_at LIMIT 1", args).fetchone()
+    def lookup(self, key: str, *, replay_batch: str | None = None, variant_of: tuple[str, str] | None = None) -> Completion | None:
+        """A recorded answer to this call (see cache.py): from any cacheable call; from one batch's calls
+        (a replay, by call key); never from the other variant of an A/B batch (`variant_of`)."""
+        if replay_batch is not None:
+            sql = ("SELECT c.response, c.prompt_tokens, c.completion_tokens, c.cost_usd FROM calls c WHERE c.call_key=? "
+                   "AND c.batch_id=? AND c.error IS NULL AND c.response IS NOT NULL")
+            args: list[Any] = [key, replay_batch]
+        elif variant_of is not None:
+            sql = ("SELECT c.response, c.prompt_tokens, c.completion_tokens, c.cost_usd FROM calls c LEFT JOIN runs r ON r.id = c.run_id "
+                   "WHERE c.cache_key=? AND c.error IS NULL AND c.response IS NOT NULL AND (c.batch_id IS NOT ? OR r.variant = ?)")
+            args = [key, *variant_of]
+        else:
+            sql = ("SELECT c.response, c.prompt_tokens, c.completion_tokens, c.cost_usd FROM calls c WHERE c.cache_key=? "
+                   "AND c.error IS NULL AND c.response IS NOT NULL")
+            args = [key]
+        row = self.conn.execute(sql + " ORDER BY c.created_at LIMIT 1", args).fetchone()
         if row is None:
             return None
         from ..models import Completion
@@ -281,7 +288,7 @@ class Ledger:
         return self.one("SELECT * FROM specs WHERE hash=?", (spec_hash,))
 
     def run_state(self, run_id: str) -> RunState | None:
-        from ..engine import RunState
+        from ..records import RunState
 
         row = self.one("SELECT state FROM runs WHERE id=?", (run_id,))
         return RunState.model_validate_json(row["state"]) if row and row["state"] else None

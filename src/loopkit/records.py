@@ -1,0 +1,138 @@
+"""The records the engine emits and the ledger stores: calls, iterations, checks, events, and a run's
+state. The engine writes them, the ledger persists them; neither imports the other."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field
+
+from .spec import ModelRef
+from .status import RunStatus, StopReason
+from .timewindow import utcnow_iso as now_iso
+
+Messages = list[dict[str, str]]
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass
+class CallRecord:
+    id: str
+    iteration: int
+    role: str
+    model: str
+    messages: Messages
+    response: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+    latency_ms: float
+    cached: bool
+    error: str | None
+    call_key: str  # identifies the call (spec, model, messages, params, repeat): what --replay matches
+    cache_key: str | None  # the same key when this call may answer later ones; None under --no-cache
+    api_base: str | None
+    created_at: str = field(default_factory=now_iso)
+
+
+@dataclass
+class CheckRecord:
+    checker: str
+    score: float
+    passed: bool
+    feedback: str
+    audit: bool
+    weight: float
+
+
+@dataclass
+class EventRecord:
+    kind: str
+    detail: dict[str, Any]
+    created_at: str = field(default_factory=now_iso)
+
+
+@dataclass
+class IterationRecord:
+    n: int
+    model: str
+    output: str
+    reward: float
+    passed: bool
+    feedback: str
+    cost_usd: float
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    checks: list[CheckRecord]
+    created_at: str = field(default_factory=now_iso)
+
+
+class RunState(BaseModel):
+    """Everything needed to continue a run later (resume, review), saved with every iteration."""
+
+    iterations: int = 0
+    messages: list[dict[str, str]] = Field(default_factory=list)
+    model: ModelRef | None = None
+    fired: list[int] = Field(default_factory=list)
+    rewards: list[float] = Field(default_factory=list)
+    last_output: str | None = None
+    last_feedback: str = ""
+    best_iteration: int = 0
+    best_reward: float = 0.0
+    best_output: str = ""
+    cost_usd: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    elapsed_seconds: float = 0.0
+    max_iterations: int | None = None
+
+
+@dataclass
+class RunInfo:
+    """The fixed facts of a run, written when it starts."""
+
+    id: str
+    batch_id: str | None
+    spec_hash: str
+    spec_name: str
+    case_id: str
+    case: dict[str, Any]
+    repeat: int = 0
+    variant: str | None = None
+    started_at: str = field(default_factory=now_iso)
+
+
+@dataclass
+class RunResult:
+    """A run's outcome as it stands after its latest commit."""
+
+    run_id: str
+    status: RunStatus
+    stop_reason: StopReason | None
+    success: bool
+    reward: float
+    iterations: int
+    best_iteration: int
+    output: str
+    cost_usd: float
+    prompt_tokens: int
+    completion_tokens: int
+    state: RunState
+    ended_at: str | None = None
+    message: str | None = None
+    suspect: str | None = None
+
+
+class Recorder(Protocol):
+    """Where runs go. The ledger is one; tests use an in-memory one."""
+
+    def commit(self, result: RunResult, iteration: IterationRecord | None, calls: list[CallRecord],
+               events: list[EventRecord], *, start: RunInfo | None = None) -> None:
+        """Write one step of a run atomically: its iteration (if any), calls, events and run row;
+        `start` on a run's first step, so a run is written together with what it did first."""
