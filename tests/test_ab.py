@@ -13,7 +13,8 @@ import pytest
 from fake_llm import Reply
 from loopkit import ab as ab_module
 from loopkit.ab import ABOptions, ABTest, run_ab
-from loopkit.ab_report import SequentialMonitor, ab_report, paired_diff_ci, report_tests
+from loopkit.ab_report import ab_report, report_tests
+from loopkit.stats import SequentialMonitor, paired_diff_ci
 from loopkit.ledger import Ledger
 from loopkit.spec import load_spec
 

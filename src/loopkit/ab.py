@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .ab_report import VARIANTS, SequentialMonitor, ab_report
+from .ab_report import VARIANTS, ab_report
+from .stats import SequentialMonitor
 from .batch import Fanout, Progress, _run_until_interrupted, check_cases, interruptible
 from .budget import BatchPool, CaseBudget
 from .cache import LedgerCache

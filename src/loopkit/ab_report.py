@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -23,8 +22,7 @@ from .ledger.ab_queries import ab_runs
 from .liveness import is_stale
 from .timewindow import seconds_between
 
-__all__ = ["SequentialMonitor", "ab_markdown", "ab_report", "ab_table_rows", "append_ab_summary", "paired_diff_ci",
-           "report_tests", "report_title", "sequential_lines"]
+__all__ = ["ab_markdown", "ab_report", "ab_table_rows", "append_ab_summary", "report_tests", "report_title", "sequential_lines"]
 
 VARIANTS = ("A", "B")
 DETECT_PTS = 0.05  # the success-rate change the "would need about M more cases" hint is sized for
@@ -32,117 +30,7 @@ LATENCY_BASIS = "run wall time (runs.started_at to runs.ended_at): model calls, 
 MODEL_LATENCY_BASIS = "sum of calls.latency_ms per run (model time, retries included)"
 
 
-# --------------------------------------------------------------------------- sequential monitor
-
-
-def _discordant_cs(b: int, c: int, alpha: float, prior: float = 1.0) -> tuple[float, float]:
-    """Anytime-valid interval for P(B is the one that passes | exactly one passes).
-
-    The inversion of the beta-binomial mixture test behind `stats.SuccessEValue`: every p0 whose
-    mixture e-value stays below 1/alpha. Its running intersection excludes 1/2 exactly when the
-    e-value has crossed, so it agrees with the decision.
-    """
-    if b + c == 0:
-        return 0.0, 1.0
-    threshold = -math.log(alpha)
-    log_mix = (math.lgamma(c + prior) + math.lgamma(b + prior) - math.lgamma(b + c + 2 * prior)
-               - (2 * math.lgamma(prior) - math.lgamma(2 * prior)))
-
-    def log_e(p0: float) -> float:
-        return log_mix - (c * math.log(p0) if c else 0.0) - (b * math.log1p(-p0) if b else 0.0)
-
-    centre = c / (b + c)
-
-    def edge(inside: float, outside: float) -> float:
-        if log_e(outside) < threshold:
-            return outside
-        for _ in range(60):
-            mid = (inside + outside) / 2
-            if log_e(mid) < threshold:
-                inside = mid
-            else:
-                outside = mid
-        return inside
-
-    lo = 0.0 if c == 0 else edge(centre, 1e-12)
-    hi = 1.0 if b == 0 else edge(centre, 1 - 1e-12)
-    return (0.0 if lo <= 1e-12 else lo), (1.0 if hi >= 1 - 1e-12 else hi)
-
-
-class SequentialMonitor:
-    """The anytime-valid tests of an A/B test, updated after every finished pair.
-
-    ``alpha`` is the overall level; each of the two tests runs at ``alpha / 2``.
-    """
-
-    def __init__(self, *, alpha: float = 0.05, target_n: int = 100) -> None:
-        self.alpha = alpha
-        self.each = alpha / 2
-        self.success = stats.SuccessEValue(alpha=self.each)
-        self.reward = stats.RewardConfidenceSequence(alpha=self.each, bound=1.0, target_n=max(1, target_n))
-        self.discordant = (0.0, 1.0)
-        self.n = 0
-
-    def update(self, a_passed: bool, b_passed: bool, reward_diff: float) -> None:
-        self.n += 1
-        self.success.update(a_passed, b_passed)
-        self.reward.update(max(-1.0, min(1.0, reward_diff)))
-        if a_passed == b_passed:
-            return  # only discordant pairs move the success test
-        lo, hi = _discordant_cs(self.success.b, self.success.c, self.each, self.success.prior)
-        lo, hi = max(self.discordant[0], lo), min(self.discordant[1], hi)
-        self.discordant = (lo, hi) if lo <= hi else _discordant_cs(self.success.b, self.success.c, self.each)
-
-    @property
-    def decided(self) -> bool:
-        """A verdict is clear: at least one test has crossed (winners are sticky)."""
-        return self.success.crossed or self.reward.crossed
-
-    @property
-    def winner(self) -> str | None:
-        """'A' or 'B'; None while undecided or when the two tests name different winners."""
-        s, r = self.success.winner, self.reward.winner
-        if s and r and s != r:
-            return None
-        return s or r
-
-    @property
-    def mixed(self) -> bool:
-        s, r = self.success.winner, self.reward.winner
-        return bool(s and r and s != r)
-
-
-def paired_diff_ci(both: int, a_only: int, b_only: int, neither: int, *, level: float = 0.95) -> tuple[float, float]:
-    """Newcombe's hybrid score interval (1998, method 10) for success rate B - A from paired outcomes.
-
-    Unlike the paired Wald interval it does not collapse to zero width when every discordant pair
-    goes one way (10 of 10 gives B - A in [+0.61, +1.00], not [+1, +1]).
-    """
-    n = both + a_only + b_only + neither
-    if n == 0:
-        return -1.0, 1.0
-    pa, pb = (both + a_only) / n, (both + b_only) / n
-    la, ua = stats.wilson_ci(both + a_only, n, level)
-    lb, ub = stats.wilson_ci(both + b_only, n, level)
-    margins = (both + a_only) * (b_only + neither) * (both + b_only) * (a_only + neither)
-    phi = (both * neither - a_only * b_only) / math.sqrt(margins) if margins else 0.0
-    diff = pb - pa
-    lower = math.sqrt(max(0.0, (pb - lb) ** 2 - 2 * phi * (pb - lb) * (ua - pa) + (ua - pa) ** 2))
-    upper = math.sqrt(max(0.0, (ub - pb) ** 2 - 2 * phi * (ub - pb) * (pa - la) + (pa - la) ** 2))
-    return max(-1.0, diff - lower), min(1.0, diff + upper)
-
-
 # --------------------------------------------------------------------------- running
-
-
-def _quantile(values: Sequence[float], q: float) -> float | None:
-    xs = sorted(values)
-    if not xs:
-        return None
-    pos = q * (len(xs) - 1)
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -166,8 +54,8 @@ def _variant_metrics(rows: list[dict[str, Any]], *, level: float) -> dict[str, A
         "cost_usd": cost,
         "cost_per_success_usd": cost / passed if passed else None,
         "mean_iterations": _mean([r["iterations"] for r in rows]),
-        "latency_ms": {"basis": LATENCY_BASIS, "p50": _quantile(walls, 0.5), "p95": _quantile(walls, 0.95)},
-        "model_latency_ms": {"basis": MODEL_LATENCY_BASIS, "p50": _quantile(models, 0.5), "p95": _quantile(models, 0.95)},
+        "latency_ms": {"basis": LATENCY_BASIS, "p50": stats.quantile(walls, 0.5), "p95": stats.quantile(walls, 0.95)},
+        "model_latency_ms": {"basis": MODEL_LATENCY_BASIS, "p50": stats.quantile(models, 0.5), "p95": stats.quantile(models, 0.95)},
         "escalations": sum(r["escalations"] for r in rows),
         "runs_escalated": sum(r["escalations"] > 0 for r in rows),
         "errors": sum(r["status"] == "error" for r in rows),
@@ -175,37 +63,6 @@ def _variant_metrics(rows: list[dict[str, Any]], *, level: float) -> dict[str, A
         "cached_calls": sum(r["cached"] for r in rows),
         "statuses": {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})},
     }
-
-
-class _Resamples:
-    """One set of paired bootstrap resamples (indices), shared by every bootstrap statistic of a report."""
-
-    def __init__(self, n: int, *, seed: int = 0) -> None:
-        self.n = n
-        self.n_boot = min(2000, max(400, 400_000 // max(1, n)))
-        rng = random.Random(seed)
-        indices = range(n)
-        self.samples = [rng.choices(indices, k=n) for _ in range(self.n_boot)] if n else []
-
-    def ci(self, pairs: list[Any], statistic: Callable[[list[Any]], float | None], level: float) -> tuple[float | None, float | None]:
-        values = []
-        for idx in self.samples:
-            v = statistic([pairs[i] for i in idx])
-            if v is not None and math.isfinite(v):
-                values.append(v)
-        if len(values) < max(1, self.n_boot // 2):
-            return None, None
-        tail = (1 - level) / 2
-        return _quantile(values, tail), _quantile(values, 1 - tail)
-
-    def p_value_mean(self, diffs: list[float]) -> float:
-        """Two-sided bootstrap p-value for mean 0: resample the centred differences (the null made true)."""
-        if not diffs:
-            return 1.0
-        m = statistics.fmean(diffs)
-        centred = [d - m for d in diffs]
-        extreme = sum(abs(math.fsum(centred[i] for i in idx) / self.n) >= abs(m) - 1e-15 for idx in self.samples)
-        return min(1.0, (1 + extreme) / (1 + self.n_boot))
 
 
 def _delta(estimate: float | None, lo: float | None, hi: float | None, *, level: float, method: str,
@@ -266,7 +123,7 @@ def ab_report(ledger: Ledger, batch_id: str) -> dict[str, Any]:
     pairs_available = int(options.get("pairs_available") or n)
     target_n = max(1, pairs_available)
 
-    monitor = SequentialMonitor(alpha=alpha, target_n=target_n)
+    monitor = stats.SequentialMonitor(alpha=alpha, target_n=target_n)
     for _, a, b in pairs:
         monitor.update(a["ok"], b["ok"], b["reward"] - a["reward"])
 
@@ -279,12 +136,12 @@ def ab_report(ledger: Ledger, batch_id: str) -> dict[str, Any]:
     if n:
         b_cnt = sum(a["ok"] and not b["ok"] for _, a, b in pairs)
         c_cnt = sum(b["ok"] and not a["ok"] for _, a, b in pairs)
-        boot = _Resamples(n, seed=int(options.get("seed") or 0))
+        boot = stats.Resamples(n, seed=int(options.get("seed") or 0))
         ab_pairs = [(a, b) for _, a, b in pairs]
 
         both = sum(a["ok"] and b["ok"] for _, a, b in pairs)
         mc = stats.mcnemar_test(b_cnt, c_cnt, n, level=level)
-        ci = paired_diff_ci(both, b_cnt, c_cnt, n - both - b_cnt - c_cnt, level=level)
+        ci = stats.paired_diff_ci(both, b_cnt, c_cnt, n - both - b_cnt - c_cnt, level=level)
         tests["success_mcnemar"] = _test(mc, metric="success_rate", method="exact McNemar test on discordant pairs (fixed-sample)",
                                          level=level, anytime=False, interval_of="success rate B - A (Newcombe paired score interval)",
                                          ci=ci, discordant={"a_only": b_cnt, "b_only": c_cnt})
@@ -322,11 +179,11 @@ def ab_report(ledger: Ledger, batch_id: str) -> dict[str, Any]:
         walled = [(a, b) for a, b in ab_pairs if a["wall_ms"] is not None and b["wall_ms"] is not None]
         for name, q in (("latency_p50_ms", 0.5), ("latency_p95_ms", 0.95)):
             def qdiff(sample: list[Any], q: float = q) -> float | None:
-                x, y = _quantile([p[0]["wall_ms"] for p in sample], q), _quantile([p[1]["wall_ms"] for p in sample], q)
+                x, y = stats.quantile([p[0]["wall_ms"] for p in sample], q), stats.quantile([p[1]["wall_ms"] for p in sample], q)
                 return None if x is None or y is None else y - x
 
             est = qdiff(walled)
-            resamples = boot if len(walled) == n else _Resamples(len(walled), seed=1)
+            resamples = boot if len(walled) == n else stats.Resamples(len(walled), seed=1)
             lo, hi = resamples.ci(walled, qdiff, level) if walled else (None, None)
             deltas[name] = _delta(est, lo, hi, level=level, method=f"paired bootstrap; {LATENCY_BASIS}")
 
@@ -430,7 +287,7 @@ def _fmt_p(p: float | None) -> str:
     return f"{p:.3f}" if p < 0.1 else f"{p:.2f}"
 
 
-def _verdict(monitor: SequentialMonitor, variants: dict[str, Any], deltas: dict[str, Any], names: dict[str, str], *, n: int,
+def _verdict(monitor: stats.SequentialMonitor, variants: dict[str, Any], deltas: dict[str, Any], names: dict[str, str], *, n: int,
              available: int, status: str, stopped_early: bool, repeat: int, b: int, c: int) -> dict[str, Any]:
     word = _cases_word(repeat)
     s, r = monitor.success, monitor.reward
