@@ -32,6 +32,7 @@ from loopkit.stats import (
     norm_ppf,
     norm_sf,
     paired_bootstrap_ci,
+    paired_diff_ci,
     paired_proportion_diff_ci,
     required_pairs_for,
     wilcoxon_signed_rank,
@@ -250,6 +251,28 @@ def test_paired_proportion_diff_ci_uses_paired_variance_and_clamps() -> None:
     assert paired_proportion_diff_ci(b, c, n) == pytest.approx((0.1 - half, 0.1 + half))
     assert paired_proportion_diff_ci(0, 3, 3) == (1.0, 1.0)  # B won every pair; clamped
     assert paired_proportion_diff_ci(0, 0, 0) == (-1.0, 1.0)
+
+
+# Newcombe (1998) method 10, as tabulated in Fagerland, Lydersen & Laake, "Statistical Analysis of
+# Contingency Tables" (2017), ch. 8: Cavo et al. (2012), table 59 / 6 / 16 / 80, difference of the
+# row and column rates -0.0621, 95% CI -0.1186 to -0.0046.
+def test_newcombe_paired_interval_matches_the_published_example() -> None:
+    lo, hi = paired_diff_ci(59, 16, 6, 80)  # A passes 75 of 161, B 65: B - A = -10 / 161
+    assert (round(lo, 4), round(hi, 4)) == (-0.1186, -0.0046)
+    assert paired_diff_ci(59, 6, 16, 80) == pytest.approx((-hi, -lo))  # the mirror image
+
+
+def test_newcombe_phi_correction_keeps_a_concordant_table_from_a_zero_width_interval() -> None:
+    # Without the correction phi = 1 here and the interval collapses to [0, 0].
+    lo, hi = paired_diff_ci(5, 0, 0, 5)
+    assert lo == pytest.approx(-hi) and hi > 0.1
+
+
+def test_newcombe_interval_does_not_collapse_when_every_discordant_pair_goes_one_way() -> None:
+    lo, hi = paired_diff_ci(0, 0, 10, 0)
+    assert 0.55 < lo < 0.65 and hi == 1.0
+    lo, hi = paired_diff_ci(20, 3, 3, 14)
+    assert lo < 0 < hi and abs(lo + hi) < 1e-9
 
 
 def test_test_result_serializes_to_json() -> None:

@@ -82,7 +82,10 @@ def paired_diff_ci(both: int, a_only: int, b_only: int, neither: int, *, level: 
     """Newcombe's hybrid score interval (1998, method 10) for success rate B - A from paired outcomes.
 
     Unlike the paired Wald interval it does not collapse to zero width when every discordant pair
-    goes one way (10 of 10 gives B - A in [+0.61, +1.00], not [+1, +1]).
+    goes one way (10 of 10 gives B - A in [+0.61, +1.00], not [+1, +1]). The correlation phi
+    between the two rates gets Newcombe's correction: a positive association ad - bc is reduced by
+    n/2 (and to 0 when that is all of it). Without it, (5, 0, 0, 5) would give phi = 1 and the
+    zero-width interval [0, 0].
     """
     n = both + a_only + b_only + neither
     if n == 0:
@@ -91,7 +94,10 @@ def paired_diff_ci(both: int, a_only: int, b_only: int, neither: int, *, level: 
     la, ua = wilson_ci(both + a_only, n, level)
     lb, ub = wilson_ci(both + b_only, n, level)
     margins = (both + a_only) * (b_only + neither) * (both + b_only) * (a_only + neither)
-    phi = (both * neither - a_only * b_only) / math.sqrt(margins) if margins else 0.0
+    association = both * neither - a_only * b_only
+    if association > 0:
+        association = max(0.0, association - n / 2)
+    phi = association / math.sqrt(margins) if margins else 0.0
     diff = pb - pa
     lower = math.sqrt(max(0.0, (pb - lb) ** 2 - 2 * phi * (pb - lb) * (ua - pa) + (ua - pa) ** 2))
     upper = math.sqrt(max(0.0, (ub - pb) ** 2 - 2 * phi * (ub - pb) * (pa - la) + (pa - la) ** 2))
