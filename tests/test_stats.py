@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from loopkit.stats import (
     RewardConfidenceSequence,
+    SequentialMonitor,
     SuccessEValue,
     TestResult,
     confidence_sequence,
@@ -342,6 +343,23 @@ def test_success_e_value_false_winner_rate_stays_below_alpha_with_a_look_after_e
     assert false_rate <= 0.05
 
 
+def test_success_e_value_over_cases_with_repeats_stays_below_alpha() -> None:
+    """One observation per case: the two pass rates over K = 5 repeats, which share the case's difficulty."""
+    rng = random.Random(11)
+    false_winners = 0
+    for _ in range(300):
+        m = SuccessEValue(alpha=0.05)
+        for _ in range(150):
+            p = rng.random()  # this case's pass chance, the same for A and B
+            if m.update(sum(rng.random() < p for _ in range(5)) / 5, sum(rng.random() < p for _ in range(5)) / 5):
+                false_winners += 1
+                break
+    assert false_winners / 300 <= 0.05
+    m = SuccessEValue(alpha=0.05)
+    m.update(0.4, 0.8)
+    assert (m.b, m.c) == (0.0, pytest.approx(0.4)) and m.e == pytest.approx(e_value(0, 0.4))
+
+
 def test_success_e_value_finds_a_real_difference_early() -> None:
     winners, stops = _simulate_success(0.5, 0.8, seed=2)
     assert winners.count("B") / len(winners) >= 0.9
@@ -363,6 +381,76 @@ def test_naive_peeking_at_mcnemar_inflates_false_winners_well_past_alpha() -> No
                 false_winners += 1
                 break
     assert false_winners / experiments > 0.10  # about 15% in practice: three times alpha
+
+
+# --------------------------------------------------------------------------- exact false-winner rates
+#
+# Monte Carlo with a few hundred experiments cannot tell a 5% rule from a 10% one. Under the null
+# every discordant pair is won by B with probability 1/2, so the chance that a rule ever fires
+# within N discordant pairs is a sum over lattice paths: exact, by dynamic programming over (n, c).
+# All pairs discordant is the hardest case for `ab`: concordant pairs leave the success e-value
+# unchanged and only widen the reward test's denominator.
+
+
+def _exact_false_winner_rate(fires, n_max: int) -> float:
+    """P(fires(n, c) at some n <= n_max) for a fair +-1 walk; c = discordant pairs B won so far."""
+    alive = {0: 1.0}  # c -> probability of being here without having fired
+    fired = 0.0
+    for n in range(1, n_max + 1):
+        step: dict[int, float] = {}
+        for c, mass in alive.items():
+            step[c] = step.get(c, 0.0) + mass / 2
+            step[c + 1] = step.get(c + 1, 0.0) + mass / 2
+        alive = {}
+        for c, mass in step.items():
+            if fires(n, c):
+                fired += mass
+            else:
+                alive[c] = mass
+    return fired
+
+
+def _ab_rule(alpha: float, target_n: int):
+    """`SequentialMonitor`'s decision as a function of the state, when every pair is discordant and reward = success."""
+    each = alpha / 2
+
+    def fires(n: int, c: int) -> bool:
+        return e_value_crosses(n - c, c, alpha=each) or abs(2 * c - n) / n > cs_half_width(n, alpha=each, target_n=target_n)
+
+    return fires
+
+
+def test_the_exact_rule_matches_the_monitor_pair_by_pair() -> None:
+    rng = random.Random(8)
+    decided = 0
+    for p_b in [0.5] * 30 + [0.65] * 30:  # null walks, and walks that do cross
+        monitor, fires, c = SequentialMonitor(alpha=0.05, target_n=300), _ab_rule(0.05, 300), 0
+        for n in range(1, 301):
+            b_won = rng.random() < p_b
+            c += b_won
+            monitor.update(not b_won, b_won, 1.0 if b_won else -1.0)
+            assert monitor.decided == fires(n, c), (n, c)
+            if monitor.decided:
+                decided += 1
+                break
+    assert decided >= 20
+
+
+@pytest.mark.parametrize("alpha", [0.05, 0.1])
+def test_the_winner_rule_of_ab_keeps_its_exact_false_winner_rate_under_alpha(alpha: float) -> None:
+    assert _exact_false_winner_rate(_ab_rule(alpha, 500), 500) <= alpha
+    assert _exact_false_winner_rate(lambda n, c: e_value_crosses(n - c, c, alpha=alpha), 500) <= alpha
+
+
+def test_the_exact_check_catches_rules_whose_level_is_about_twice_alpha() -> None:
+    """The check has teeth: each of these rules is wrong, and the exact rate says so."""
+    alpha = 0.05
+    one_look_at_2_alpha = _exact_false_winner_rate(lambda n, c: n == 200 and mcnemar_exact(n - c, c) < 2 * alpha, 200)
+    e_value_at_2_alpha = _exact_false_winner_rate(lambda n, c: e_value_crosses(n - c, c, alpha=2 * alpha), 500)
+    peeking = _exact_false_winner_rate(lambda n, c: mcnemar_exact(n - c, c) < alpha, 200)
+    assert 1.5 * alpha < one_look_at_2_alpha <= 2 * alpha
+    assert e_value_at_2_alpha > alpha
+    assert peeking > 4 * alpha
 
 
 # --------------------------------------------------------------------------- confidence sequence for reward

@@ -28,11 +28,11 @@ def _log_beta(x: float, y: float) -> float:
     return math.lgamma(x) + math.lgamma(y) - math.lgamma(x + y)
 
 
-def _log_e_value(b: int, c: int, prior: float) -> float:
+def _log_e_value(b: float, c: float, prior: float) -> float:
     return _log_beta(c + prior, b + prior) - _log_beta(prior, prior) + (b + c) * math.log(2.0)
 
 
-def e_value(b: int, c: int, prior: float = 1.0) -> float:
+def e_value(b: float, c: float, prior: float = 1.0) -> float:
     """Beta-binomial mixture e-value against H0: P(B wins a discordant pair) = 1/2.
 
     E = [Beta(c + a, b + a) / Beta(a, a)] / 0.5^(b + c) with a = ``prior``: the
@@ -50,13 +50,13 @@ def e_value(b: int, c: int, prior: float = 1.0) -> float:
     return math.exp(log_e) if log_e < 709.0 else math.inf
 
 
-def e_value_crosses(b: int, c: int, *, alpha: float = 0.05, prior: float = 1.0) -> bool:
+def e_value_crosses(b: float, c: float, *, alpha: float = 0.05, prior: float = 1.0) -> bool:
     """True when the e-value reaches 1/alpha: a winner (sign of c - b) may be declared."""
     check_alpha(alpha)
     return _log_e_value(b, c, prior) >= -math.log(alpha)
 
 
-def discordant_cs(b: int, c: int, alpha: float, prior: float = 1.0) -> tuple[float, float]:
+def discordant_cs(b: float, c: float, alpha: float, prior: float = 1.0) -> tuple[float, float]:
     """Anytime-valid interval for P(B is the one that passes | exactly one passes).
 
     The inversion of the beta-binomial mixture test behind `SuccessEValue`: every p0 whose
@@ -91,11 +91,17 @@ def discordant_cs(b: int, c: int, alpha: float, prior: float = 1.0) -> tuple[flo
 
 
 class SuccessEValue:
-    """Anytime-valid monitor for paired pass/fail outcomes; feed it every pair as it lands.
+    """Anytime-valid monitor for paired pass/fail outcomes; feed it one pair (or one case) at a time.
 
     Only discordant pairs move the e-value. Once it reaches 1/alpha the winner is
     fixed (sticky), so a later dip cannot undo a decision already announced. The
     p-value is min(1, 1 / running max of E): anytime-valid too.
+
+    A case run K times is one observation: its two pass *rates*, whose difference d = rate_B - rate_A
+    adds d to ``c`` (or -d to ``b``). The closed form stays valid with such fractional counts: for
+    every p, (2p)^d <= 1 + (2p - 1) d on [0, 1] (a convex function under its chord), and likewise for
+    d < 0, so the mixture is dominated by the betting martingale prod(1 + (2p - 1) d_i), whose
+    expectation is 1 when the mean difference is 0. With K = 1 it is exactly the beta-binomial e-value.
     """
 
     def __init__(self, *, alpha: float = 0.05, prior: float = 1.0) -> None:
@@ -104,20 +110,21 @@ class SuccessEValue:
             raise ValueError(f"prior must be > 0, got {prior!r}")
         self.alpha = alpha
         self.prior = prior
-        self.n = 0  # all pairs seen
-        self.b = 0  # A passed, B failed
-        self.c = 0  # A failed, B passed
+        self.n = 0  # all pairs (cases) seen
+        self.b = 0.0  # A passed, B failed
+        self.c = 0.0  # A failed, B passed
         self._max_log_e = 0.0  # log E_0 = log 1
         self._winner: Winner | None = None
         self.stopped_at: int | None = None  # pair count when the winner was declared
 
-    def update(self, a_passed: bool, b_passed: bool) -> Winner | None:
-        """Record one pair; return the winner once one is declared (else None)."""
+    def update(self, a_passed: float, b_passed: float) -> Winner | None:
+        """Record one pair (pass = True/1), or one case as pass rates in [0, 1]; return the winner once declared."""
         self.n += 1
-        if a_passed and not b_passed:
-            self.b += 1
-        elif b_passed and not a_passed:
-            self.c += 1
+        d = float(b_passed) - float(a_passed)
+        if d < 0:
+            self.b -= d
+        elif d > 0:
+            self.c += d
         else:
             return self._winner
         log_e = _log_e_value(self.b, self.c, self.prior)
@@ -288,9 +295,11 @@ def confidence_sequence(
 
 
 class SequentialMonitor:
-    """The anytime-valid tests of an A/B test, updated after every finished pair.
+    """The anytime-valid tests of an A/B test, updated once per case (its pairs all finished).
 
-    ``alpha`` is the overall level; each of the two tests runs at ``alpha / 2``.
+    ``alpha`` is the overall level; each of the two tests runs at ``alpha / 2``. Ville's inequality
+    needs the observations in an order that does not depend on their outcomes: `ab` feeds cases in
+    its seeded, shuffled scheduling order, never in the order they happen to finish.
     """
 
     def __init__(self, *, alpha: float = 0.05, target_n: int = 100) -> None:
@@ -301,7 +310,8 @@ class SequentialMonitor:
         self.discordant = (0.0, 1.0)
         self.n = 0
 
-    def update(self, a_passed: bool, b_passed: bool, reward_diff: float) -> None:
+    def update(self, a_passed: float, b_passed: float, reward_diff: float) -> None:
+        """One case: each variant's pass (or pass rate over its repeats) and the mean reward difference B - A."""
         self.n += 1
         self.success.update(a_passed, b_passed)
         self.reward.update(max(-1.0, min(1.0, reward_diff)))
