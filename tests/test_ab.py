@@ -14,7 +14,8 @@ from fake_llm import Reply
 from loopkit import ab as ab_module
 from loopkit.ab import ABOptions, ABTest, run_ab
 from loopkit.ab_report import ab_report, report_tests
-from loopkit.stats import SequentialMonitor
+from loopkit.models import ScriptedClient
+from loopkit.stats import SequentialMonitor, e_value
 from loopkit.ledger import Ledger
 from loopkit.spec import load_spec
 
@@ -97,21 +98,30 @@ def test_a_clearly_better_b_is_named_the_winner_and_the_test_stops_early(cli, pa
     assert all(v == {"A", "B"} for v in by_case.values())
 
 
-def test_without_early_stop_every_case_runs_and_the_order_of_a_and_b_is_randomised_per_case(write_spec, tmp_path):
+def test_without_early_stop_every_case_runs_in_a_seeded_shuffled_order_with_a_and_b_order_drawn_per_pair(write_spec, tmp_path):
     a = load_spec(write_spec(variant("baseline", ALWAYS_WRONG, cases=20), name="a.yaml"))
     b = load_spec(write_spec(variant("candidate", RIGHT, cases=20), name="b.yaml"))
     ledger = Ledger(tmp_path / "l.db")
+
+    def order(report: dict) -> tuple[list[str], list[str]]:
+        rows = ledger.query("SELECT variant, case_id FROM runs WHERE batch_id=? ORDER BY started_at, rowid", (report["batch_id"],))
+        assert all(rows[i]["case_id"] == rows[i + 1]["case_id"] for i in range(0, len(rows), 2))  # a pair's runs back to back
+        return [rows[i]["case_id"] for i in range(0, len(rows), 2)], [rows[i]["variant"] for i in range(0, len(rows), 2)]
+
     report = run_ab(a, b, ledger=ledger, options=ABOptions(early_stop=False, concurrency=1, seed=7))
-    assert report["pairs_run"] == 20 and report["stopped_early"] is False
+    assert report["pairs_run"] == 20 and report["stopped_early"] is False and report["seed"] == 7
     assert report["verdict"]["winner"] == "candidate" and "after 20 of 20 cases" in report["verdict"]["text"]
-    rows = ledger.query("SELECT variant, case_id FROM runs WHERE batch_id=? ORDER BY started_at, rowid", (report["batch_id"],))
-    firsts = [rows[i]["variant"] for i in range(0, len(rows), 2)]
-    assert [rows[i]["case_id"] for i in range(0, len(rows), 2)] == [f"c{i}" for i in range(20)]  # interleaved by case
-    assert all(rows[i]["case_id"] == rows[i + 1]["case_id"] for i in range(0, len(rows), 2))
-    assert 0 < firsts.count("A") < 20  # the order varies ...
+    cases, firsts = order(report)
+    assert sorted(cases) == sorted(f"c{i}" for i in range(20)) and cases != [f"c{i}" for i in range(20)]  # shuffled
+    assert 0 < firsts.count("A") < 20  # which variant goes first varies ...
     again = run_ab(a, b, ledger=ledger, options=ABOptions(early_stop=False, concurrency=1, seed=7, no_cache=True))
-    rows2 = ledger.query("SELECT variant FROM runs WHERE batch_id=? ORDER BY started_at, rowid", (again["batch_id"],))
-    assert [rows2[i]["variant"] for i in range(0, len(rows2), 2)] == firsts  # ... and is seeded
+    assert order(again) == (cases, firsts)  # ... and the whole order is the seed's
+    other = run_ab(a, b, ledger=ledger, options=ABOptions(early_stop=False, concurrency=1, seed=8, no_cache=True))
+    assert order(other)[0] != cases
+    drawn = run_ab(a, b, ledger=ledger, options=ABOptions(early_stop=False, concurrency=1, no_cache=True))
+    saved = json.loads(ledger.batch(drawn["batch_id"])["options"])
+    assert saved["seed"] == drawn["seed"] and isinstance(drawn["seed"], int)  # a drawn seed is recorded and reported
+    assert f"--seed {drawn['seed']}" in " ".join(drawn["notes"])
 
 
 def test_two_identical_variants_are_not_declared_different(inproc, write_spec):
@@ -131,6 +141,48 @@ def test_balanced_disagreement_is_not_declared_a_difference(write_spec, tmp_path
     report = run_ab(a, b, ledger=Ledger(tmp_path / "l.db"), options=ABOptions(concurrency=2))
     assert report["verdict"]["winner"] is None and report["pairs_run"] == CASES
     assert report_tests(report)["success_mcnemar"]["discordant"] == {"a_only": 30, "b_only": 30}
+
+
+EVEN_PASS = '["{{ case.x * 2 if case.x % 2 == 0 else -1 }}"]'
+ODD_PASS = '["{{ case.x * 2 if case.x % 2 == 1 else -1 }}"]'
+
+
+def test_b_failures_iterating_longer_at_high_concurrency_do_not_make_a_winner(write_spec, tmp_path, monkeypatch):
+    """Equal success (every pair discordant, half each way); B's failures iterate again, so they finish last.
+
+    Fed in the order pairs finish, the monitor saw B's quick wins first and named B after 32 of 60
+    cases. Fed in scheduling order, the finishing order does not matter."""
+    real = ScriptedClient.complete
+
+    async def with_latency(self, *args):  # each call takes a few event-loop turns, as a model call takes time
+        for _ in range(5):
+            await asyncio.sleep(0)
+        return await real(self, *args)
+
+    monkeypatch.setattr(ScriptedClient, "complete", with_latency)
+    a = load_spec(write_spec(variant("a", EVEN_PASS, max_iterations=1), name="a.yaml"))
+    b = load_spec(write_spec(variant("b", ODD_PASS, max_iterations=6), name="b.yaml"))
+    report = run_ab(a, b, ledger=Ledger(tmp_path / "l.db"), options=ABOptions(concurrency=64, seed=3, no_cache=True))
+    assert report["verdict"]["winner"] is None and report["stopped_early"] is False and report["cases_run"] == CASES
+    assert report["variants"]["B"]["mean_iterations"] > report["variants"]["A"]["mean_iterations"] == 1
+
+
+def test_a_file_sorted_by_which_variant_wins_does_not_make_a_winner(write_spec, tmp_path):
+    # A wins the first 30 cases, B the last 30: in file order the first looks all favour A.
+    a = load_spec(write_spec(variant("a", '["{{ case.x * 2 if case.x < 30 else -1 }}"]', max_iterations=1), name="a.yaml"))
+    b = load_spec(write_spec(variant("b", '["{{ case.x * 2 if case.x >= 30 else -1 }}"]', max_iterations=1), name="b.yaml"))
+    report = run_ab(a, b, ledger=Ledger(tmp_path / "l.db"), options=ABOptions(concurrency=4, seed=3))
+    assert report["verdict"]["winner"] is None and report["cases_run"] == CASES
+
+
+def test_repeats_of_a_case_are_one_unit_of_evidence(write_spec, tmp_path):
+    # A passes the even cases every time, B the odd ones: 10 repeats of one case are one piece of evidence, not 10.
+    a = load_spec(write_spec(variant("a", EVEN_PASS, cases=20, max_iterations=1), name="a.yaml"))
+    b = load_spec(write_spec(variant("b", ODD_PASS, cases=20, max_iterations=1), name="b.yaml"))
+    report = run_ab(a, b, ledger=Ledger(tmp_path / "l.db"), options=ABOptions(concurrency=8, seed=3, repeat=10))
+    assert report["verdict"]["winner"] is None and (report["cases_run"], report["pairs_run"]) == (20, 200)
+    assert report_tests(report)["success_sequential"]["e_value"] == pytest.approx(e_value(10, 10))
+    assert "the case is the unit" in " ".join(report["notes"])
 
 
 def test_the_sequential_tests_keep_false_winners_under_alpha_on_null_data():
@@ -181,6 +233,32 @@ def test_table_and_json_carry_intervals_and_p_values_and_show_rerenders_the_same
     assert "verdict:" in shown and "anytime-valid tests" in shown
 
 
+def test_a_reward_winner_that_passes_less_often_says_so(write_spec, tmp_path):
+    # Reward: 1 point for the answer, 3 for explaining it; passing needs 0.25. A answers 90% of the cases and never
+    # explains; B answers and explains 80%: B earns far more reward but passes less often.
+    def spec(name: str, reply: str) -> str:
+        return textwrap.dedent(f"""
+            name: {name}
+            model: {{id: loopkit/scripted, replies: ['{reply}'], price: {{input_per_mtok: 1, output_per_mtok: 2}}}}
+            params: {{max_tokens: 20}}
+            task: {{prompt: "Double {{{{ case.x }}}}"}}
+            inputs: [{", ".join(f"{{id: c{i}, x: {i}}}" for i in range(CASES))}]
+            checkers:
+              - {{name: answer, type: contains, expected: "{{{{ case.x * 2 }}}}"}}
+              - {{name: explained, type: contains, expected: because, weight: 3}}
+            reward: {{pass: 0.25}}
+            stop: {{max_iterations: 1}}
+            """)
+
+    a = load_spec(write_spec(spec("terse", "{{ case.x * 2 if case.x % 10 else \"no\" }}"), name="a.yaml"))
+    b = load_spec(write_spec(spec("verbose", "{{ (case.x * 2) ~ \" because\" if case.x % 5 else \"no\" }}"), name="b.yaml"))
+    report = run_ab(a, b, ledger=Ledger(tmp_path / "l.db"), options=ABOptions(early_stop=False, seed=1))
+    verdict = report["verdict"]
+    assert (report["variants"]["A"]["success_rate"], report["variants"]["B"]["success_rate"]) == (0.9, 0.8)
+    assert verdict["winner_variant"] == "B" and verdict["decided_by"] == "reward" and verdict["against"] == "success"
+    assert "against the success direction: B passes less often (-10 pts, not significant)" in verdict["text"]
+
+
 def test_a_cheaper_variant_with_equal_success_is_not_named_the_winner(write_spec, tmp_path):
     # Winners come only from the anytime-valid success and reward tests; cost alone does not decide.
     a = load_spec(write_spec(variant("slow", WRONG_THEN_RIGHT, cases=20), name="a.yaml"))
@@ -221,22 +299,30 @@ def test_exit_4_when_runs_end_in_errors(cli, pair, write_spec):
     report = json.loads(done.stdout)
     assert report["errors"] > 0 and report["variants"]["B"]["errors"] > 0
     assert report["verdict"]["winner"] == "baseline"
+    errors = report["counted_as_failures"]["error"]
+    assert errors == report["variants"]["B"]["errors"] == report["variants"]["B"]["runs"]
+    assert f"{errors} run(s) that ended in error and 0 waiting for review count as failures" in " ".join(report["notes"])
 
 
-def test_ctrl_c_marks_the_batch_interrupted(write_spec, tmp_path, monkeypatch):
-    a = load_spec(write_spec(variant("a", ALWAYS_WRONG), name="a.yaml"))
-    b = load_spec(write_spec(variant("b", RIGHT), name="b.yaml"))
+def _interrupt_at(monkeypatch, start: int) -> None:
+    """Ctrl-C as the `start`-th run starts."""
     real = ab_module.run_case
     started = []
 
     async def interrupting(*args, **kw):
         started.append(1)
-        if len(started) == 5:
+        if len(started) == start:
             signal.raise_signal(signal.SIGINT)  # what Ctrl-C delivers; the batch's handler cancels it
             await asyncio.sleep(0)
         return await real(*args, **kw)
 
     monkeypatch.setattr(ab_module, "run_case", interrupting)
+
+
+def test_ctrl_c_marks_the_batch_interrupted(write_spec, tmp_path, monkeypatch):
+    a = load_spec(write_spec(variant("a", ALWAYS_WRONG), name="a.yaml"))
+    b = load_spec(write_spec(variant("b", RIGHT), name="b.yaml"))
+    _interrupt_at(monkeypatch, 5)
     ledger = Ledger(tmp_path / "l.db")
     test = ABTest(a, b, ledger, ABOptions(concurrency=2, early_stop=False))
     with pytest.raises(KeyboardInterrupt):
@@ -245,6 +331,52 @@ def test_ctrl_c_marks_the_batch_interrupted(write_spec, tmp_path, monkeypatch):
     report = ab_report(ledger, test.batch_id)
     assert report["status"] == "interrupted" and report["pairs_run"] < CASES
     assert report["verdict"]["winner"] is None or "interrupted" in report["verdict"]["text"]
+
+
+def test_resume_finishes_an_ab_batch_without_running_a_finished_run_again(cli, pair, tmp_path, monkeypatch):
+    a, b = pair(SOMETIMES, RIGHT)
+    ledger = Ledger(tmp_path / "ledger.db")
+    test = ABTest(load_spec(a), load_spec(b), ledger, ABOptions(concurrency=4, early_stop=False, seed=5))
+    _interrupt_at(monkeypatch, 21)
+    with pytest.raises(KeyboardInterrupt):
+        test.run()
+    monkeypatch.undo()
+    finished = {r["id"]: r["n"] for r in ledger.query(
+        "SELECT r.id, COUNT(c.id) AS n FROM runs r LEFT JOIN calls c ON c.run_id = r.id WHERE r.batch_id=? "
+        "AND r.status IN ('passed', 'failed') GROUP BY r.id", (test.batch_id,))}
+    assert 0 < len(finished) < 2 * CASES
+
+    done = cli("resume", test.batch_id[:10], "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["status"] == "done" and report["cases_run"] == CASES and report["seed"] == 5
+    assert report == ab_report(ledger, test.batch_id)
+    rows = ledger.query("SELECT case_id, repeat, variant, COUNT(*) AS n FROM runs WHERE batch_id=? AND status IN ('passed', 'failed') "
+                        "GROUP BY case_id, repeat, variant", (test.batch_id,))
+    assert len(rows) == 2 * CASES and all(r["n"] == 1 for r in rows)  # every run once, none twice
+    again = {r["id"]: r["n"] for r in ledger.query(
+        f"SELECT run_id AS id, COUNT(*) AS n FROM calls WHERE run_id IN ({','.join('?' * len(finished))}) GROUP BY run_id",
+        list(finished))}
+    assert again == finished  # no new call for a run that had finished
+    resumes = ledger.query("SELECT tags FROM batches WHERE kind='resume'")
+    assert [json.loads(r["tags"])["resumes"] for r in resumes] == [test.batch_id]
+
+
+def test_a_resumed_ab_test_feeds_the_finished_cases_to_the_tests_first(cli, pair, tmp_path, monkeypatch):
+    a, b = pair(ALWAYS_WRONG, RIGHT)
+    ledger = Ledger(tmp_path / "ledger.db")
+    test = ABTest(load_spec(a), load_spec(b), ledger, ABOptions(concurrency=2, seed=5))
+    _interrupt_at(monkeypatch, 7)
+    with pytest.raises(KeyboardInterrupt):
+        test.run()
+    monkeypatch.undo()
+    before = ab_report(ledger, test.batch_id)
+    assert 0 < before["cases_run"] < 9 and before["verdict"]["winner"] is None  # B needs 9 discordant cases at alpha/2
+
+    report = json.loads(cli("resume", test.batch_id[:10], "--json").stdout)
+    assert report["verdict"]["winner_variant"] == "B" and report["stopped_early"]
+    assert report_tests(report)["success_sequential"]["decided_after"] == 9  # the earlier cases counted
+    assert report["cases_run"] <= 10
 
 
 def test_the_winner_is_found_through_the_real_litellm_path(write_spec, fake_llm, tmp_path):
@@ -282,7 +414,7 @@ def test_the_winner_is_found_through_the_real_litellm_path(write_spec, fake_llm,
     assert report["exit_code"] == 0
 
 
-def test_repeat_and_inputs_make_one_pair_per_case_and_repeat(write_spec, tmp_path):
+def test_repeat_runs_each_case_k_times_per_variant_and_the_case_is_the_unit(write_spec, tmp_path):
     a = load_spec(write_spec(variant("baseline", ALWAYS_WRONG, cases=2), name="a.yaml"))
     b = load_spec(write_spec(variant("candidate", RIGHT, cases=2), name="b.yaml"))
     cases = tmp_path / "more.jsonl"
@@ -290,7 +422,10 @@ def test_repeat_and_inputs_make_one_pair_per_case_and_repeat(write_spec, tmp_pat
     ledger = Ledger(tmp_path / "l.db")
     report = run_ab(a, b, ledger=ledger, options=ABOptions(inputs=str(cases), repeat=2, early_stop=False))
     assert (report["cases_available"], report["pairs_available"], report["pairs_run"], report["runs"]) == (5, 10, 10, 20)
-    assert report["cases_run"] == 5 and "after 10 of 10 pairs" in report["verdict"]["text"]
+    # 5 cases B wins: 5 units of evidence (e-value 2^5 / 6), not 10 independent pairs (2^10 / 11 would cross)
+    assert report["cases_run"] == 5 and report["verdict"]["text"].startswith("no significant difference after 5 cases")
+    assert report_tests(report)["success_sequential"]["e_value"] == pytest.approx(32 / 6)
+    assert report["deltas"]["success_rate"]["test"] == "success_wilcoxon" and report["deltas"]["success_rate"]["estimate"] == 1
     keys = ledger.query("SELECT case_id, repeat, variant FROM runs WHERE batch_id=?", (report["batch_id"],))
     assert sorted((k["case_id"], k["repeat"], k["variant"]) for k in keys) == sorted(
         (f"m{i}", r, v) for i in range(5) for r in (0, 1) for v in "AB")

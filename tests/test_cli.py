@@ -212,3 +212,10 @@ def test_resume_finishes_the_cases_without_a_finished_run_and_records_the_invoca
     assert batches == {"run": "done", "resume": "done"}
     tags = json.loads(db.execute("SELECT tags FROM batches WHERE kind='resume'").fetchone()[0])
     assert tags["resumes"] == batch_id
+
+
+def test_version_prints_the_package_version(cli):
+    import loopkit
+
+    done = cli("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"loopkit {loopkit.__version__}"

@@ -1,50 +1,58 @@
 """Paired A/B tests of two loop variants with anytime-valid early stopping (`loopkit ab`).
 
-Design. Both variants run on the same cases; every case × repeat is one *pair* (its A run and
-its B run). Pairs are scheduled in input order, the two runs of a pair back to back, with which
-variant goes first drawn per pair from a seeded RNG (so queueing and cache effects cannot favour
-one variant). Both variants draw on one shared batch budget.
+Design. Both variants run on the same cases, on one shared batch budget. The unit of evidence is
+the *case*: its K repeats (`--repeat`) under A and under B, averaged per variant (pass rate, mean
+reward), because repeats of one case share its difficulty and are not independent pairs.
 
-Statistics (all differences are B − A; see `loopkit.stats`). The runner looks at the data after
-every finished pair, so a winner is declared only by tests that stay valid under repeated looks:
-a beta-binomial e-value on the discordant pairs (success) and a confidence sequence for the mean
-reward difference. The overall level ``alpha`` is split equally between the two (Bonferroni), and
-their reported p-values are adjusted accordingly, so the chance of naming a winner when there is
-none stays at most ``alpha`` however long the test runs. Fixed-sample tests (exact McNemar,
-Wilcoxon signed-rank, paired bootstrap) give the per-metric deltas, intervals and p-values at the
+Order. The sequential tests assume the evidence arrives in an order that does not depend on the
+outcomes. So cases are scheduled in an order shuffled by ``seed`` (drawn at random when none is
+given, and recorded with the batch), so a file sorted by difficulty or topic cannot steer the first
+looks; and a case reaches the tests only once it and every case scheduled before it have finished
+(the complete prefix), never in the order runs happen to finish, since a failing run that iterates
+longer would otherwise reach the tests late. Within a case, each repeat's two runs go back to back,
+which one first drawn from the seed, so queueing and cache effects cannot favour one variant.
+
+Statistics (all differences are B − A; see `loopkit.stats`). The runner looks after every case, so
+a winner is declared only by tests that stay valid under repeated looks: a beta-binomial e-value on
+the discordant cases (success) and a confidence sequence for the mean reward difference, at alpha/2
+each (Bonferroni). Fixed-sample tests give the per-metric deltas, intervals and p-values at the
 final look, for information.
 
 The report is always recomputed from the ledger (`ab_report`), so `loopkit ab`, `loopkit ab --show`
-and `loopkit show` of an ab batch print the same thing.
+and `loopkit show` of an ab batch print the same thing, and `resume_ab` continues an interrupted one.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .ab_report import VARIANTS, ab_report
-from .stats import SequentialMonitor
-from .batch import Fanout, Progress, _run_until_interrupted, check_cases, interruptible
+from .ab_cases import VARIANTS, case_summary, pair_order, schedule_key
+from .ab_report import ab_report
+from .batch import Fanout, Progress, _run_until_interrupted, check_cases, interruptible, spec_of_batch
 from .budget import BatchPool, CaseBudget
 from .cache import LedgerCache
 from .engine import BatchBudgetRefused, run_case
-from .records import RunResult
-from .status import FINISHED
 from .errors import UsageError
 from .inputs import Case, Inputs
 from .ledger import Ledger
-from .models import Completion, ModelPool, RetryPolicy
+from .ledger.queries import batch_runs, batch_spend
+from .models import ModelPool, RetryPolicy
+from .records import RunState
 from .spec import LoopSpec
+from .stats import SequentialMonitor
+from .status import FINISHED, BatchStatus, RunStatus, StopReason
 
-__all__ = ["ABOptions", "ABTest", "run_ab"]
+__all__ = ["ABOptions", "ABTest", "resume_ab", "run_ab"]
 
 
 @dataclass
 class ABOptions:
-    """How an A/B test runs; saved with the batch."""
+    """How an A/B test runs; saved with the batch (a drawn seed included), so a resume runs the same."""
 
     inputs: str | None = None
     repeat: int = 1
@@ -54,19 +62,30 @@ class ABOptions:
     early_stop: bool = True
     no_cache: bool = False
     max_retries: int = 6
-    seed: int = 0
+    seed: int | None = None  # None: drawn at random when the test starts
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
 @dataclass
-class _Pair:
-    index: int
+class _Unit:
+    """One case: its repeats under both variants, and what has become of each run."""
+
     case: Case
-    repeat: int
-    order: tuple[str, str]
-    results: dict[str, RunResult] = field(default_factory=dict)
+    size: int  # runs: 2 x repeat
+    outcomes: dict[tuple[int, str], tuple[bool, float]] = field(default_factory=dict)  # finished: (passed, reward)
+    continues: dict[tuple[int, str], tuple[str, RunState]] = field(default_factory=dict)  # interrupted runs to pick up
+    refused: int = 0  # runs the batch budget refused before their first call (no row written)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.outcomes) == self.size
+
+    @property
+    def void(self) -> bool:
+        """Every run was refused: as if the case had not been scheduled (the report never sees it either)."""
+        return self.refused == self.size
 
 
 def _unique_cases(inputs: Inputs) -> list[Case]:
@@ -88,9 +107,12 @@ class ABTest:
                  on_progress: Callable[[Progress], None] | None = None) -> None:
         if not 0.0 < options.alpha < 1.0:
             raise UsageError(f"--alpha {options.alpha:g}: use a level between 0 and 1, e.g. 0.05")
+        if options.seed is None:
+            options = dataclasses.replace(options, seed=random.SystemRandom().randrange(1 << 31))
         self.specs = {"A": spec_a, "B": spec_b}
         self.ledger = ledger
         self.options = options
+        self.seed: int = options.seed or 0
         self.argv = argv or []
         self.tags = tags or {}
         self.on_progress = on_progress or (lambda p: None)
@@ -100,7 +122,8 @@ class ABTest:
         self.models = ModelPool(retry=RetryPolicy(attempts=max(1, options.max_retries)), concurrency=options.concurrency)
         self.inputs = Inputs(options.inputs if options.inputs else spec_a.inputs,
                              base_dir=None if options.inputs else spec_a.base_dir)
-        self.cases: list[Case] = []
+        self.units: list[_Unit] = []
+        self.fed = 0  # units[:fed] have reached the monitor (or were void)
         self.monitor = SequentialMonitor(alpha=options.alpha)
         self.refused = 0
         self.batch_id = ""
@@ -108,86 +131,128 @@ class ABTest:
         self._fan: Fanout | None = None
 
     def prepare(self) -> int:
-        """Everything that can fail before a call is paid for: both variants' prompts on every case, keys."""
+        """Everything that can fail before a call is paid for: both variants' prompts on every case, keys.
+        Then the schedule: the cases in their seeded shuffled order."""
         for spec in self.specs.values():
             check_cases(spec, self.inputs)
         for spec in self.specs.values():
             for _, model in spec.models():
                 self.models.client(model)
-        self.cases = _unique_cases(self.inputs)
-        return len(self.cases)
+        cases = sorted(_unique_cases(self.inputs), key=lambda c: schedule_key(self.seed, c.id))
+        self.units = [_Unit(case, 2 * self.options.repeat) for case in cases]
+        self.monitor = SequentialMonitor(alpha=self.options.alpha, target_n=len(cases))
+        self.progress.total = 2 * self.options.repeat * len(cases)
+        return len(cases)
 
-    def _pairs(self) -> Iterator[_Pair]:
-        rng = random.Random(self.options.seed)
-        index = 0
-        for case in self.cases:
-            for r in range(self.options.repeat):
-                order = ("A", "B") if rng.random() < 0.5 else ("B", "A")
-                yield _Pair(index, case, r, order)
-                index += 1
+    def _advance(self) -> None:
+        """Feed the monitor each case whose runs, and every earlier case's runs, have all finished."""
+        while self.fed < len(self.units):
+            unit = self.units[self.fed]
+            if unit.complete:
+                self.monitor.update(*case_summary((v, passed, reward) for (_, v), (passed, reward) in unit.outcomes.items()))
+            elif not unit.void:
+                return
+            self.fed += 1
 
-    async def _run_one(self, pair: _Pair, variant: str) -> None:
+    def _finished(self, unit: _Unit, repeat: int, variant: str, passed: bool, reward: float, status: str) -> None:
+        unit.outcomes[(repeat, variant)] = (passed, reward)
+        p = self.progress
+        p.done += 1
+        p.passed += int(passed)
+        p.statuses[status] = p.statuses.get(status, 0) + 1
+
+    async def _run_one(self, unit: _Unit, repeat: int, variant: str) -> None:
         spec = self.specs[variant]
+        run_id, state = unit.continues.get((repeat, variant), (None, None))
         self.progress.in_flight += 1
         try:
-            result = await run_case(spec, pair.case, clients=self.models.client, recorder=self.ledger,
+            result = await run_case(spec, unit.case, clients=self.models.client, recorder=self.ledger,
                                     budget=CaseBudget(spec.budget, self.pool), cache=self._caches.get(variant),
-                                    batch_id=self.batch_id, repeat=pair.repeat, variant=variant)
+                                    batch_id=self.batch_id, repeat=repeat, variant=variant, run_id=run_id, state=state)
         except BatchBudgetRefused:
             self.refused += 1
+            unit.refused += 1
+            self._advance()
             return
         finally:
             self.progress.in_flight -= 1
-        pair.results[variant] = result
-        p = self.progress
-        p.done += 1
-        p.passed += int(result.success)
-        p.statuses[result.status] = p.statuses.get(result.status, 0) + 1
-        p.spent = self.pool.spent
-        if len(pair.results) == 2 and all(r.status in FINISHED for r in pair.results.values()):
-            a, b = pair.results["A"], pair.results["B"]
-            self.monitor.update(a.success, b.success, (b.reward or 0.0) - (a.reward or 0.0))
-        self.on_progress(p)
+        if result.status in FINISHED:
+            self._finished(unit, repeat, variant, result.success, result.reward or 0.0, result.status)
+        self.progress.spent = self.pool.spent
+        self._advance()
+        self.on_progress(self.progress)
 
-    def _should_stop(self) -> bool:
-        crashed = self._fan is not None and self._fan.crash is not None
-        return bool(self.refused) or crashed or (self.options.early_stop and self.monitor.decided)
+    def _pending(self, unit: _Unit) -> Iterator[tuple[int, str]]:
+        for repeat in range(self.options.repeat):
+            for variant in pair_order(self.seed, unit.case.id, repeat):
+                if (repeat, variant) not in unit.outcomes:
+                    yield repeat, variant
 
     async def _drive(self) -> None:
         async with Fanout(self.options.concurrency) as fan:
             self._fan = fan
-            for pair in self._pairs():
-                await fan.acquire()
-                if self._should_stop():  # no new pairs once the verdict is clear or the budget refused a case
-                    fan.release()
-                    break
-                fan.launch(self._run_one(pair, pair.order[0]))
-                await fan.acquire()
-                if self.refused:  # the partner of a refused case would be unpaired
-                    fan.release()
-                    break
-                fan.launch(self._run_one(pair, pair.order[1]))
+            for unit in self.units:
+                for i, (repeat, variant) in enumerate(self._pending(unit)):
+                    await fan.acquire()
+                    # a new case only while the verdict is open; nothing more once the budget refused a run or one crashed
+                    if self.refused or fan.crash or (i == 0 and self.options.early_stop and self.monitor.decided):
+                        fan.release()
+                        return
+                    fan.launch(self._run_one(unit, repeat, variant))
 
     async def _execute(self) -> dict[str, Any]:
         await interruptible(self.ledger, self.batch_id, self._drive())
-        self.ledger.finish_batch(self.batch_id, "budget" if self.refused else "done")
+        self.ledger.finish_batch(self.batch_id, BatchStatus.BUDGET if self.refused else BatchStatus.DONE)
         return ab_report(self.ledger, self.batch_id)
+
+    def _start(self) -> dict[str, Any]:
+        if not self.options.no_cache:
+            self._caches = {v: LedgerCache(self.ledger, variant_of=(self.batch_id, v)) for v in VARIANTS}
+        return _run_until_interrupted(self._execute())
 
     def run(self) -> dict[str, Any]:
         """Run the test to a verdict (or to the end of the cases, or of the budget); returns `ab_report`."""
         total = self.prepare()
-        pairs = total * self.options.repeat
-        self.monitor = SequentialMonitor(alpha=self.options.alpha, target_n=pairs)
-        self.progress.total = 2 * pairs
         for spec in self.specs.values():
             self.ledger.save_spec(spec.hash, spec.name, str(spec.path) if spec.path else None, spec.source)
-        saved = {**self.options.to_dict(), "cases_available": total, "pairs_available": pairs,
-                 "order": "randomised per pair (case x repeat), seeded"}
+        saved = {**self.options.to_dict(), "cases_available": total, "pairs_available": total * self.options.repeat}
         self.batch_id = self.ledger.start_batch("ab", self.specs["A"].hash, spec_hash_b=self.specs["B"].hash, argv=self.argv,
                                                 tags=self.tags, options=saved, inputs=self.inputs.label)
-        if not self.options.no_cache:
-            self._caches = {v: LedgerCache(self.ledger, variant_of=(self.batch_id, v)) for v in VARIANTS}
-        return _run_until_interrupted(self._execute())
+        return self._start()
+
+    def resume(self, batch_id: str) -> dict[str, Any]:
+        """Continue an interrupted `ab` batch: finished runs are neither run nor paid for again, interrupted
+        ones continue from their last iteration, and the monitor first takes the finished cases in order."""
+        self.batch_id = batch_id
+        self.prepare()
+        units = {u.case.id: u for u in self.units}
+        for row in batch_runs(self.ledger, batch_id):  # by start time: a later row of the same run supersedes
+            unit = units.get(row["case_id"])
+            key = (row["repeat"] or 0, row["variant"])
+            if unit is None or key in unit.outcomes:
+                continue
+            if row["status"] in FINISHED:
+                unit.continues.pop(key, None)
+                self._finished(unit, *key, bool(row["success"]), float(row["reward"] or 0.0), row["status"])
+                continue
+            state = self.ledger.run_state(row["id"])
+            if state is not None and state.iterations > 0:
+                unit.continues[key] = (row["id"], state)
+            else:  # nothing worth keeping: it starts again as a new run
+                self.ledger.set_run_status(row["id"], RunStatus.INTERRUPTED, StopReason.INTERRUPTED, success=False)
+        self._advance()
+        self.ledger.reopen_batch(batch_id)
+        spent_before = self.pool.spent = batch_spend(self.ledger, batch_id)  # the batch budget covers what was spent
+        invocation = self.ledger.start_batch("resume", self.specs["A"].hash, spec_hash_b=self.specs["B"].hash, argv=self.argv,
+                                             tags={**self.tags, "resumes": batch_id}, options=self.options.to_dict(),
+                                             inputs=self.inputs.label)
+        status = BatchStatus.INTERRUPTED
+        try:
+            report = self._start()
+            status = report["status"]
+            return report
+        finally:
+            self.ledger.finish_batch(invocation, status, cost_usd=batch_spend(self.ledger, batch_id) - spent_before)
 
 
 def run_ab(spec_a: LoopSpec, spec_b: LoopSpec, *, ledger: Ledger, options: ABOptions | None = None,
@@ -196,6 +261,18 @@ def run_ab(spec_a: LoopSpec, spec_b: LoopSpec, *, ledger: Ledger, options: ABOpt
     return ABTest(spec_a, spec_b, ledger, options or ABOptions(), argv=argv, tags=tags).run()
 
 
-# --------------------------------------------------------------------------- the report
-
-
+def resume_ab(ledger: Ledger, batch_id: str, *, concurrency: int | None = None, max_usd: float | None = None,
+              argv: list[str] | None = None, on_progress: Callable[[Progress], None] | None = None) -> dict[str, Any]:
+    """Continue an interrupted `ab` batch with its saved specs, options and seed; returns its report."""
+    batch = ledger.batch(batch_id)
+    if batch is None or batch["kind"] != "ab":
+        raise UsageError(f"{batch_id[:10]} is not an A/B batch")
+    saved = json.loads(batch["options"] or "{}")
+    options = ABOptions(**{k: v for k, v in saved.items() if k in ABOptions.__dataclass_fields__})
+    if concurrency is not None:
+        options.concurrency = concurrency
+    if max_usd is not None:
+        options.max_usd = max_usd
+    spec_a = spec_of_batch(ledger, batch)
+    spec_b = spec_of_batch(ledger, {**batch, "spec_hash": batch["spec_hash_b"]})
+    return ABTest(spec_a, spec_b, ledger, options, argv=argv, on_progress=on_progress).resume(batch_id)

@@ -4,36 +4,21 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, NoReturn, Optional
 
 import typer
-from rich.table import Table
 
 from ..errors import SpecError, UsageError
-from .app import JsonOpt, LedgerOpt, app, err, ledger_option, out, print_json
+from .app import JsonOpt, LedgerOpt, app, err, ledger_option, print_json
 
 
-def render_ab(report: dict[str, Any]) -> None:
-    """The A/B report on the terminal: metrics table with deltas, intervals and p-values, then the verdict."""
-    from ..ab_report import report_title, ab_table_rows, sequential_lines
+def _print(report: dict[str, Any], *, as_json: bool) -> None:
+    from .render_ab import render_ab
 
-    level = f"{1 - report['alpha']:.0%}"
-    table = Table(title=report_title(report), title_justify="left")
-    for name, justify in (("metric", "left"), ("A", "right"), ("B", "right"), (f"Δ B − A [{level} CI]", "right"), ("p", "right")):
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for row in ab_table_rows(report):
-        table.add_row(*row)
-    out.print(table)
-    for line in sequential_lines(report):
-        out.print(line, markup=False)
-    if report["not_run_budget"]:
-        out.print(f"[red]the batch budget kept {report['not_run_budget']} run(s) from starting[/]")
-    if report["errors"]:
-        out.print(f"[magenta]{report['errors']} run(s) ended in model/infrastructure errors[/]")
-    for note in report["notes"][1:]:
-        out.print(f"note: {note}", markup=False, style="dim")
-    style = "bold green" if report["verdict"]["winner"] else "bold"
-    out.print(f"verdict: {report['verdict']['text']}", markup=False, style=style)
+    if as_json:
+        print_json(report)
+    else:
+        render_ab(report)
 
 
 def show_ab(store: Any, batch_id: str, *, as_json: bool) -> dict[str, Any]:
@@ -41,11 +26,34 @@ def show_ab(store: Any, batch_id: str, *, as_json: bool) -> dict[str, Any]:
     from ..ab_report import ab_report
 
     report = ab_report(store, batch_id)
-    if as_json:
-        print_json(report)
-    else:
-        render_ab(report)
+    _print(report, as_json=as_json)
     return report
+
+
+def _finish(report: dict[str, Any], *, as_json: bool) -> NoReturn:
+    """Print the report of a test that just ran, append it to $GITHUB_STEP_SUMMARY, exit with its code."""
+    from .render_ab import append_ab_summary
+
+    _print(report, as_json=as_json)
+    append_ab_summary(report)
+    raise typer.Exit(report["exit_code"])
+
+
+def resume_ab_batch(store: Any, batch_id: str, *, concurrency: int | None, max_usd: float | None, retry_errors: bool,
+                    as_json: bool) -> NoReturn:
+    """`loopkit resume` of an ab batch: finish it with its saved specs, options and seed, then report as `ab` does."""
+    if retry_errors:
+        raise UsageError("--retry-errors does not apply to an A/B batch: a run's error counts as that variant failing the case")
+    from ..ab import resume_ab
+    from .progress import batch_progress
+
+    with batch_progress(not as_json) as on_progress:
+        try:
+            report = resume_ab(store, batch_id, concurrency=concurrency, max_usd=max_usd, argv=sys.argv[1:], on_progress=on_progress)
+        except KeyboardInterrupt:
+            err.print(f"interrupted again: `loopkit resume {batch_id[:10]}` continues", markup=False)
+            raise typer.Exit(130) from None
+    _finish(report, as_json=as_json)
 
 
 def _load_both(paths: list[Path]) -> tuple[Any, Any]:
@@ -68,13 +76,13 @@ def ab(
     ctx: typer.Context,
     specs: Annotated[Optional[list[Path]], typer.Argument(metavar="A.yaml B.yaml", help="The two loop specs: A (baseline) and B.", show_default=False)] = None,
     inputs: Annotated[Optional[str], typer.Option("--inputs", help="Cases file (.jsonl/.csv/.yaml) instead of A's inputs.")] = None,
-    repeat: Annotated[int, typer.Option("--repeat", min=1, help="Run each case K times per variant (K pairs per case).")] = 1,
+    repeat: Annotated[int, typer.Option("--repeat", min=1, help="Run each case K times per variant; the tests average them into one unit per case.")] = 1,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Runs in flight at once (both variants).")] = 16,
     max_usd: Annotated[Optional[float], typer.Option("--max-usd", min=0, help="Budget in USD across both variants (with the specs' total_usd, the lowest wins).")] = None,
     alpha: Annotated[float, typer.Option("--alpha", help="Level of the anytime-valid tests that declare a winner (0 < alpha < 1).")] = 0.05,
     no_early_stop: Annotated[bool, typer.Option("--no-early-stop", help="Run every case even once the verdict is clear.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the response cache.")] = False,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the per-pair A/B order.")] = 0,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the shuffled case order and of which variant runs first; default: drawn at random and recorded with the batch.", show_default=False)] = None,
     max_retries: Annotated[int, typer.Option("--max-retries", min=1, help="Attempts per model call (rate limits, 5xx, timeouts).")] = 6,
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Label the batch: key=value (repeatable).")] = None,
     show: Annotated[Optional[str], typer.Option("--show", metavar="ID", help="Re-render a stored ab batch instead of running one.")] = None,
@@ -102,7 +110,6 @@ def ab(
         raise UsageError(f"--alpha {alpha:g}: use a level between 0 and 1, e.g. 0.05")
 
     from ..ab import ABOptions, ABTest
-    from ..ab_report import append_ab_summary
     from .progress import batch_progress
     from .run_cmd import _tags
 
@@ -116,12 +123,7 @@ def ab(
         try:
             report = test.run()
         except KeyboardInterrupt:
-            err.print(f"interrupted: ab batch {test.batch_id[:10]} saved; `loopkit ab --show {test.batch_id[:10]}` shows the pairs "
-                      "that finished", markup=False)
+            err.print(f"interrupted: ab batch {test.batch_id[:10]} saved; `loopkit resume {test.batch_id[:10]}` continues it, "
+                      f"`loopkit ab --show {test.batch_id[:10]}` shows the cases that finished", markup=False)
             raise typer.Exit(130) from None
-    if as_json:
-        print_json(report)
-    else:
-        render_ab(report)
-    append_ab_summary(report)
-    raise typer.Exit(report["exit_code"])
+    _finish(report, as_json=as_json)

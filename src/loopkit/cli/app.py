@@ -42,8 +42,18 @@ LedgerOpt = Annotated[Optional[Path], typer.Option("--ledger", help="Ledger file
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout and nothing else there.")]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        sys.stdout.write(f"loopkit {__version__}\n")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _root(ctx: typer.Context, ledger: LedgerOpt = None) -> None:
+def _root(ctx: typer.Context, ledger: LedgerOpt = None,
+          version: Annotated[bool, typer.Option("--version", help="Print loopkit's version and exit.", is_eager=True,
+                                                callback=_print_version)] = False) -> None:
     ctx.obj = {"ledger": ledger}
 
 

@@ -134,10 +134,12 @@ def resume(
     if row["kind"] == "resume":  # an earlier resume's own row: resume the batch it was resuming
         full = json.loads(row["tags"] or "{}").get("resumes") or full
         row = store.batch(full) or row
-    if row["kind"] == "ab":
-        raise UsageError("A/B batches cannot be resumed; start a new `loopkit ab`")
     if row["status"] == "running" and not is_stale(row):
         raise UsageError(f"batch {full[:10]} is still running (pid {row['pid']})")
+    if row["kind"] == "ab":  # the A/B runner resumes its own batches (same seed, same order)
+        from .ab_cmd import resume_ab_batch
+
+        resume_ab_batch(store, full, concurrency=concurrency, max_usd=max_usd, retry_errors=retry_errors, as_json=as_json)
     saved = json.loads(row["options"] or "{}")
     options = BatchOptions(**{k: v for k, v in saved.items() if k in BatchOptions.__dataclass_fields__})
     for name, value in (("concurrency", concurrency), ("max_usd", max_usd), ("fail_under", fail_under)):
