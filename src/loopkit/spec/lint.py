@@ -1,0 +1,185 @@
+"""Problems pydantic cannot see: references between keys, templates, regexes, schemas, files, budgets."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import TypeAdapter, ValidationError
+
+from ..templates import template_problem
+from .messages import describe, did_you_mean
+from .positions import Located, Path_, Position, Problems
+from .schema import Budget, ModelSpec
+
+PROMPT_VARIABLES = ("case",)
+FEEDBACK_VARIABLES = ("case", "feedback", "reward", "iteration")
+REPLY_VARIABLES = ("case", "iteration", "feedback", "output")
+
+
+def _dicts(value: Any) -> list[tuple[int, dict[str, Any]]]:
+    return [(i, item) for i, item in enumerate(value) if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _template_pos(node: yaml.Node | None, line: int, source: list[str]) -> Position:
+    """Where line `line` (1-based) of a template written as YAML scalar `node` is in the file."""
+    if node is None:
+        return 1, 1
+    start = node.start_mark.line  # 0-based
+    if isinstance(node, yaml.ScalarNode) and node.style in ("|", ">"):
+        # A block scalar's text starts on the line after its `|` or `>` indicator; a literal block
+        # keeps its lines, a folded one does not (there the first line is the best we know).
+        last = node.end_mark.line - 1 if node.end_mark.column == 0 else node.end_mark.line
+        row = min(start + (line if node.style == "|" else 1), max(last, start + 1))
+        text = source[row] if row < len(source) else ""
+        return row + 1, len(text) - len(text.lstrip(" ")) + 1
+    return start + 1, node.start_mark.column + 1
+
+
+def semantic_problems(data: dict[str, Any], base_dir: Path, where: Located, source: str, out: Problems) -> None:
+    lines = source.splitlines()
+    checkers = _dicts(data.get("checkers"))
+    names = [c.get("name") for _, c in checkers if isinstance(c.get("name"), str)]
+    for n, (i, c) in enumerate(checkers):
+        name = c.get("name")
+        if isinstance(name, str) and name in names[:n]:
+            out.add(where.value_at(("checkers", i, "name")), ("checkers", i, "name"), f"duplicate checker name {name!r}")
+    if isinstance(data.get("checkers", []), list):
+        for i, esc in _dicts(data.get("escalate")):
+            failed = esc.get("when", {}).get("failed") if isinstance(esc.get("when"), dict) else None
+            if isinstance(failed, str) and failed not in names:
+                path = ("escalate", i, "when", "failed")
+                out.add(where.value_at(path), path, f"found {failed!r}, expected the name of a checker "
+                        f"({', '.join(names) or 'none defined'}){did_you_mean(failed, names)}")
+
+    # Templates: syntax, and variables that will not exist when they are rendered.
+    templates: list[tuple[Path_, Any, tuple[str, ...]]] = []
+    task = data.get("task") if isinstance(data.get("task"), dict) else {}
+    templates += [(("task", "system"), task.get("system"), PROMPT_VARIABLES),
+                  (("task", "prompt"), task.get("prompt"), PROMPT_VARIABLES),
+                  (("task", "feedback"), task.get("feedback"), FEEDBACK_VARIABLES)]
+    for i, c in checkers:
+        if c.get("type") in ("equals", "contains", "number"):
+            templates.append((("checkers", i, "expected"), c.get("expected"), PROMPT_VARIABLES))
+    for path, model in _model_mappings(data, checkers):
+        replies = model.get("replies") if isinstance(model, dict) else None
+        if isinstance(replies, list):
+            templates += [(path + ("replies", j), reply, REPLY_VARIABLES) for j, reply in enumerate(replies)]
+    for path, text, variables in templates:
+        if not isinstance(text, str):
+            continue
+        problem = template_problem(text, variables)
+        if problem:
+            out.add(_template_pos(where.values.get(path), problem[0], lines), path, problem[1])
+
+    # Checkers whose settings can be checked before a run: patterns, schemas, files.
+    for i, c in checkers:
+        kind = c.get("type")
+        if kind == "regex" and isinstance(c.get("pattern"), str):
+            try:
+                re.compile(c["pattern"])
+            except re.error as exc:
+                path = ("checkers", i, "pattern")
+                out.add(where.value_at(path), path, f"found {describe(c['pattern'])}, expected a regular expression: {exc}")
+        elif kind == "json" and isinstance(c.get("schema"), dict):
+            _schema_problem(c["schema"], ("checkers", i, "schema"), where, out)
+        elif kind == "python" and isinstance(c.get("function"), str) and _FUNCTION.match(c["function"]):
+            _function_problem(c["function"], base_dir, ("checkers", i, "function"), where, out)
+
+    inputs = data.get("inputs")
+    if isinstance(inputs, str):
+        file = base_dir / inputs
+        if Path(inputs).suffix.lower() not in INPUT_SUFFIXES:
+            out.add(where.value_at(("inputs",)), ("inputs",),
+                    f"found {inputs!r}, expected a {', '.join(INPUT_SUFFIXES)} file or an inline list of cases")
+        elif not file.is_file():
+            out.add(where.value_at(("inputs",)), ("inputs",), f"found {inputs!r}, but {file} does not exist")
+    _budget_problems(data, checkers, where, out)
+
+
+_FUNCTION = re.compile(r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
+INPUT_SUFFIXES = (".jsonl", ".ndjson", ".csv", ".yaml", ".yml")
+
+
+def _schema_problem(schema: dict[str, Any], path: Path_, where: Located, out: Problems) -> None:
+    import jsonschema
+
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        at = "/".join(map(str, exc.path))
+        out.add(where.value_at(path), path, f"not a valid JSON Schema{f' (at `{at}`)' if at else ''}: {exc.message}")
+
+
+def _function_problem(reference: str, base_dir: Path, path: Path_, where: Located, out: Problems) -> None:
+    """The file must exist and, as far as reading it (not running it) tells, define the function."""
+    rel, name = reference.split(":")
+    file = base_dir / rel
+    pos = where.value_at(path)
+    if not file.is_file():
+        out.add(pos, path, f"found {reference!r}, but {file} does not exist")
+        return
+    try:
+        tree = ast.parse(file.read_bytes(), filename=str(file))
+    except SyntaxError as exc:
+        out.add(pos, path, f"{file}:{exc.lineno}: the checker file has a syntax error: {exc.msg}")
+        return
+    except (OSError, ValueError):
+        return  # unreadable here: the checker reports it when it runs
+    defined: set[str] = set()
+    for stmt in tree.body:
+        if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined.add(stmt.name)
+        elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
+            if any(alias.name == "*" for alias in stmt.names):
+                return  # names we cannot see without running it
+            defined.update((alias.asname or alias.name).split(".")[0] for alias in stmt.names)
+        else:
+            for node in ast.walk(stmt):
+                if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                    defined.add(node.id)
+                elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    defined.add(node.name)  # defined under an `if` or `try`
+    if "__getattr__" in defined or name in defined:
+        return
+    functions = sorted(n for n in defined if not n.startswith("_"))
+    out.add(pos, path, f"found {reference!r}, but {rel} defines no `{name}`{did_you_mean(name, functions)}")
+
+
+def _model_mappings(data: dict[str, Any], checkers: list[tuple[int, dict[str, Any]]]) -> list[tuple[Path_, Any]]:
+    """Every model the spec names, as written, with where: the worker, escalations, judges."""
+    found: list[tuple[Path_, Any]] = [(("model",), data.get("model"))]
+    found += [(("escalate", i, "model"), e["model"]) for i, e in _dicts(data.get("escalate")) if e.get("model") is not None]
+    found += [(("checkers", i, "model"), c["model"]) for i, c in checkers
+              if c.get("type") == "judge" and c.get("model") is not None]
+    return found
+
+
+_MODEL = TypeAdapter(ModelSpec)
+
+
+def _budget_problems(data: dict[str, Any], checkers: list[tuple[int, dict[str, Any]]], where: Located, out: Problems) -> None:
+    from ..prices import known_price
+
+    try:
+        budget = Budget.model_validate(data.get("budget") or {})
+    except ValidationError:
+        return  # reported with the other type errors
+    if not budget.any:
+        return
+    spec_params = data.get("params") if isinstance(data.get("params"), dict) else {}
+    for path, value in _model_mappings(data, checkers):
+        try:
+            model = _MODEL.validate_python(value)
+        except ValidationError:
+            continue
+        pos = where.value_at(path)
+        if (budget.tokens is not None or budget.needs_prices) and not {**spec_params, **model.params}.get("max_tokens"):
+            out.add(pos, path, f"a budget is set, so {model.id} needs `max_tokens` in `params:` "
+                    "(the worst case of a call is its prompt plus max_tokens)")
+        if budget.needs_prices and known_price(model) is None:
+            out.add(pos, path, f"a budget is set but the price of {model.id} is unknown; add "
+                    "`price: {input_per_mtok: ..., output_per_mtok: ...}` to its mapping")

@@ -1,0 +1,247 @@
+"""The spec's shape as pydantic models: what every key means, its type and its default.
+
+`loopkit schema` prints these models as JSON Schema; `load` reads YAML into them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+SCRIPTED = "loopkit/scripted"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Price(_Strict):
+    """USD per million tokens; overrides litellm's price table for this model."""
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
+def _check_params(params: dict[str, Any]) -> dict[str, Any]:
+    """`max_tokens` bounds every budget's worst case, so it must be a real positive integer."""
+    value = params.get("max_tokens")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"`max_tokens` must be a positive integer, found {value!r}")
+    return params
+
+
+# Call parameters passed through to the model (temperature, max_tokens, ...).
+Params = Annotated[dict[str, Any], AfterValidator(_check_params)]
+
+
+class ModelRef(_Strict):
+    """A model as the spec names it: a litellm model string plus connection and price details."""
+
+    id: str = Field(min_length=1)
+    api_base: str | None = None
+    api_key_env: str | None = None
+    price: Price | None = None
+    params: Params = Field(default_factory=dict)
+    replies: list[str] | None = None
+    name: str | None = None  # a display name (ledger, show, escalation events); defaults to `id`
+
+    @model_validator(mode="after")
+    def _replies_only_for_scripted(self) -> ModelRef:
+        if self.id == SCRIPTED and not self.replies:
+            raise ValueError("the loopkit/scripted model needs a non-empty `replies:` list (reply k answers iteration k)")
+        if self.id != SCRIPTED and self.replies is not None:
+            raise ValueError(f"found `replies:` on {self.id}; replies are only for the {SCRIPTED} model")
+        return self
+
+    @property
+    def scripted(self) -> bool:
+        return self.id == SCRIPTED
+
+    @property
+    def label(self) -> str:
+        """How the ledger and `show` name this model: `name:` when given (two scripted models differ)."""
+        return self.name or self.id
+
+
+def _model_from_string(value: Any) -> Any:
+    return {"id": value} if isinstance(value, str) else value
+
+
+# A model may be written as a plain litellm string or as a mapping.
+ModelSpec = Annotated[ModelRef, BeforeValidator(_model_from_string)]
+
+
+class Task(_Strict):
+    system: str | None = None
+    prompt: str
+    feedback: str = "{{ feedback }}"
+    memory: Literal["conversation", "last"] = "conversation"
+
+
+class _CheckerBase(_Strict):
+    name: str = Field(min_length=1)
+    weight: float = Field(default=1.0, ge=0)
+    required: bool = False
+    audit: bool = False
+
+
+class EqualsChecker(_CheckerBase):
+    type: Literal["equals"]
+    expected: Any
+
+
+class ContainsChecker(_CheckerBase):
+    type: Literal["contains"]
+    expected: Any
+
+
+class NumberChecker(_CheckerBase):
+    type: Literal["number"]
+    expected: Any
+    tolerance: float = Field(default=0.0, ge=0)
+
+
+class RegexChecker(_CheckerBase):
+    type: Literal["regex"]
+    pattern: str
+
+
+class JsonChecker(_CheckerBase):
+    type: Literal["json"]
+    json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+
+
+class PythonChecker(_CheckerBase):
+    type: Literal["python"]
+    function: str = Field(pattern=r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class CommandChecker(_CheckerBase):
+    type: Literal["command"]
+    run: str
+    timeout: float = Field(default=60, gt=0)
+
+
+class JudgeChecker(_CheckerBase):
+    type: Literal["judge"]
+    rubric: str
+    model: ModelSpec | None = None
+
+
+Checker = Annotated[
+    Union[
+        EqualsChecker,
+        ContainsChecker,
+        NumberChecker,
+        RegexChecker,
+        JsonChecker,
+        PythonChecker,
+        CommandChecker,
+        JudgeChecker,
+    ],
+    Field(discriminator="type"),
+]
+CHECKER_TYPES = ("equals", "contains", "number", "regex", "json", "python", "command", "judge")
+
+
+class Reward(_Strict):
+    combine: Literal["weighted_mean", "min"] = "weighted_mean"
+    pass_: float = Field(default=1.0, alias="pass", ge=0, le=1)
+
+
+class Stop(_Strict):
+    max_iterations: int = Field(default=3, ge=1)
+    plateau: int | None = Field(default=None, ge=1)
+
+
+class When(_Strict):
+    iterations: int | None = Field(default=None, ge=1)
+    reward_below: float | None = None
+    failed: str | None = None
+    plateau: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> When:
+        if all(v is None for v in (self.iterations, self.reward_below, self.failed, self.plateau)):
+            raise ValueError("found no condition, expected at least one of: iterations, reward_below, failed, plateau")
+        return self
+
+
+class Escalation(_Strict):
+    when: When
+    model: ModelSpec | None = None
+    human: str | None = None
+
+    @model_validator(mode="after")
+    def _one_action(self) -> Escalation:
+        if self.model is not None and self.human is not None:
+            raise ValueError("found both `model:` and `human:`, expected one of them (an escalation takes one action)")
+        if self.model is None and self.human is None:
+            raise ValueError("found neither `model:` nor `human:`, expected one of them (the escalation's action)")
+        return self
+
+
+class Budget(_Strict):
+    usd: float | None = Field(default=None, gt=0)
+    tokens: int | None = Field(default=None, gt=0)
+    seconds: float | None = Field(default=None, gt=0)
+    total_usd: float | None = Field(default=None, gt=0)
+
+    @property
+    def needs_prices(self) -> bool:
+        return self.usd is not None or self.total_usd is not None
+
+    @property
+    def any(self) -> bool:
+        return any(v is not None for v in (self.usd, self.tokens, self.seconds, self.total_usd))
+
+
+class LoopSpec(_Strict):
+    version: Literal[1] = 1
+    name: str = ""
+    description: str = ""
+    model: ModelSpec
+    params: Params = Field(default_factory=dict)
+    task: Task
+    inputs: str | list[dict[str, Any]] | None = None
+    checkers: list[Checker] = Field(default_factory=list)
+    reward: Reward = Field(default_factory=Reward)
+    stop: Stop = Field(default_factory=Stop)
+    escalate: list[Escalation] = Field(default_factory=list)
+    budget: Budget = Field(default_factory=Budget)
+
+    # Not from YAML: where the spec came from, for relative paths and the ledger.
+    path: Path | None = Field(default=None, exclude=True)
+    source: str = Field(default="", exclude=True)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent if self.path else Path.cwd()
+
+    @property
+    def hash(self) -> str:
+        """Content hash of the spec text: a spec version in the ledger."""
+        return hashlib.sha256(self.source.encode()).hexdigest()[:16]
+
+    def params_for(self, model: ModelRef) -> dict[str, Any]:
+        """Call parameters: the spec's, overridden by the model mapping's own."""
+        return {**self.params, **model.params}
+
+    def models(self) -> list[tuple[str, ModelRef]]:
+        """Every model the spec may call, with where it is named (for validation)."""
+        found: list[tuple[str, ModelRef]] = [("model", self.model)]
+        found += [(f"escalate.{i}.model", e.model) for i, e in enumerate(self.escalate) if e.model]
+        found += [
+            (f"checkers.{i}.model", c.model or self.model)
+            for i, c in enumerate(self.checkers)
+            if isinstance(c, JudgeChecker)
+        ]
+        return found
+
+    def with_model(self, model: str | ModelRef) -> LoopSpec:
+        """The same spec on another worker model (`loopkit run --model`)."""
+        ref = ModelRef(id=model) if isinstance(model, str) else model
+        return self.model_copy(update={"model": ref})
