@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
+
+import pytest
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import loopkit
 from fake_llm import Reply
 from loopkit.api import run_batch
 from loopkit.batch import BatchOptions
+from loopkit.errors import UsageError
 from loopkit.ledger import Ledger
 from loopkit.spec import load_spec
 
@@ -130,3 +135,51 @@ def test_no_cache_neither_reads_nor_writes_the_cache_yet_its_batch_can_be_replay
     fake_llm.stop()
     replayed = run_batch(spec, ledger=ledger, options=BatchOptions(replay=uncached.batch_id))
     assert replayed.passed == 3 and fake_llm.count == 6
+
+
+def test_retry_errors_continues_each_error_run_under_its_own_id(write_spec, fake_llm, tmp_path):
+    failing = {"on": True}
+    fake_llm.responder = lambda body: Reply(status=500) if failing["on"] and "Echo 1" in body["messages"][-1]["content"] else echo(body)
+    spec = load_spec(fake_spec(write_spec, fake_llm, cases=3))
+    ledger = Ledger(tmp_path / "l.db")
+    first = run_batch(spec, ledger=ledger, options=BatchOptions(max_retries=1))
+    (error,) = ledger.query("SELECT id FROM runs WHERE status='error'")
+    failing["on"] = False
+    again = loopkit.resume(first.batch_id, ledger=ledger, retry_errors=True)
+    rows = ledger.query("SELECT id, case_id, status FROM runs WHERE batch_id=?", (first.batch_id,))
+    assert len(rows) == 3 and again.statuses == {"passed": 3} and again.pass_rate == 1.0
+    assert {r["id"]: r["status"] for r in rows}[error["id"]] == "passed"
+    # its failed call stays on record under the same run
+    assert ledger.one("SELECT COUNT(*) AS n FROM calls WHERE run_id=? AND error IS NOT NULL", (error["id"],))["n"] == 1
+
+
+def test_a_batch_running_in_a_live_process_cannot_be_claimed_twice(write_spec, tmp_path):
+    spec = load_spec(write_spec("""
+        model: {id: loopkit/scripted, replies: ["x"]}
+        task: {prompt: go}
+        """))
+    ledger = Ledger(tmp_path / "l.db")
+    batch_id = run_batch(spec, ledger=ledger).batch_id
+    ledger.claim_batch(batch_id)
+    with ledger.write() as conn:  # as if another, live process had claimed it
+        conn.execute("UPDATE batches SET pid=? WHERE id=?", (os.getppid(), batch_id))
+    with pytest.raises(UsageError, match="still running"):
+        loopkit.resume(batch_id, ledger=Ledger(tmp_path / "l.db"))
+    assert ledger.one("SELECT COUNT(*) AS n FROM batches WHERE kind='resume'")["n"] == 0
+
+
+def test_calls_paid_in_an_iteration_the_budget_then_stopped_count_in_the_run_cost(write_spec, fake_llm, tmp_path):
+    fake_llm.responder = lambda body: Reply("echo", prompt_tokens=10, completion_tokens=10)
+    # the worker call fits the per-case cap, the judge call after it cannot
+    spec = fake_spec(write_spec, fake_llm, cases=1, max_tokens=50, extra="budget: {usd: 0.00016}")
+    text = spec.read_text().replace(
+        'checkers: [{name: echo, type: regex, pattern: "^echo"}]',
+        'checkers: [{name: echo, type: regex, pattern: "^echo"}, {name: review, type: judge, rubric: "fine?"}]')
+    spec.write_text(text)
+    ledger = Ledger(tmp_path / "l.db")
+    run_batch(load_spec(tmp_path / "spec.yaml"), ledger=ledger)
+    run = ledger.one("SELECT * FROM runs")
+    paid = ledger.one("SELECT SUM(cost_usd) AS s, COUNT(*) AS n FROM calls WHERE run_id=?", (run["id"],))
+    assert run["stop_reason"] == "budget_usd" and paid["n"] == 1 and paid["s"] > 0
+    assert run["cost_usd"] == pytest.approx(paid["s"])
+    assert ledger.batch(run["batch_id"])["cost_usd"] == pytest.approx(paid["s"])

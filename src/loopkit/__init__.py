@@ -22,6 +22,7 @@ __all__ = [
     "LoopkitError",
     "load_spec",
     "parse_spec",
+    "resume",
     "run_ab",
     "run_batch",
     "run_case",
@@ -35,6 +36,7 @@ _WHERE = {
     "LoopkitError": "errors",
     "load_spec": "spec",
     "parse_spec": "spec",
+    "resume": "api",
     "run_ab": "ab",
     "run_batch": "api",
     "run_case": "engine",
@@ -42,7 +44,7 @@ _WHERE = {
 
 if TYPE_CHECKING:
     from .ab import ABOptions, run_ab
-    from .api import run_batch
+    from .api import resume, run_batch
     from .checkers import CheckResult
     from .engine import run_case
     from .errors import LoopkitError

@@ -45,7 +45,7 @@ from .models import ModelPool, RetryPolicy
 from .records import RunState
 from .spec import LoopSpec
 from .stats import SequentialMonitor
-from .status import FINISHED, BatchStatus, RunStatus, StopReason
+from .status import FINISHED, BatchStatus
 
 __all__ = ["ABOptions", "ABTest", "resume_ab", "run_ab"]
 
@@ -235,13 +235,9 @@ class ABTest:
                 unit.continues.pop(key, None)
                 self._finished(unit, *key, bool(row["success"]), float(row["reward"] or 0.0), row["status"])
                 continue
-            state = self.ledger.run_state(row["id"])
-            if state is not None and state.iterations > 0:
-                unit.continues[key] = (row["id"], state)
-            else:  # nothing worth keeping: it starts again as a new run
-                self.ledger.set_run_status(row["id"], RunStatus.INTERRUPTED, StopReason.INTERRUPTED, success=False)
+            unit.continues[key] = (row["id"], self.ledger.continuation(row["id"]))  # one run, one row
         self._advance()
-        self.ledger.reopen_batch(batch_id)
+        self.ledger.claim_batch(batch_id)
         spent_before = self.pool.spent = batch_spend(self.ledger, batch_id)  # the batch budget covers what was spent
         invocation = self.ledger.start_batch("resume", self.specs["A"].hash, spec_hash_b=self.specs["B"].hash, argv=self.argv,
                                              tags={**self.tags, "resumes": batch_id}, options=self.options.to_dict(),

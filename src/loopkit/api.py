@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .batch import Batch, BatchOptions, BatchResult, Progress
+from .batch import Batch, BatchOptions, BatchResult, Progress, spec_of_batch
+from .errors import UsageError
 from .ledger import Ledger
 from .spec import LoopSpec
 
@@ -13,6 +14,31 @@ def run_batch(spec: LoopSpec, *, ledger: Ledger, options: BatchOptions | None = 
               tags: dict[str, str] | None = None, on_progress: Callable[[Progress], None] | None = None) -> BatchResult:
     """Run a spec over its cases into `ledger`; see SPEC.md §2."""
     return Batch(spec, ledger, options or BatchOptions(), argv=argv, tags=tags, on_progress=on_progress).run()
+
+
+def resume(batch_id: str, *, ledger: Ledger, retry_errors: bool = False, concurrency: int | None = None,
+           max_usd: float | None = None, fail_under: float | None = None, argv: list[str] | None = None,
+           on_progress: Callable[[Progress], None] | None = None) -> BatchResult:
+    """Finish an interrupted `run` batch under its own id, with its saved options unless given again
+    (SPEC.md §2). A unique prefix is enough; a `resume` row resumes the batch it was resuming."""
+    import json
+
+    kind, full = ledger.resolve(batch_id)
+    if kind != "batch":
+        raise UsageError(f"{batch_id} is a run; resume takes a batch ID")
+    row = ledger.batch(full) or {}
+    if row.get("kind") == "resume":
+        full = json.loads(row.get("tags") or "{}").get("resumes") or full
+        row = ledger.batch(full) or row
+    if row.get("kind") == "ab":
+        raise UsageError(f"batch {full[:10]} is an A/B experiment: resume it with `loopkit resume` or loopkit.ab.resume_ab")
+    saved = json.loads(row.get("options") or "{}")
+    options = BatchOptions(**{k: v for k, v in saved.items() if k in BatchOptions.__dataclass_fields__})
+    for name, value in (("concurrency", concurrency), ("max_usd", max_usd), ("fail_under", fail_under)):
+        if value is not None:
+            setattr(options, name, value)
+    batch = Batch(spec_of_batch(ledger, row), ledger, options, argv=argv, on_progress=on_progress)
+    return batch.resume(full, retry_errors=retry_errors)
 
 
 def worst_case_per_case(spec: LoopSpec) -> tuple[float | None, int]:

@@ -65,10 +65,17 @@ class BatchResult:
     refused: int
     cost_usd: float
     statuses: dict[str, int]
+    spec_name: str = ""
+    fail_under: float | None = None  # the quality gate the batch runs under (saved with it, so resume keeps it)
+
+    @property
+    def runs(self) -> int:
+        return sum(self.statuses.values())
 
     @property
     def pass_rate(self) -> float:
-        return self.passed / self.finished if self.finished else 0.0
+        """Passed runs over every run of the batch (the same rate `show` gives)."""
+        return self.passed / self.runs if self.runs else 0.0
 
     def exit_code(self, fail_under: float | None) -> int:
         return exit_code(budget_refused=bool(self.refused), errors=bool(self.errors),
@@ -223,7 +230,8 @@ class Batch:
         counts = batch_status_counts(self.ledger, self.batch_id)
         finished = sum(n for s, n in counts.items() if s in FINISHED)
         return BatchResult(self.batch_id, status, sum(counts.values()) + self.refused, finished, counts.get(RunStatus.PASSED, 0),
-                           counts.get(RunStatus.ERROR, 0), self.refused, batch_spend(self.ledger, self.batch_id), counts)
+                           counts.get(RunStatus.ERROR, 0), self.refused, batch_spend(self.ledger, self.batch_id), counts,
+                           self.spec.name, self.options.fail_under)
 
     async def _execute(self, work: Iterator[tuple[Case, int, str | None, RunState | None]]) -> BatchResult:
         await interruptible(self.ledger, self.batch_id, self._drive(work))
@@ -242,15 +250,14 @@ class Batch:
         return _run_until_interrupted(self._execute(work))
 
     def resume(self, batch_id: str, *, retry_errors: bool = False) -> BatchResult:
-        """Finish a batch: skip finished runs, continue interrupted ones from their last iteration."""
+        """Finish a batch: skip finished runs; every other run continues under its own id from its last
+        committed iteration (one case × repeat, one row, whatever happened to it)."""
         self.batch_id = batch_id
         total = self.prepare()
         self.progress.total = total * self.options.repeat
         done = FINISHED - ({RunStatus.ERROR} if retry_errors else set())
-        existing: dict[tuple[str, int], dict[str, Any]] = {}
-        for row in batch_runs(self.ledger, batch_id):
-            existing[(row["case_id"], row["repeat"])] = row
-        self.ledger.reopen_batch(batch_id)
+        existing = {(row["case_id"], row["repeat"]): row for row in batch_runs(self.ledger, batch_id)}
+        self.ledger.claim_batch(batch_id)
         spent_before = self.pool.spent = batch_spend(self.ledger, batch_id)  # the batch budget covers what was spent
         # the invocation itself is a `resume` batch row (SPEC.md §4); its runs stay under the original batch id
         invocation = self.ledger.start_batch("resume", self.spec.hash, argv=self.argv, tags={**self.tags, "resumes": batch_id},
@@ -262,12 +269,7 @@ class Batch:
                 if row is None:
                     yield case, r, None, None
                 elif row["status"] not in done:
-                    state = self.ledger.run_state(row["id"]) if row["status"] in (RunStatus.INTERRUPTED, RunStatus.RUNNING) else None
-                    if state is not None and state.iterations > 0:
-                        yield case, r, row["id"], state
-                    else:
-                        self.ledger.set_run_status(row["id"], RunStatus.INTERRUPTED, StopReason.INTERRUPTED, success=False)
-                        yield case, r, None, None
+                    yield case, r, row["id"], self.ledger.continuation(row["id"])
                 else:
                     self.progress.done += 1
                     self.progress.passed += int(row["status"] == RunStatus.PASSED)

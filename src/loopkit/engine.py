@@ -100,6 +100,7 @@ class Loop:
         self.human_feedback = human_feedback
         self.prompt = ""
         self._started = state is not None
+        self._interrupted = False
 
     # -- helpers --
 
@@ -133,9 +134,10 @@ class Loop:
                 completion = await client.complete(messages, call_params, variables)
             except BaseException as exc:
                 self.budget.settle(reservation, 0.0, 0)
-                if isinstance(exc, ModelCallError):
+                if isinstance(exc, (ModelCallError, asyncio.CancelledError, KeyboardInterrupt)):
+                    error = str(exc) if isinstance(exc, ModelCallError) else "interrupted before the reply arrived"
                     step.calls.append(CallRecord(new_id(), self.state.iterations + 1, role, model.label, messages, None,
-                                                 0, 0, 0.0, 0.0, False, str(exc), key, stored, model.api_base))
+                                                 0, 0, 0.0, 0.0, False, error, key, stored, model.api_base))
                 raise
         tokens = completion.prompt_tokens + completion.completion_tokens
         if completion.cached and self.cache.charges_budget:
@@ -191,7 +193,8 @@ class Loop:
         except TemplateError as exc:
             return self._finish(RunStatus.ERROR, StopReason.ERROR, [EventRecord("error", {"message": str(exc)})], message=str(exc))
         except (asyncio.CancelledError, KeyboardInterrupt):
-            self._finish(RunStatus.INTERRUPTED, StopReason.INTERRUPTED, [])
+            if not self._interrupted:
+                self._finish(RunStatus.INTERRUPTED, StopReason.INTERRUPTED, [])
             raise
 
     def _commit(self, result: RunResult, record: IterationRecord | None, calls: list[CallRecord], events: list[EventRecord]) -> None:
@@ -200,6 +203,10 @@ class Loop:
 
     def _finish(self, status: RunStatus, reason: StopReason, events: list[EventRecord], *, message: str | None = None,
                 step: _Iteration | None = None) -> RunResult:
+        if step is not None:  # calls paid in an iteration cut short still count
+            self.state.cost_usd += step.cost
+            self.state.prompt_tokens += step.prompt_tokens
+            self.state.completion_tokens += step.completion_tokens
         result = self._result(status, reason, message)
         self._commit(result, None, step.calls if step else [], events + (step.events if step else []))
         return result
@@ -225,6 +232,11 @@ class Loop:
         except ModelCallError as exc:
             return self._finish(RunStatus.ERROR, StopReason.ERROR, [EventRecord("error", {"message": str(exc), "attempts": exc.attempts})],
                                 message=str(exc), step=step)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            # replies already received were paid for: they are recorded with the interruption
+            self._interrupted = True
+            self._finish(RunStatus.INTERRUPTED, StopReason.INTERRUPTED, [], step=step)
+            raise
         graded, audits = scored
         reward = combine(spec, graded)
         passed = reward >= spec.reward.pass_ - 1e-12

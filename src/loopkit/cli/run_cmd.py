@@ -118,42 +118,25 @@ def resume(
     ledger: LedgerOpt = None,
 ) -> None:
     """Finish an interrupted batch: finished cases are neither run nor paid for again."""
-    import json
-
-    from ..batch import Batch, BatchOptions, spec_of_batch
-    from ..liveness import is_stale
+    from ..api import resume as resume_batch
     from ..ledger import Ledger
     from .progress import batch_progress
 
     store = Ledger(ledger_option(ctx, ledger))
     kind, full = store.resolve(batch_id)
-    if kind != "batch":
-        raise UsageError(f"{batch_id} is a run; resume takes a batch ID")
-    row = store.batch(full)
-    assert row is not None
-    if row["kind"] == "resume":  # an earlier resume's own row: resume the batch it was resuming
-        full = json.loads(row["tags"] or "{}").get("resumes") or full
-        row = store.batch(full) or row
-    if row["status"] == "running" and not is_stale(row):
-        raise UsageError(f"batch {full[:10]} is still running (pid {row['pid']})")
-    if row["kind"] == "ab":  # the A/B runner resumes its own batches (same seed, same order)
+    row = store.batch(full) if kind == "batch" else None
+    if row is not None and row["kind"] == "ab":  # the A/B runner resumes its own batches (same seed, same order)
         from .ab_cmd import resume_ab_batch
 
         resume_ab_batch(store, full, concurrency=concurrency, max_usd=max_usd, retry_errors=retry_errors, as_json=as_json)
-    saved = json.loads(row["options"] or "{}")
-    options = BatchOptions(**{k: v for k, v in saved.items() if k in BatchOptions.__dataclass_fields__})
-    for name, value in (("concurrency", concurrency), ("max_usd", max_usd), ("fail_under", fail_under)):
-        if value is not None:
-            setattr(options, name, value)
-    spec = spec_of_batch(store, row)
     with batch_progress(not as_json) as on_progress:
-        batch = Batch(spec, store, options, argv=sys.argv[1:], on_progress=on_progress)
         try:
-            result = batch.resume(full, retry_errors=retry_errors)
+            result = resume_batch(batch_id, ledger=store, retry_errors=retry_errors, concurrency=concurrency, max_usd=max_usd,
+                                  fail_under=fail_under, argv=sys.argv[1:], on_progress=on_progress)
         except KeyboardInterrupt:
-            err.print(f"interrupted again: `loopkit resume {full[:10]}` continues")
+            err.print(f"interrupted again: `loopkit resume {full[:10]}` continues", markup=False)
             raise typer.Exit(130) from None
-    raise typer.Exit(_report(store, result, as_json=as_json, fail_under=options.fail_under, spec_name=batch.spec.name))
+    raise typer.Exit(_report(store, result, as_json=as_json, fail_under=result.fail_under, spec_name=result.spec_name))
 
 
 @app.command()

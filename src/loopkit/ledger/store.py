@@ -164,8 +164,18 @@ class Ledger:
             }])
         return batch_id
 
-    def reopen_batch(self, batch_id: str) -> None:
+    def claim_batch(self, batch_id: str) -> None:
+        """Mark a batch running under this process, atomically: of two `resume`s at once, one wins and the
+        other is told the batch is running. A batch marked running whose process is gone may be claimed."""
+        from ..liveness import is_stale
+
         with self.write() as conn:
+            row = conn.execute("SELECT * FROM batches WHERE id=?", (batch_id,)).fetchone()
+            if row is None:
+                raise UsageError(f"no batch {batch_id}")
+            if row["status"] == "running" and not is_stale(dict(row)):
+                raise UsageError(f"batch {batch_id[:10]} is still running in another process (pid {row['pid']}); "
+                                 "wait for it, or stop it first")
             conn.execute("UPDATE batches SET status='running', ended_at=NULL, pid=?, host=? WHERE id=?",
                          (os.getpid(), socket.gethostname(), batch_id))
 
@@ -210,13 +220,18 @@ class Ledger:
                 "created_at": c.created_at} for c in calls])
             self._insert(conn, "events", [{"run_id": result.run_id, "kind": e.kind, "detail": scrub(_json(e.detail)),
                                            "created_at": e.created_at} for e in events])
+            # Money and tokens come from the calls, in this same transaction: one truth, whatever the engine counted.
             conn.execute(
                 "UPDATE runs SET status=?, stop_reason=?, success=?, reward=?, iterations=?, best_iteration=?, output=?, "
-                "cost_usd=?, prompt_tokens=?, completion_tokens=?, ended_at=?, message=?, suspect=COALESCE(?, suspect), state=? "
-                "WHERE id=?",
+                "ended_at=?, message=?, suspect=COALESCE(?, suspect), state=?, cost_usd=t.cost, prompt_tokens=t.p, "
+                "completion_tokens=t.c FROM (SELECT COALESCE(SUM(cost_usd), 0) AS cost, COALESCE(SUM(prompt_tokens), 0) AS p, "
+                "COALESCE(SUM(completion_tokens), 0) AS c FROM calls WHERE run_id=?) AS t WHERE id=?",
                 (result.status, result.stop_reason, int(result.success), result.reward, result.iterations, result.best_iteration,
-                 result.output, result.cost_usd, result.prompt_tokens, result.completion_tokens, result.ended_at,
-                 scrub(result.message), result.suspect, result.state.model_dump_json(), result.run_id))
+                 result.output, result.ended_at, scrub(result.message), result.suspect, result.state.model_dump_json(),
+                 result.run_id, result.run_id))
+            if calls and batch_id is not None:
+                conn.execute("UPDATE batches SET cost_usd = COALESCE(cost_usd, 0) + ? WHERE id=?",
+                             (sum(c.cost_usd for c in calls), batch_id))
 
     def _batch_of(self, run_id: str) -> str | None:
         row = self.conn.execute("SELECT batch_id FROM runs WHERE id=?", (run_id,)).fetchone()
@@ -292,6 +307,17 @@ class Ledger:
 
         row = self.one("SELECT state FROM runs WHERE id=?", (run_id,))
         return RunState.model_validate_json(row["state"]) if row and row["state"] else None
+
+    def continuation(self, run_id: str) -> RunState:
+        """Where a run left off, for resume and review: its saved state (or a fresh one if it never finished
+        an iteration), with what it has spent taken from its calls, so paid calls count against its caps."""
+        from ..records import RunState
+
+        state = self.run_state(run_id) or RunState()
+        spent = self.one("SELECT COALESCE(SUM(cost_usd), 0) AS cost, COALESCE(SUM(prompt_tokens), 0) AS p, "
+                         "COALESCE(SUM(completion_tokens), 0) AS c FROM calls WHERE run_id=?", (run_id,)) or {}
+        return state.model_copy(update={"cost_usd": float(spent.get("cost") or 0.0), "prompt_tokens": int(spent.get("p") or 0),
+                                        "completion_tokens": int(spent.get("c") or 0)})
 
     def run_detail(self, run_id: str) -> dict[str, Any]:
         """A run with its iterations (each with checks), events and calls."""
