@@ -222,6 +222,8 @@ def test_table_and_json_carry_intervals_and_p_values_and_show_rerenders_the_same
     for name, t in report_tests(report).items():
         assert 0 <= t["p_value"] <= 1, name
         assert t["ci_low"] is not None and t["ci_high"] is not None and t["ci_low"] <= t["ci_high"], name
+        assert t["interval"] == [t["ci_low"], t["ci_high"]], name
+    assert {"winner", "text"} <= set(report["verdict"]) and isinstance(report["seed"], int)
     for name, d in report["deltas"].items():
         if d["estimate"] is not None:
             assert d["ci_low"] <= d["ci_high"], name
