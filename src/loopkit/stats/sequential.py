@@ -21,6 +21,37 @@ __all__ = ["RewardConfidenceSequence", "SequentialMonitor", "SuccessEValue", "co
 Winner = Literal["A", "B"]
 
 
+class _AnytimeTest:
+    """What both anytime-valid tests share: a sticky winner, and the p-value min(1, 1 / running max of
+    the test's martingale), which is anytime-valid too."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self._max_log = 0.0  # log of the martingale's running max; it starts at 1
+        self._winner: Winner | None = None
+        self.stopped_at: int | None = None  # observation count when the winner was declared
+
+    def _look(self, log_martingale: float, winner: Winner | None) -> Winner | None:
+        """Record this look; a winner, once declared, stays (a later dip cannot undo an announced decision)."""
+        self._max_log = max(self._max_log, log_martingale)
+        if self._winner is None and winner is not None:
+            self._winner, self.stopped_at = winner, self.n
+        return self._winner
+
+    @property
+    def winner(self) -> Winner | None:
+        """'A' or 'B' once the test has crossed, else None."""
+        return self._winner
+
+    @property
+    def crossed(self) -> bool:
+        return self._winner is not None
+
+    @property
+    def p_value(self) -> float:
+        return min(1.0, math.exp(-self._max_log))
+
+
 # --------------------------------------------------------------------------- success
 
 
@@ -90,7 +121,7 @@ def discordant_cs(b: float, c: float, alpha: float, prior: float = 1.0) -> tuple
     return (0.0 if lo <= 1e-12 else lo), (1.0 if hi >= 1 - 1e-12 else hi)
 
 
-class SuccessEValue:
+class SuccessEValue(_AnytimeTest):
     """Anytime-valid monitor for paired pass/fail outcomes; feed it one pair (or one case) at a time.
 
     Only discordant pairs move the e-value. Once it reaches 1/alpha the winner is
@@ -108,14 +139,11 @@ class SuccessEValue:
         check_alpha(alpha)
         if prior <= 0:
             raise ValueError(f"prior must be > 0, got {prior!r}")
+        super().__init__()
         self.alpha = alpha
         self.prior = prior
-        self.n = 0  # all pairs (cases) seen
         self.b = 0.0  # A passed, B failed
         self.c = 0.0  # A failed, B passed
-        self._max_log_e = 0.0  # log E_0 = log 1
-        self._winner: Winner | None = None
-        self.stopped_at: int | None = None  # pair count when the winner was declared
 
     def update(self, a_passed: float, b_passed: float) -> Winner | None:
         """Record one pair (pass = True/1), or one case as pass rates in [0, 1]; return the winner once declared."""
@@ -128,30 +156,12 @@ class SuccessEValue:
         else:
             return self._winner
         log_e = _log_e_value(self.b, self.c, self.prior)
-        self._max_log_e = max(self._max_log_e, log_e)
-        if self._winner is None and log_e >= -math.log(self.alpha):
-            self._winner = "B" if self.c > self.b else "A"
-            self.stopped_at = self.n
-        return self._winner
+        return self._look(log_e, ("B" if self.c > self.b else "A") if log_e >= -math.log(self.alpha) else None)
 
     @property
     def e(self) -> float:
         """The current e-value."""
         return e_value(self.b, self.c, self.prior)
-
-    @property
-    def winner(self) -> Winner | None:
-        """'A' or 'B' once the e-value has crossed 1/alpha, else None."""
-        return self._winner
-
-    @property
-    def crossed(self) -> bool:
-        return self._winner is not None
-
-    @property
-    def p_value(self) -> float:
-        """Anytime-valid p-value: min(1, 1 / max E so far)."""
-        return min(1.0, math.exp(-self._max_log_e))
 
     def result(self) -> TestResult:
         """Report form: statistic is the current E; estimate is success rate B - A."""
@@ -199,7 +209,7 @@ def cs_half_width(n: int, *, alpha: float = 0.05, bound: float = 1.0, target_n: 
     return bound * math.sqrt(2.0 * k / (n * n * rho2) * math.log(math.sqrt(k) / alpha))
 
 
-class RewardConfidenceSequence:
+class RewardConfidenceSequence(_AnytimeTest):
     """Anytime-valid confidence sequence for the mean paired reward difference B - A.
 
     Feed one difference per pair. The interval is the running intersection of the
@@ -211,17 +221,14 @@ class RewardConfidenceSequence:
         check_alpha(alpha)
         if bound <= 0:
             raise ValueError(f"bound must be > 0, got {bound!r}")
+        super().__init__()
         self.alpha = alpha
         self.bound = bound
         self.target_n = target_n
         self._rho2 = cs_rho_for(target_n, alpha) ** 2
-        self.n = 0
         self.total = 0.0
         self.lo = -bound  # the mean of [-B, B] values lies in [-B, B] anyway
         self.hi = bound
-        self._max_log_m0 = 0.0  # log of the running max of the mixture martingale at mu = 0
-        self._winner: Winner | None = None
-        self.stopped_at: int | None = None
 
     def update(self, diff: float) -> Winner | None:
         """Record one difference (B - A) in [-bound, bound]; return the winner once declared."""
@@ -238,12 +245,8 @@ class RewardConfidenceSequence:
             self.lo, self.hi = max(-self.bound, mean - half), min(self.bound, mean + half)
         # log M_n(0) = log sqrt(1/k) + S_n^2 rho^2 / (2 sigma^2 k), k = n rho^2 + 1.
         k = self.n * self._rho2 + 1.0
-        log_m0 = -0.5 * math.log(k) + (self.total**2) * self._rho2 / (2.0 * self.bound**2 * k)
-        self._max_log_m0 = max(self._max_log_m0, log_m0)
-        if self._winner is None and (self.lo > 0.0 or self.hi < 0.0):
-            self._winner = "B" if self.lo > 0.0 else "A"
-            self.stopped_at = self.n
-        return self._winner
+        log_m0 = -0.5 * math.log(k) + (self.total**2) * self._rho2 / (2.0 * self.bound**2 * k)  # the martingale at mu = 0
+        return self._look(log_m0, ("B" if self.lo > 0.0 else "A") if self.lo > 0.0 or self.hi < 0.0 else None)
 
     @property
     def interval(self) -> tuple[float, float]:
@@ -252,19 +255,6 @@ class RewardConfidenceSequence:
     @property
     def mean(self) -> float:
         return self.total / self.n if self.n else 0.0
-
-    @property
-    def winner(self) -> Winner | None:
-        return self._winner
-
-    @property
-    def crossed(self) -> bool:
-        return self._winner is not None
-
-    @property
-    def p_value(self) -> float:
-        """Anytime-valid p-value for mean 0: min(1, 1 / running max of the mixture martingale)."""
-        return min(1.0, math.exp(-self._max_log_m0))
 
     def result(self) -> TestResult:
         return TestResult(
