@@ -117,12 +117,14 @@ class JsonChecker(_CheckerBase):
 class PythonChecker(_CheckerBase):
     type: Literal["python"]
     function: str = Field(pattern=r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
+    timeout: float = Field(default=60, gt=0)  # seconds; the checker's process is killed past it
 
 
 class CommandChecker(_CheckerBase):
     type: Literal["command"]
     run: str
     timeout: float = Field(default=60, gt=0)
+    env: list[str] = Field(default_factory=list)  # secret-named variables to pass through (others are dropped)
 
 
 class JudgeChecker(_CheckerBase):
