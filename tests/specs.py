@@ -20,3 +20,11 @@ def fake_spec(base_url: str, *, name: str = "faults", expected: str = "42", extr
         checkers:
           - {{name: answer, type: equals, expected: "{expected}"}}
         """) + textwrap.dedent(extra)
+
+
+def alias_bomb(levels: int = 9, indent: str = "") -> str:
+    """A "billion laughs": YAML mapping lines, each list aliasing the one before nine times (9**levels values)."""
+    names = "abcdefghijklmnopqrstuvwxyz"[:levels]
+    lines = [f'{indent}a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    lines += [f"{indent}{name}: &{name} [{','.join([f'*{prev}'] * 9)}]" for prev, name in zip(names, names[1:])]
+    return "\n".join(lines) + "\n"

@@ -15,6 +15,7 @@ import pytest
 
 from loopkit.errors import InputError
 from loopkit.inputs import Case, Inputs
+from specs import alias_bomb
 
 
 def write(tmp_path: Path, name: str, content: str | bytes) -> Path:
@@ -214,3 +215,99 @@ def test_cases_are_streamed_not_loaded_into_a_list(tmp_path, name):
     assert peak < 1_000_000, f"peak {peak:,} bytes for the first 1,000 of {rows:,} cases"
     assert first[0] == "c0" and first[-1] == "c999"
     assert 1000 + sum(1 for _ in cases_) == rows
+
+
+# --- what a case may hold: nesting, aliases, text, ids --------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "content", "where"), [
+    ("cases.jsonl", '{"id": "ok"}\n{"id": "deep", "x": DEEP}\n', ":2: "),  # the line of the case
+    ("cases.yaml", "- id: ok\n- id: deep\n  x: DEEP\n", ":3:"),  # the line where the 65th level opens
+])
+def test_nesting_10000_deep_is_an_input_error_not_a_recursion_error(tmp_path, name, content, where):
+    path = write(tmp_path, name, content.replace("DEEP", "[" * 10_000 + "]" * 10_000))
+    message = broken(path)
+    assert message.startswith(f"{path}{where}") and message.endswith("nested deeper than 64 levels of mappings and lists"
+                                                                     if name.endswith(".yaml") else
+                                                                     "nested deeper than 64 levels of objects and lists")
+
+
+def test_a_case_nested_64_levels_is_read_and_65_is_refused(tmp_path):
+    ok = write(tmp_path, "ok.jsonl", '{"x": ' + "[" * 63 + "]" * 63 + "}\n")  # the case is level 1
+    assert len(cases(ok)) == 1
+    deep = write(tmp_path, "deep.jsonl", '{"x": ' + "[" * 64 + "]" * 64 + "}\n")
+    assert broken(deep) == f"{deep}:1: the field `x.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0." \
+                           "0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0` is nested deeper than 64 levels of " \
+                           "objects and lists"
+
+
+def test_an_alias_bomb_in_a_yaml_inputs_file_is_refused_before_any_case(tmp_path):
+    # shared, the 9**9 values cost nothing to read; they would when each case went to a template and the ledger
+    path = write(tmp_path, "cases.yaml", "- id: laughs\n" + alias_bomb(9, indent="  "))
+    assert broken(path) == (f"{path}:7: aliases expand to more than 100,000 values (an alias bomb?); "
+                            "write the values out or use fewer aliases")
+
+
+def test_a_control_character_in_a_yaml_inputs_file_names_its_line(tmp_path):
+    path = write(tmp_path, "cases.yaml", "- {x: 1}\n- {x: \x01}\n")
+    assert broken(path) == f"{path}:2: bad YAML: the control character U+0001 is not allowed"
+
+
+def test_a_lone_surrogate_in_a_json_line_is_refused_with_its_line_and_field(tmp_path):
+    path = write(tmp_path, "cases.jsonl", '{"id": "a", "q": "fine"}\n\n{"id": "b", "q": {"text": ["ok", "x\\ud800y"]}}\n')
+    assert broken(path) == (f"{path}:3: the field `q.text.1` holds a lone UTF-16 surrogate U+D800 (written \\ud800), "
+                            "which is not a character; write the text it stands for")
+
+
+def test_a_surrogate_pair_is_one_character_and_is_read(tmp_path):
+    path = write(tmp_path, "cases.jsonl", '{"q": "\\ud83d\\ude00"}\n')
+    assert cases(path) == [Case("1", {"q": "\U0001F600"})]
+
+
+@pytest.mark.parametrize(("name", "content", "line"), [
+    ("cases.yaml", '- {x: 1}\n- {x: "\\udfff"}\n', 2),
+    ("cases.jsonl", '{"\\udfff": 1}\n', 1),
+])
+def test_a_lone_surrogate_in_a_yaml_value_or_a_field_name_is_refused(tmp_path, name, content, line):
+    path = write(tmp_path, name, content)
+    assert broken(path).startswith(f"{path}:{line}: ") and "lone UTF-16 surrogate" in broken(path)
+
+
+def test_an_inline_case_with_a_lone_surrogate_is_refused():
+    assert broken([{"q": "\ud800"}]).startswith("inputs (item 1): the field `q` holds a lone UTF-16 surrogate U+D800")
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("cases.jsonl", '{"id": "a"}\n{"id": "b"}\n\n{"id": "x"}\n{"id": "y"}\n\n{"id": "a"}\n', ":7: duplicate case id 'a' (first at line 1)"),
+    ("cases.csv", "id,x\nb,1\na,2\nb,3\n", ":4: duplicate case id 'b' (first at line 2)"),
+    ("cases.yaml", "- {id: a}\n- id: b\n- id: a\n", ":3: duplicate case id 'a' (first at line 1)"),
+    ("cases.jsonl", '{"id": 1}\n{"id": "1"}\n', ":2: duplicate case id '1' (first at line 1)"),  # ids are text
+    ("cases.jsonl", '{"id": "2"}\n{"x": 1}\n', ":2: duplicate case id '2' (first at line 1); "
+                                              "a case without `id` takes its position as its id"),
+])
+def test_a_duplicate_case_id_names_both_lines(tmp_path, name, content, message):
+    path = write(tmp_path, name, content)
+    assert broken(path) == f"{path}{message}"
+
+
+def test_a_duplicate_id_in_inline_inputs_names_both_items():
+    assert broken([{"id": "a"}, {"id": "b"}, {"id": "a"}]) == "inputs (item 3): duplicate case id 'a' (first at item 1)"
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+@pytest.mark.parametrize(("content", "message"), [
+    ('{"id": "a", "q": "x"}\n{"id": "b", "q": "y"}\n{"id": "a", "q": "z"}\n', "cases.jsonl:3: duplicate case id 'a' (first at line 1)"),
+    ('{"id": "a", "q": "x"}\n{"id": "b", "q": "\\ud800"}\n', "cases.jsonl:2: the field `q` holds a lone UTF-16 surrogate"),
+])
+def test_check_and_run_refuse_broken_cases_with_exit_2_before_any_run(cli, write_spec, command, content, message):
+    spec = write_spec("""
+        model: {id: loopkit/scripted, replies: ["{{ case.q }}"]}
+        task: {prompt: "{{ case.q }}"}
+        inputs: cases.jsonl
+        """, cases__jsonl=content)
+    done = cli(command, str(spec))
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"{spec.parent}/{message}" in errors[0] and "Traceback" not in done.stderr
+    listed = cli("runs", "--json")  # no ledger at all, or one without runs
+    assert "no ledger here yet" in listed.stderr if listed.returncode else json.loads(listed.stdout) == []

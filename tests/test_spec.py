@@ -23,6 +23,7 @@ from loopkit.spec import (
     load_spec,
     parse_spec,
 )
+from specs import alias_bomb
 
 SCRIPTED = "model: {id: loopkit/scripted, replies: [x]}\n"
 
@@ -551,6 +552,43 @@ def test_a_spec_file_that_is_not_utf8_names_the_line_and_column_of_the_bad_byte(
 def test_a_missing_spec_file_is_a_spec_error_not_a_traceback(tmp_path):
     with pytest.raises(SpecError, match="no such spec file"):
         load_spec(tmp_path / "nope.yaml")
+
+
+def test_an_alias_bomb_is_refused_at_the_alias_that_passes_the_limit(write_spec):
+    # 342 bytes that expand to 9**9 values: walking them took 51 s and a gigabyte before the limit
+    problem = only_problem(write_spec, SCRIPTED + "task: {prompt: go}\nparams:\n" + alias_bomb(9, indent="  "))
+    assert problem == ("9:10: (yaml): aliases expand to more than 100,000 values (an alias bomb?); "
+                       "write the values out or use fewer aliases")
+
+
+def test_aliases_that_expand_within_the_limit_are_read_as_written(write_spec):
+    spec = load_spec(write_spec(SCRIPTED + "task: {prompt: go}\nparams:\n" + alias_bomb(5, indent="  ")))
+    assert len(spec.params["e"]) == 9 and spec.params["e"][8][8][8][8] == ["lol"] * 9  # 9**5 values, under the limit
+
+
+def test_a_merge_key_may_be_overridden_without_a_duplicate_key_error(write_spec):
+    shared = load_spec(write_spec(SCRIPTED + "task: {prompt: go}\ncheckers:\n"
+                                  "  - &first {name: one, type: contains, weight: 2, expected: a}\n"
+                                  "  - {<<: *first, name: two, expected: b}\n"))
+    assert [(c.name, c.weight) for c in shared.checkers] == [("one", 2), ("two", 2)]
+
+
+@pytest.mark.parametrize(("depth", "ok"), [(64, True), (65, False), (10_000, False)])
+def test_nesting_deeper_than_64_levels_is_refused_where_it_passes_the_limit(write_spec, depth, ok):
+    # the top-level mapping is level 1 and `params:` level 2; 10,000 levels used to end in a RecursionError
+    text = SCRIPTED + "task: {prompt: go}\nparams: {x: " + "[" * (depth - 2) + "]" * (depth - 2) + "}\n"
+    if ok:
+        value, levels = load_spec(write_spec(text)).params["x"], 3  # `x:` is level 3
+        while value:
+            value, levels = value[0], levels + 1
+        assert levels == depth
+    else:
+        assert only_problem(write_spec, text) == "3:75: (yaml): nested deeper than 64 levels of mappings and lists"
+
+
+def test_an_alias_inside_its_own_anchor_is_refused(write_spec):
+    assert only_problem(write_spec, SCRIPTED + "task: {prompt: go}\nparams: {x: &loop [1, *loop]}\n") == (
+        "3:23: (yaml): the alias *loop is inside its own anchor (a recursive structure); loopkit reads only trees")
 
 
 # --- all at once -----------------------------------------------------------------------------------

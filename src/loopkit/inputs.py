@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import yaml
 
 from .errors import InputError
+from .spec.safe_yaml import MAX_DEPTH, LimitedLoader, YamlLimitError, reader_problem
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -28,13 +30,48 @@ class Case:
     data: dict[str, Any]
 
 
+# Each reader yields (line number, or item number for an inline list; the row's data).
+Rows = Iterator[tuple[int, Any]]
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
 def _kind(value: Any) -> str:
     return "nothing" if value is None else type(value).__name__
+
+
+def _data_problem(data: dict[str, Any]) -> str | None:
+    """Why a case's data cannot be used: nested too deep, or text that is not characters.
+
+    A lone UTF-16 surrogate (JSON's "\\ud800") is no character: it cannot be encoded to go to a
+    model, into the ledger or onto a terminal, so it is refused here rather than mid-run.
+    """
+    def field(path: tuple[Any, ...]) -> str:
+        return ".".join(map(str, path)) or "(the case)"
+
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(data, ())]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, str) and (bad := _SURROGATE.search(value)):
+            code = ord(bad.group())
+            return (f"the field `{field(path)}` holds a lone UTF-16 surrogate U+{code:04X} (written \\u{code:04x}), "
+                    "which is not a character; write the text it stands for")
+        if isinstance(value, (dict, list)):
+            if len(path) >= MAX_DEPTH:
+                return f"the field `{field(path)}` is nested deeper than {MAX_DEPTH} levels of objects and lists"
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if isinstance(key, str) and _SURROGATE.search(key):
+                    return f"a field name in `{field(path)}` holds a lone UTF-16 surrogate, which is not a character"
+                stack.append((item, path + (key,)))
+    return None
 
 
 def _case(data: Any, index: int, where: str) -> Case:
     if not isinstance(data, dict):
         raise InputError(f"found {_kind(data)}, expected an object (a mapping of fields)", location=where)
+    problem = _data_problem(data)
+    if problem:
+        raise InputError(problem, location=where)
     given = data.get("id")
     return Case(id=str(index if given is None or given == "" else given), data=data)
 
@@ -58,8 +95,7 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
                                  "save the file as UTF-8", location=f"{path}:{lineno}") from None
 
 
-def _jsonl(path: Path) -> Iterator[Case]:
-    index = 0
+def _jsonl(path: Path) -> Rows:
     for lineno, line in _lines(path):
         if not line.strip():
             continue
@@ -67,14 +103,15 @@ def _jsonl(path: Path) -> Iterator[Case]:
             data = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InputError(f"bad JSON: {exc.msg} (column {exc.colno})", location=f"{path}:{lineno}") from None
-        index += 1
-        yield _case(data, index, f"{path}:{lineno}")
+        except RecursionError:
+            raise InputError(f"nested deeper than {MAX_DEPTH} levels of objects and lists",
+                             location=f"{path}:{lineno}") from None
+        yield lineno, data
 
 
-def _csv(path: Path) -> Iterator[Case]:
+def _csv(path: Path) -> Rows:
     lines = (text for _, text in _lines(path))
     reader = csv.DictReader(lines, strict=True)
-    index = 0
     try:
         for row in reader:
             lineno = reader.line_num
@@ -85,29 +122,33 @@ def _csv(path: Path) -> Iterator[Case]:
             if missing:
                 raise InputError(f"missing column(s) {', '.join(missing)}: found {len(row) - len(missing)} values, "
                                  f"expected {len(row)} (the header's columns)", location=f"{path}:{lineno}")
-            index += 1
-            yield _case(dict(row), index, f"{path}:{lineno}")
+            yield lineno, dict(row)
     except csv.Error as exc:
         raise InputError(f"bad CSV: {exc}", location=f"{path}:{reader.reader.line_num}") from None
 
 
-def _yaml(path: Path) -> Iterator[Case]:
+def _yaml(path: Path) -> Rows:
     # YAML cannot be streamed item by item; a YAML inputs file is read whole (use .jsonl for big sets).
     text = "".join(line for _, line in _lines(path))
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = LimitedLoader(text)
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise InputError(f"bad YAML: {reader_problem(exc)}", location=f"{path}:{line}") from None
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise InputError(f"bad YAML: {getattr(exc, 'problem', None) or exc}", location=where) from None
+        what = "" if isinstance(exc, YamlLimitError) else "bad YAML: "
+        raise InputError(f"{what}{getattr(exc, 'problem', None) or exc}", location=where) from None
     finally:
         loader.dispose()
     if not isinstance(data, list):
         raise InputError(f"found {_kind(data)}, expected a YAML list of cases", location=str(path))
-    for i, (item, item_node) in enumerate(zip(data, node.value), start=1):
-        yield _case(item, i, f"{path}:{item_node.start_mark.line + 1}")
+    for item, item_node in zip(data, node.value):
+        yield item_node.start_mark.line + 1, item
 
 
 _READERS = {".jsonl": _jsonl, ".ndjson": _jsonl, ".csv": _csv, ".yaml": _yaml, ".yml": _yaml}
@@ -136,9 +177,23 @@ class Inputs:
 
     def __iter__(self) -> Iterator[Case]:
         if self._inline is not None:
-            return (_case(item, i, f"inputs (item {i})") for i, item in enumerate(self._inline, start=1))
-        assert self._path is not None
-        return _READERS[self._path.suffix.lower()](self._path)
+            return self._cases(enumerate(self._inline, start=1), "item", lambda i: f"inputs (item {i})")
+        path = self._path
+        assert path is not None
+        return self._cases(_READERS[path.suffix.lower()](path), "line", lambda line: f"{path}:{line}")
+
+    @staticmethod
+    def _cases(rows: Rows, unit: str, where: Callable[[int], str]) -> Iterator[Case]:
+        """Cases in order; ids must be unique, since the ledger, resume and diffs find a case by its id."""
+        first_at: dict[str, int] = {}
+        for index, (at, data) in enumerate(rows, start=1):
+            case = _case(data, index, where(at))
+            if case.id in first_at:
+                unnamed = "" if case.data.get("id") not in (None, "") else "; a case without `id` takes its position as its id"
+                raise InputError(f"duplicate case id {case.id!r} (first at {unit} {first_at[case.id]}){unnamed}",
+                                 location=where(at))
+            first_at[case.id] = at
+            yield case
 
     def validate(self) -> int:
         """Read every case once, raising InputError at the first broken one; returns the count."""

@@ -12,6 +12,7 @@ from ..errors import SpecError
 from .lint import semantic_problems
 from .messages import NOT_FROM_YAML, allowed_keys, describe, pydantic_problems
 from .positions import Located, Problems
+from .safe_yaml import LimitedLoader, YamlLimitError, reader_problem
 from .schema import LoopSpec
 
 def _position_of_offset(text: str, offset: int) -> tuple[int, int]:
@@ -21,19 +22,19 @@ def _position_of_offset(text: str, offset: int) -> tuple[int, int]:
 
 def _compose(text: str, file: str) -> tuple[Any, Located]:
     try:
-        loader = yaml.SafeLoader(text)  # the reader already rejects control characters here
+        loader = LimitedLoader(text)  # the reader already rejects control characters here
     except yaml.reader.ReaderError as exc:
         line, col = _position_of_offset(text, exc.position)
-        code = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "\0")
-        raise SpecError([f"{file}:{line}:{col}: (yaml): not valid YAML: the control character U+{code:04X} is not allowed"]) from None
+        raise SpecError([f"{file}:{line}:{col}: (yaml): not valid YAML: {reader_problem(exc)}"]) from None
     try:
         node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-        return data, Located(node, loader)
+        where = Located(node, loader)  # first: constructing flattens merge keys (<<) into the mappings in place
+        return (loader.construct_document(node) if node is not None else None), where
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         pos = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise SpecError([f"{file}:{pos[0]}:{pos[1]}: (yaml): not valid YAML: {getattr(exc, 'problem', None) or exc}"]) from None
+        what = "" if isinstance(exc, YamlLimitError) else "not valid YAML: "
+        raise SpecError([f"{file}:{pos[0]}:{pos[1]}: (yaml): {what}{getattr(exc, 'problem', None) or exc}"]) from None
     finally:
         loader.dispose()
 

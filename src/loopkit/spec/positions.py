@@ -8,6 +8,7 @@ import yaml
 
 Position = tuple[int, int]
 Path_ = tuple[Any, ...]
+MERGE = "tag:yaml.org,2002:merge"  # `<<: *anchor`, which PyYAML cannot construct on its own
 
 
 class Located:
@@ -18,16 +19,19 @@ class Located:
         self.keys: dict[Path_, yaml.Node] = {}
         self.duplicates: list[tuple[Path_, yaml.Node, yaml.Node]] = []
         if root is not None:
-            self._walk(root, (), loader, set())
+            self._walk(root, (), loader)
 
-    def _walk(self, node: yaml.Node, path: Path_, loader: yaml.SafeLoader, stack: set[int]) -> None:
+    def _walk(self, node: yaml.Node, path: Path_, loader: yaml.SafeLoader) -> None:
+        """Depth-first; the loader has refused recursive aliases and nesting deeper than Python's stack."""
         self.values[path] = node
-        if id(node) in stack:  # a recursive alias (&a [*a]): nothing more to locate
-            return
-        stack = stack | {id(node)}
         if isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
-                key = loader.construct_object(key_node, deep=True) if isinstance(key_node, yaml.ScalarNode) else key_node.value
+                if key_node.tag == MERGE:
+                    key: Any = "<<"
+                elif isinstance(key_node, yaml.ScalarNode):
+                    key = loader.construct_object(key_node, deep=True)
+                else:
+                    key = key_node.value
                 try:
                     first = self.keys.get(path + (key,))
                 except TypeError:  # an unhashable key; the YAML constructor reports it
@@ -35,10 +39,10 @@ class Located:
                 if first is not None and key != "<<":
                     self.duplicates.append((path + (key,), key_node, first))
                 self.keys[path + (key,)] = key_node
-                self._walk(value_node, path + (key,), loader, stack)
+                self._walk(value_node, path + (key,), loader)
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
-                self._walk(item, path + (i,), loader, stack)
+                self._walk(item, path + (i,), loader)
 
     @staticmethod
     def position(node: yaml.Node) -> Position:
