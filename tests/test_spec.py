@@ -521,6 +521,49 @@ def test_a_token_budget_needs_max_tokens_but_no_price(write_spec):
         "1:8: model: a budget is set, so openai/my-local-model needs `max_tokens`")
 
 
+# --- keys -------------------------------------------------------------------------------------------
+
+USE_ENV = ("; a spec is shared and committed, so keep keys out of it: put the key in an environment variable "
+           "and name the variable with `api_key_env: VAR` in the model mapping")
+
+
+def test_a_literal_api_key_in_params_is_refused_at_its_value_without_printing_it(write_spec):
+    found = problems(write_spec, """\
+        model:
+          id: openai/gpt-4o-mini
+          params: {api_key: hunter2-local, extra_headers: {Authorization: "Bearer sk-proj-abcdefghijklmnop1234"}}
+        params: {temperature: 0, api_key: sk-abcdefghijklmnopqrstuv}
+        task: {prompt: go}
+        escalate:
+          - when: {iterations: 1}
+            model: {id: gpt-4o, api_base: "https://example.test/v1?key=AIzaSyA1234567890abcdefghijklmnopqrstu"}
+        """)
+    assert found == [
+        f"3:21: model.params.api_key: found a literal key in `api_key`{USE_ENV}",
+        f"3:67: model.params.extra_headers.Authorization: found what looks like an API key{USE_ENV}",
+        f"4:35: params.api_key: found a literal key in `api_key`{USE_ENV}",
+        f"8:35: escalate.0.model.api_base: found what looks like an API key{USE_ENV}",
+    ]
+    assert not any(secret in "".join(found) for secret in ("hunter2", "sk-", "AIza"))
+
+
+def test_a_key_written_on_the_model_mapping_itself_is_refused_too(write_spec):
+    assert problems(write_spec, "model: {id: gpt-4o, api_key: sk-abcdefghijklmnopqrstuv}\ntask: {prompt: go}\n") == [
+        "1:21: model.api_key: unknown key; did you mean `api_key_env`? (expected one of: id, api_base, api_key_env, "
+        "price, params, replies, name)",
+        f"1:30: model.api_key: found a literal key in `api_key`{USE_ENV}",
+    ]
+
+
+def test_the_name_of_a_key_variable_and_token_limits_are_not_keys(write_spec):
+    spec = load_spec(write_spec("""\
+        model: {id: openai/m, api_base: "http://127.0.0.1:8000/v1", api_key_env: MY_API_KEY, params: {max_tokens: 9}}
+        params: {max_completion_tokens: 10, top_k: 3, user: sk-short}
+        task: {prompt: go}
+        """))
+    assert spec.model.api_key_env == "MY_API_KEY" and spec.params["user"] == "sk-short"
+
+
 # --- text that is not a spec --------------------------------------------------------------------
 
 

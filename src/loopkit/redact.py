@@ -46,6 +46,11 @@ def is_secret_name(name: str) -> bool:
     return any(part in _SECRET_NAME_PARTS for part in name.upper().split("_"))
 
 
+def looks_like_key(text: str) -> bool:
+    """True when `text` holds a token shaped like a provider key (`sk-...`, `AIza...`, ...)."""
+    return _KEY_PATTERN.search(text) is not None
+
+
 def register_secret(value: str | None) -> None:
     """Remember a secret (e.g. the key a spec's `api_key_env` names) so every later `scrub` hides it."""
     if value and len(value) >= _MIN_SECRET_LENGTH:

@@ -98,6 +98,7 @@ def semantic_problems(data: dict[str, Any], base_dir: Path, where: Located, sour
         elif not file.is_file():
             out.add(where.value_at(("inputs",)), ("inputs",), f"found {inputs!r}, but {file} does not exist")
     _budget_problems(data, checkers, where, out)
+    _key_problems(data, checkers, where, out)
 
 
 _FUNCTION = re.compile(r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
@@ -183,3 +184,29 @@ def _budget_problems(data: dict[str, Any], checkers: list[tuple[int, dict[str, A
         if budget.needs_prices and known_price(model) is None:
             out.add(pos, path, f"a budget is set but the price of {model.id} is unknown; add "
                     "`price: {input_per_mtok: ..., output_per_mtok: ...}` to its mapping")
+
+
+_USE_ENV = ("; a spec is shared and committed, so keep keys out of it: put the key in an environment variable "
+            "and name the variable with `api_key_env: VAR` in the model mapping")
+
+
+def _strings(value: Any, path: Path_) -> list[tuple[Path_, str]]:
+    """Every string in a nested value, with its path."""
+    if isinstance(value, str):
+        return [(path, value)]
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    return [found for key, item in items for found in _strings(item, path + (key,))]
+
+
+def _key_problems(data: dict[str, Any], checkers: list[tuple[int, dict[str, Any]]], where: Located, out: Problems) -> None:
+    """A literal API key in `params:` or a model mapping: named like one (`api_key: ...`) or shaped like one."""
+    from ..redact import is_secret_name, looks_like_key
+
+    places = [(("params",), data.get("params"))] + [(path, m) for path, m in _model_mappings(data, checkers) if isinstance(m, dict)]
+    for base, value in places:
+        for path, text in _strings(value, base):
+            name = path[-1] if isinstance(path[-1], str) else ""
+            if text and path[-1] != "api_key_env" and is_secret_name(name.replace("-", "_")):
+                out.add(where.value_at(path), path, f"found a literal key in `{name}`{_USE_ENV}")
+            elif looks_like_key(text):
+                out.add(where.value_at(path), path, f"found what looks like an API key{_USE_ENV}")
