@@ -301,6 +301,15 @@ def test_internal_fields_cannot_be_set_from_yaml(write_spec):
     assert found.startswith("3:1: source: unknown key")
 
 
+def test_python_field_names_are_not_spec_keys(write_spec):
+    assert problems(write_spec, SCRIPTED + "task: {prompt: go}\nreward: {pass_: 0.5}\n"
+                    "checkers: [{name: j, type: json, json_schema: {}}]\n") == [
+        "3:10: reward.pass_: unknown key; did you mean `pass`? (expected one of: combine, pass)",
+        "4:34: checkers.0.json_schema: unknown key; did you mean `schema`? (expected one of: name, weight, required, "
+        "audit, type, schema)",
+    ]
+
+
 def test_a_duplicate_key_is_refused_because_yaml_would_silently_drop_the_first(write_spec):
     assert only_problem(write_spec, SCRIPTED + "task: {prompt: go}\nstop: {max_iterations: 2}\nstop: {plateau: 1}\n") == (
         "4:1: stop: duplicate key (first at line 3); YAML silently keeps only the last, so remove one")

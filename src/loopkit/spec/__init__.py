@@ -31,6 +31,7 @@ from .schema import (
     Stop,
     Task,
     When,
+    json_schema,
 )
 
 __all__ = [
@@ -60,6 +61,7 @@ __all__ = [
     "Stop",
     "Task",
     "When",
+    "json_schema",
     "load_spec",
     "parse_spec",
 ]

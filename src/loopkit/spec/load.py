@@ -10,10 +10,10 @@ from pydantic import ValidationError
 
 from ..errors import SpecError
 from .lint import semantic_problems
-from .messages import NOT_FROM_YAML, allowed_keys, describe, pydantic_problems
+from .messages import allowed_keys, describe, pydantic_problems
 from .positions import Located, Problems
 from .safe_yaml import LimitedLoader, YamlLimitError, reader_problem
-from .schema import LoopSpec
+from .schema import NOT_FROM_YAML, LoopSpec
 
 def _position_of_offset(text: str, offset: int) -> tuple[int, int]:
     before = text[:offset]
@@ -59,7 +59,8 @@ def parse_spec(text: str, *, path: Path | None = None, display: str | None = Non
     data.setdefault("name", path.stem if path else "spec")
     spec: LoopSpec | None = None
     try:
-        spec = LoopSpec.model_validate({**data, "path": path, "source": text})
+        # YAML keys only (`pass`, not the Python name `pass_`), as `loopkit schema` says
+        spec = LoopSpec.model_validate({**data, "path": path, "source": text}, by_name=False)
     except ValidationError as err:
         pydantic_problems(err, data, where, out)
     base_dir = path.parent if path else Path.cwd()

@@ -10,10 +10,9 @@ from typing import Annotated, Any, Union
 from pydantic import BaseModel, ValidationError
 
 from .positions import Located, Path_, Problems
-from .schema import CHECKER_TYPES, LoopSpec
+from .schema import CHECKER_TYPES, NOT_FROM_YAML, LoopSpec
 
 _FIELD_ALIASES = {"pass_": "pass", "json_schema": "schema"}
-NOT_FROM_YAML = ("path", "source")
 
 
 def allowed_keys(model: type[BaseModel]) -> list[str]:

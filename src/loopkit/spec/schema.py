@@ -71,7 +71,7 @@ def _model_from_string(value: Any) -> Any:
 
 
 # A model may be written as a plain litellm string or as a mapping.
-ModelSpec = Annotated[ModelRef, BeforeValidator(_model_from_string)]
+ModelSpec = Annotated[ModelRef, BeforeValidator(_model_from_string, json_schema_input_type=Union[str, ModelRef])]
 
 
 class Task(_Strict):
@@ -215,7 +215,7 @@ class LoopSpec(_Strict):
     escalate: list[Escalation] = Field(default_factory=list)
     budget: Budget = Field(default_factory=Budget)
 
-    # Not from YAML: where the spec came from, for relative paths and the ledger.
+    # Not from YAML (NOT_FROM_YAML): where the spec came from, for relative paths and the ledger.
     path: Path | None = Field(default=None, exclude=True)
     source: str = Field(default="", exclude=True)
 
@@ -247,3 +247,18 @@ class LoopSpec(_Strict):
         """The same spec on another worker model (`loopkit run --model`)."""
         ref = ModelRef(id=model) if isinstance(model, str) else model
         return self.model_copy(update={"model": ref})
+
+
+NOT_FROM_YAML = ("path", "source")
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of a spec file as written: YAML keys (`pass`, `schema`), no internal fields.
+
+    Generated from the models, so it cannot drift from what `load_spec` accepts; checks that need
+    more than one key (a budget needs `max_tokens`, `failed:` names a checker) are `loopkit check`'s.
+    """
+    schema = LoopSpec.model_json_schema(by_alias=True)
+    for name in NOT_FROM_YAML:
+        del schema["properties"][name]
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema, "title": "loopkit loop spec"}
