@@ -37,3 +37,17 @@ def test_each_ready_made_loop_runs_offline_and_passes(cli, spec):
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["passed"] == report["total"] > 0
+
+
+def test_the_readme_spec_runs_offline_as_the_readme_says(cli, tmp_path):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## A loop spec"):]
+    spec = tmp_path / "double.yaml"
+    spec.write_text(section[section.index("```yaml\n") + 8:section.index("\n```", section.index("```yaml\n"))] + "\n")
+    done = cli("run", str(spec), "--json")
+    assert done.returncode == 0, done.stderr
+    runs = {r["case_id"]: r for r in json.loads(done.stdout)["runs"]}
+    assert {c: (r["status"], r["iterations"]) for c, r in runs.items()} == {"a": ("passed", 2), "b": ("passed", 3)}
+    b = json.loads(cli("show", runs["b"]["id"], "--json").stdout)
+    assert [i["model"] for i in b["iterations"]] == ["cheap", "cheap", "strong"]  # the escalation, as described
+    assert {c["role"] for c in b["calls"]} == {"worker", "judge"}

@@ -36,6 +36,13 @@ def test_every_shipped_spec_loads_and_validates_against_the_schema(path):
     assert errors(yaml.safe_load(path.read_text(encoding="utf-8"))) == []
 
 
+def test_the_complete_example_of_the_format_reference_validates():
+    text = (ROOT / "docs" / "spec.md").read_text(encoding="utf-8")
+    example = text[text.index("```yaml\n", text.index("## A complete example")) + 8:]
+    data = yaml.safe_load(example[:example.index("\n```")])
+    assert errors(data) == [] and {"checkers", "escalate", "budget", "reward", "stop"} <= set(data)
+
+
 def test_the_shipped_specs_were_found():
     assert len(SHIPPED) >= 7 and ROOT / "examples" / "taxes" / "taxes.yaml" in SHIPPED
 
