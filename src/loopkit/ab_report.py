@@ -198,11 +198,12 @@ def _sequential_tests(monitor: stats.SequentialMonitor) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the report
 
 
-def ab_report(ledger: Ledger, batch_id: str) -> dict[str, Any]:
+def ab_report(ledger: Ledger, batch_id: str, *, with_path: bool = False) -> dict[str, Any]:
     """The A/B report of an `ab` batch, recomputed from its runs (the same live and from `--show`).
 
     Cases reach the sequential tests as the live test fed them: in the batch's seeded scheduling
-    order, each once all its runs and every earlier case's runs have finished.
+    order, each once all its runs and every earlier case's runs have finished. `with_path` adds
+    `path`: the anytime-valid tests after each case (what `loopkit report` draws).
     """
     batch = ledger.batch(batch_id)
     if batch is None:
@@ -224,8 +225,11 @@ def ab_report(ledger: Ledger, batch_id: str) -> dict[str, Any]:
     n = len(cases)
     cases_available = int(options.get("cases_available") or n)
     monitor = stats.SequentialMonitor(alpha=alpha, target_n=max(1, cases_available))
+    path = []
     for rows in cases:
         monitor.update(*case_summary((r["variant"], r["ok"], r["reward"]) for r in rows))
+        path.append({"cases": monitor.n, "e_value": monitor.success.e, "reward_mean": monitor.reward.mean,
+                     "reward_low": monitor.reward.lo, "reward_high": monitor.reward.hi})
 
     included = [r for rows in cases for r in rows]
     variants = {v: {"spec": names[v], "spec_hash": batch["spec_hash" if v == "A" else "spec_hash_b"],
@@ -270,6 +274,7 @@ def ab_report(ledger: Ledger, batch_id: str) -> dict[str, Any]:
                             stopped_early=stopped_early),
         "exit_code": int(exit_code(budget_refused=status == "budget", errors=bool(errors), gate_failed=False)),
         "notes": _notes(variants, len(runs) - len(included), seed=seed, repeat=repeat, failures=failures),
+        **({"path": path} if with_path else {}),
     })
 
 

@@ -10,6 +10,7 @@ import typer
 
 from ..errors import SpecError, UsageError
 from .app import JsonOpt, LedgerOpt, app, err, ledger_option, print_json
+from .report_cmd import report_option
 
 
 def _print(report: dict[str, Any], *, as_json: bool) -> None:
@@ -86,6 +87,7 @@ def ab(
     max_retries: Annotated[int, typer.Option("--max-retries", min=1, help="Attempts per model call (rate limits, 5xx, timeouts).")] = 6,
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Label the batch: key=value (repeatable).")] = None,
     show: Annotated[Optional[str], typer.Option("--show", metavar="ID", help="Re-render a stored ab batch instead of running one.")] = None,
+    html: Annotated[Optional[Path], typer.Option("--report", help="Write the test's HTML report (one self-contained file) here.")] = None,
     as_json: JsonOpt = False,
     ledger: LedgerOpt = None,
 ) -> None:
@@ -126,4 +128,5 @@ def ab(
             err.print(f"interrupted: ab batch {test.batch_id[:10]} saved; `loopkit resume {test.batch_id[:10]}` continues it, "
                       f"`loopkit ab --show {test.batch_id[:10]}` shows the cases that finished", markup=False)
             raise typer.Exit(130) from None
+    report_option(store, html, test.batch_id)
     _finish(report, as_json=as_json)

@@ -11,6 +11,7 @@ import typer
 from ..errors import LoopkitError, SpecError, UsageError
 from .app import JsonOpt, LedgerOpt, app, err, ledger_option, money, out, print_json
 from .render import public_run, runs_table
+from .report_cmd import report_option
 
 SUMMARY_ROWS = 50
 
@@ -66,6 +67,7 @@ def run(
     max_usd: Annotated[Optional[float], typer.Option("--max-usd", min=0, help="Batch budget in USD (with the spec's total_usd, the lower wins).")] = None,
     fail_under: Annotated[Optional[float], typer.Option("--fail-under", min=0, max=1, help="Exit 1 when the pass rate is under this fraction.")] = None,
     junit: Annotated[Optional[Path], typer.Option("--junit", help="Write a JUnit XML report here.")] = None,
+    html: Annotated[Optional[Path], typer.Option("--report", help="Write the batch's HTML report (one self-contained file) here.")] = None,
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Label the batch: key=value (repeatable).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the response cache.")] = False,
     replay: Annotated[Optional[str], typer.Option("--replay", help="Answer every call from this batch's recorded responses.")] = None,
@@ -95,6 +97,7 @@ def run(
             err.print(f"interrupted: batch {batch.batch_id[:10]} saved; finish it with `loopkit resume {batch.batch_id[:10]}`")
             raise typer.Exit(130) from None
     _ci_outputs(store, result, junit=junit, spec_name=batch.spec.name)  # first: a failure here is the exit code
+    report_option(store, html, result.batch_id)
     raise typer.Exit(_report(store, result, as_json=as_json, fail_under=fail_under, spec_name=batch.spec.name))
 
 
