@@ -46,8 +46,9 @@ def test_a_user_checker_may_return_a_check_result(tmp_path):
     spec = loopkit.load_spec(tmp_path / "spec.yaml")
     ledger = loopkit.Ledger(tmp_path / "l.db")
     loopkit.run_batch(spec, ledger=ledger)
-    feedback = [r["feedback"] for r in ledger.query("SELECT feedback FROM checks ORDER BY rowid")]
-    assert feedback == ["off by 1", "off by 2", "off by 0", "off by 0"]
+    rows = ledger.query("SELECT feedback FROM checks JOIN runs ON runs.id = checks.run_id ORDER BY runs.case_id, checks.iteration")
+    feedback = [r["feedback"] for r in rows]  # the two cases run concurrently: their rows interleave in any order
+    assert feedback == ["off by 1", "off by 0", "off by 2", "off by 0"]
 
 
 def test_run_an_ab_test(tmp_path):
@@ -56,3 +57,14 @@ def test_run_an_ab_test(tmp_path):
     report = loopkit.run_ab(a, b, ledger=loopkit.Ledger(tmp_path / "l.db"), options=loopkit.ABOptions())
     assert report["variants"]["A"]["mean_iterations"] == 2 and report["variants"]["B"]["mean_iterations"] == 1
     assert {"name", "p_value", "interval"} <= set(report["tests"][0])
+
+
+def test_check_returns_every_problem_and_the_worst_case_per_case(tmp_path):
+    (tmp_path / "good.yaml").write_text(SPEC.replace("name: api", "name: good\nparams: {max_tokens: 5}"))
+    (tmp_path / "bad.yaml").write_text("model: gpt-4o-mimi\ntask: {prompt: go}\nbudget: {usd: 1}\n")
+    report = loopkit.check([tmp_path / "good.yaml", tmp_path / "bad.yaml"])
+    good, bad = report.specs
+    assert not report.ok and good.ok and not bad.ok
+    assert (good.name, good.cases, good.worst_case.usd, good.worst_case.calls, good.worst_case.case_id) == ("good", 2, 0.0, 3, "a")
+    assert any("needs `max_tokens`" in p for p in bad.problems) and report.problems == bad.problems
+    assert report.to_dict()["specs"][0]["worst_case_tokens_per_case"] == good.worst_case.tokens

@@ -86,9 +86,10 @@ def test_check_prints_the_worst_case_cost_per_case(cli, write_spec):
     done = cli("check", str(spec), "--json")
     assert done.returncode == 0, done.stderr
     (report,) = json.loads(done.stdout)["specs"]
-    # prompt 2+4=6 tokens → ceil(6*1.1)+8 = 15, plus max_tokens 10 = 25 tokens at $1/token, × 2 iterations
-    assert report["worst_case_usd_per_case"] == 50.0
-    assert report["worst_case_tokens_per_case"] == 50
+    # at most one token per byte: prompt 8+4+3 = 15 → ceil(15*1.1)+8 = 25, plus max_tokens 10 = 35 tokens at $1/token;
+    # the second iteration adds a full reply (10+4) and the feedback message (4): 33 → 37+8+10 = 55
+    assert report["worst_case_usd_per_case"] == 90.0
+    assert report["worst_case_tokens_per_case"] == 90
 
 
 def test_a_missing_key_is_one_line_naming_the_variable(cli, write_spec):

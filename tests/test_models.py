@@ -134,3 +134,12 @@ def test_running_a_loop_on_the_scripted_model_never_imports_litellm(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_ollama_needs_no_key_and_an_unroutable_model_is_refused_before_any_call(monkeypatch):
+    from loopkit.errors import UsageError
+
+    monkeypatch.delenv("OLLAMA_API_BASE", raising=False)
+    assert LiteLLMClient(ModelRef(id="ollama/llama3")).ref.id == "ollama/llama3"  # localhost by default, no key
+    with pytest.raises(UsageError, match="did you mean `gpt-4o-mini`"):
+        LiteLLMClient(ModelRef(id="gpt-4o-mimi"))

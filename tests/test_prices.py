@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from loopkit.prices import TokenPrice, known_price, litellm_price
+from loopkit.prices import TokenPrice, known_price, litellm_price, model_problem
 from loopkit.spec import ModelRef, Price
 
 
@@ -62,3 +62,25 @@ def test_reading_prices_does_not_import_litellm():
             "assert litellm_price('gpt-4o-mini') is not None\nassert 'litellm' not in sys.modules, 'imported litellm'\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_bare_name_litellm_does_not_know_is_an_error_with_a_suggestion():
+    problem = model_problem(ModelRef(id="gpt-4o-mimi"))
+    assert problem is not None and problem.error and "did you mean `gpt-4o-mini`?" in problem.message
+
+
+def test_an_unknown_provider_without_an_api_base_is_an_error():
+    problem = model_problem(ModelRef(id="nosuchprovider/model"))
+    assert problem is not None and problem.error and "`nosuchprovider` is not a provider" in problem.message
+
+
+def test_a_known_provider_with_a_model_the_table_lacks_is_a_warning_unless_priced():
+    problem = model_problem(ModelRef(id="openai/gpt-9-preview"))
+    assert problem is not None and not problem.error
+    assert model_problem(ModelRef(id="openai/gpt-9-preview", price=Price(input_per_mtok=1, output_per_mtok=2))) is None
+
+
+def test_any_name_is_fine_behind_an_api_base_or_on_ollama_and_known_names_are_fine():
+    for ref in (ModelRef(id="my-own-model", api_base="http://127.0.0.1:8000/v1"), ModelRef(id="ollama/my-finetune"),
+                ModelRef(id="gpt-4o-mini"), ModelRef(id="openai/gpt-4o-mini"), ModelRef(id="loopkit/scripted", replies=["x"])):
+        assert model_problem(ref) is None, ref.id

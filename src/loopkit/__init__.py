@@ -20,6 +20,7 @@ __all__ = [
     "Ledger",
     "LoopSpec",
     "LoopkitError",
+    "check",
     "load_spec",
     "parse_spec",
     "resume",
@@ -34,6 +35,7 @@ _WHERE = {
     "Ledger": "ledger",
     "LoopSpec": "spec",
     "LoopkitError": "errors",
+    "check": "api",
     "load_spec": "spec",
     "parse_spec": "spec",
     "resume": "api",
@@ -44,7 +46,7 @@ _WHERE = {
 
 if TYPE_CHECKING:
     from .ab import ABOptions, run_ab
-    from .api import resume, run_batch
+    from .api import check, resume, run_batch
     from .checkers import CheckResult
     from .engine import run_case
     from .errors import LoopkitError

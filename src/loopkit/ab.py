@@ -34,7 +34,7 @@ from typing import Any
 from .ab_cases import VARIANTS, case_summary, pair_order, schedule_key
 from .ab_report import ab_report
 from .batch import Fanout, Progress, _run_until_interrupted, check_cases, interruptible, spec_of_batch
-from .budget import BatchPool, CaseBudget
+from .budget import BatchPool, CaseBudget, batch_cap, validate_budget
 from .cache import LedgerCache
 from .engine import BatchBudgetRefused, run_case
 from .errors import UsageError
@@ -116,8 +116,7 @@ class ABTest:
         self.argv = argv or []
         self.tags = tags or {}
         self.on_progress = on_progress or (lambda p: None)
-        caps = [c for c in (spec_a.budget.total_usd, spec_b.budget.total_usd, options.max_usd) if c is not None]
-        self.pool = BatchPool(cap=min(caps) if caps else None)
+        self.pool = BatchPool(cap=batch_cap(spec_a.budget.total_usd, spec_b.budget.total_usd, options.max_usd))
         self.progress = Progress(cap=self.pool.cap)
         self.models = ModelPool(retry=RetryPolicy(attempts=max(1, options.max_retries)), concurrency=options.concurrency)
         self.inputs = Inputs(options.inputs if options.inputs else spec_a.inputs,
@@ -134,6 +133,7 @@ class ABTest:
         """Everything that can fail before a call is paid for: both variants' prompts on every case, keys.
         Then the schedule: the cases in their seeded shuffled order."""
         for spec in self.specs.values():
+            validate_budget(spec, extra_cap=self.pool.cap)  # the shared cap covers both variants' calls
             check_cases(spec, self.inputs)
         for spec in self.specs.values():
             for _, model in spec.models():

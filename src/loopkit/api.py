@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .batch import Batch, BatchOptions, BatchResult, Progress, spec_of_batch
 from .errors import UsageError
 from .ledger import Ledger
 from .spec import LoopSpec
+
+if TYPE_CHECKING:
+    from .budget import WorstCase
 
 
 def run_batch(spec: LoopSpec, *, ledger: Ledger, options: BatchOptions | None = None, argv: list[str] | None = None,
@@ -41,30 +47,82 @@ def resume(batch_id: str, *, ledger: Ledger, retry_errors: bool = False, concurr
     return batch.resume(full, retry_errors=retry_errors)
 
 
-def worst_case_per_case(spec: LoopSpec) -> tuple[float | None, int]:
-    """(USD, tokens) one case can at most cost: max_iterations × (worker + judges) worst-case calls
-    on the first case's prompt. USD is None when a model's price is unknown."""
-    from .budget import worst_case_tokens
-    from .checkers import judge_messages
-    from .inputs import Inputs
-    from .models import count_tokens
-    from .prices import known_price
-    from .spec import JudgeChecker
-    from .templates import render
+@dataclass(frozen=True)
+class SpecCheck:
+    """One spec as `check` found it: `problems` keep it from running, `warnings` may not; `worst_case` is
+    what one case can at most cost (None when the spec or its inputs did not load)."""
 
-    first = next(iter(Inputs(spec.inputs, base_dir=spec.base_dir)), None)
-    case = first.data if first else {}
-    prompt = render(spec.task.prompt, case=case)
-    messages = ([{"role": "system", "content": render(spec.task.system, case=case)}] if spec.task.system else [])
-    messages.append({"role": "user", "content": prompt})
-    calls = [(spec.model, messages)]
-    calls += [(c.model or spec.model, judge_messages(c, prompt, "")) for c in spec.checkers if isinstance(c, JudgeChecker)]
-    usd: float | None = 0.0
-    tokens = 0
-    for model, msgs in calls:
-        p, c = worst_case_tokens(count_tokens(model, msgs), spec.params_for(model).get("max_tokens"))
-        tokens += p + c
-        price = known_price(model)
-        usd = None if usd is None or price is None else usd + price.cost(p, c)
-    n = spec.stop.max_iterations
-    return (None if usd is None else usd * n), tokens * n
+    path: str
+    name: str | None = None
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    cases: int = 0
+    worst_case: WorstCase | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        worst = self.worst_case
+        return {"spec": self.path, "name": self.name, "ok": self.ok, "cases": self.cases,
+                "worst_case_usd_per_case": worst.usd if worst else None,
+                "worst_case_tokens_per_case": worst.tokens if worst else None,
+                "max_iterations": worst.iterations if worst else None,
+                "worst_case": asdict(worst) if worst else None, "problems": self.problems, "warnings": self.warnings}
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """`loopkit check`: every problem of every spec at once, and each one's worst case per case."""
+
+    specs: list[SpecCheck]
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.specs)
+
+    @property
+    def problems(self) -> list[str]:
+        return [p for s in self.specs for p in s.problems]
+
+    @property
+    def warnings(self) -> list[str]:
+        return [w for s in self.specs for w in s.warnings]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "specs": [s.to_dict() for s in self.specs], "problems": self.problems, "warnings": self.warnings}
+
+
+def _check_one(path: Path) -> SpecCheck:
+    from .batch import check_cases
+    from .budget import worst_case_per_case
+    from .errors import LoopkitError, SpecError
+    from .inputs import Inputs
+    from .prices import model_problem
+    from .spec import load_spec
+
+    try:
+        spec = load_spec(path)
+    except SpecError as exc:
+        return SpecCheck(str(path), problems=exc.problems)
+    errors: list[str] = []
+    warnings: list[str] = []
+    seen: set[str] = set()
+    for where, model in spec.models():
+        problem = None if model.id in seen else model_problem(model)  # a judge on the worker's model: said once
+        seen.add(model.id)
+        if problem is not None:
+            (errors if problem.error else warnings).append(f"{path}: {where}: {problem.message}")
+    try:
+        inputs = Inputs(spec.inputs, base_dir=spec.base_dir)
+        count = check_cases(spec, inputs)
+    except LoopkitError as exc:
+        return SpecCheck(str(path), spec.name, [*errors, str(exc)], warnings)
+    return SpecCheck(str(path), spec.name, errors, warnings, count, worst_case_per_case(spec, inputs))
+
+
+def check(paths: Iterable[str | Path]) -> CheckReport:
+    """Validate specs without calling a model (and without loading litellm): every problem at once, and
+    the worst case of one case of each (see `budget.worst_case_per_case`)."""
+    return CheckReport([_check_one(Path(p)) for p in paths])

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .budget import BatchPool, CaseBudget
+from .budget import BatchPool, CaseBudget, batch_cap, validate_budget
 from .cache import LedgerCache, ReplayMiss
 from .engine import BatchBudgetRefused, run_case
 from .errors import InputError, UsageError
@@ -16,7 +16,6 @@ from .inputs import Case, Inputs
 from .ledger import Ledger
 from .ledger.queries import batch_runs, batch_spend, batch_status_counts
 from .models import ModelPool, RetryPolicy
-from .prices import known_price
 from .records import RunResult, RunState
 from .spec import LoopSpec, parse_spec
 from .status import FINISHED, BatchStatus, RunStatus, StopReason, exit_code
@@ -166,8 +165,7 @@ class Batch:
         self.argv = argv or []
         self.tags = tags or {}
         self.on_progress = on_progress or (lambda p: None)
-        caps = [c for c in (spec.budget.total_usd, options.max_usd) if c is not None]
-        self.pool = BatchPool(cap=min(caps) if caps else None)
+        self.pool = BatchPool(cap=batch_cap(spec.budget.total_usd, options.max_usd))
         self.progress = Progress(cap=self.pool.cap)
         self.models = ModelPool(retry=RetryPolicy(attempts=max(1, options.max_retries)), concurrency=options.concurrency)
         self.inputs = Inputs(options.inputs if options.inputs else spec.inputs, base_dir=None if options.inputs else spec.base_dir)
@@ -186,15 +184,11 @@ class Batch:
 
     def prepare(self) -> int:
         """Everything that can fail before a call is paid for: inputs, prices, keys."""
+        validate_budget(self.spec, extra_cap=self.options.max_usd)  # --model and --max-usd are only known here
         count = check_cases(self.spec, self.inputs)
-        # the spec checked its own budget; --model and --max-usd are only known here
-        needs_price = self.spec.budget.needs_prices or self.pool.cap is not None
-        for where, model in self.spec.models():
-            if needs_price and known_price(model) is None:
-                raise UsageError(f"{where}: a budget is set but the price of {model.id} is unknown; give the spec a model "
-                                 "mapping with `price:`")
-            if not self.options.replay:
-                self.models.client(model)  # a missing key fails here, before any call
+        if not self.options.replay:
+            for _, model in self.spec.models():
+                self.models.client(model)  # an unknown model or a missing key fails here, before any call
         return count
 
     async def _run_one(self, case: Case, repeat: int, *, run_id: str | None = None, state: RunState | None = None) -> RunResult | None:

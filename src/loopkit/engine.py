@@ -126,24 +126,18 @@ class Loop:
         completion = self.cache.lookup(key)
         reservation: Reservation | None = None
         if completion is None or self.cache.charges_budget:
-            reservation = self.budget.reserve(client.price, client.count_tokens(messages), params.get("max_tokens"))
+            reservation = await self.budget.reserve(client.price, client.count_tokens(messages), params.get("max_tokens"),
+                                                    model=model.label)
         if completion is None:
-            remaining = self.budget.remaining_seconds()
-            call_params = {**params, "timeout": remaining} if remaining is not None and not model.scripted else params
-            try:
-                completion = await client.complete(messages, call_params, variables)
+            try:  # retries and their back-off included, cut at the case's deadline
+                completion = await self.budget.within_deadline(client.complete(messages, params, variables), f"calling {model.label}")
             except BaseException as exc:
                 self.budget.settle(reservation, 0.0, 0)
-                if isinstance(exc, (ModelCallError, asyncio.CancelledError, KeyboardInterrupt)):
-                    error = str(exc) if isinstance(exc, ModelCallError) else "interrupted before the reply arrived"
+                if isinstance(exc, (ModelCallError, BudgetStop, asyncio.CancelledError, KeyboardInterrupt)):
+                    error = str(exc) if isinstance(exc, (ModelCallError, BudgetStop)) else "interrupted before the reply arrived"
                     step.calls.append(CallRecord(new_id(), self.state.iterations + 1, role, model.label, messages, None,
                                                  0, 0, 0.0, 0.0, False, error, key, stored, model.api_base))
                 raise
-        tokens = completion.prompt_tokens + completion.completion_tokens
-        if completion.cached and self.cache.charges_budget:
-            self.budget.settle(reservation, completion.recorded_cost_usd, tokens)
-        else:
-            self.budget.settle(reservation, completion.cost_usd, 0 if completion.cached else tokens)
         step.calls.append(CallRecord(new_id(), self.state.iterations + 1, role, model.label, messages, completion.text,
                                      completion.prompt_tokens, completion.completion_tokens, completion.cost_usd,
                                      completion.latency_ms, completion.cached, None, key, stored, model.api_base))
@@ -151,6 +145,11 @@ class Loop:
         step.prompt_tokens += completion.prompt_tokens
         step.completion_tokens += completion.completion_tokens
         step.latency_ms += completion.latency_ms
+        tokens = completion.prompt_tokens + completion.completion_tokens
+        if completion.cached and self.cache.charges_budget:
+            self.budget.settle(reservation, completion.recorded_cost_usd, tokens)  # recorded first: an overrun stops after it
+        else:
+            self.budget.settle(reservation, completion.cost_usd, 0 if completion.cached else tokens)
         return completion.text
 
     def _opening_messages(self) -> Messages:
@@ -176,6 +175,9 @@ class Loop:
     async def run(self) -> RunResult:
         """Iterate until the run stops; a batch-budget refusal before any call raises BatchBudgetRefused."""
         s = self.state
+        for _, model in self.spec.models():
+            self.clients(model)  # ready (a provider library loaded) before the case's clock starts
+        self.budget.start()
         try:
             self.prompt = render(self.spec.task.prompt, case=self.info.case)
             feedback_message = None
@@ -227,8 +229,8 @@ class Loop:
             if stop.reason == StopReason.BUDGET_TOTAL_USD and not self._started and not step.calls:
                 raise BatchBudgetRefused(stop.detail) from None
             # calls already paid in this iteration are recorded with the stop
-            return self._finish(RunStatus.FAILED, stop.reason, [EventRecord("budget_stop", {"reason": stop.reason, "detail": stop.detail})],
-                                message=stop.detail, step=step)
+            detail = {"reason": stop.reason, "detail": stop.detail, **({"overrun": stop.overrun} if stop.overrun else {})}
+            return self._finish(RunStatus.FAILED, stop.reason, [EventRecord("budget_stop", detail)], message=stop.detail, step=step)
         except ModelCallError as exc:
             return self._finish(RunStatus.ERROR, StopReason.ERROR, [EventRecord("error", {"message": str(exc), "attempts": exc.attempts})],
                                 message=str(exc), step=step)

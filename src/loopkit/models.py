@@ -15,8 +15,8 @@ from typing import Any, Protocol
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from .errors import MissingKeyError
-from .prices import TokenPrice, known_price, litellm_price
+from .errors import MissingKeyError, UsageError
+from .prices import TokenPrice, known_price, litellm_price, model_problem
 from .redact import register_secret, scrub
 from .records import Messages
 from .spec import ModelRef
@@ -188,6 +188,10 @@ class LiteLLMClient:
         self.retry = retry or RetryPolicy()
         self.limit = limit
         self._backoff = wait_exponential_jitter(multiplier=self.retry.base_seconds, max=self.retry.max_seconds, jitter=self.retry.base_seconds)
+        problem = model_problem(ref)
+        if problem is not None and problem.error:
+            raise UsageError(problem.message)
+        litellm()  # loaded now, before any case's clock starts
         self._api_key = self._resolve_key()
 
     def cache_salt(self, variables: dict[str, Any]) -> str | None:
@@ -203,7 +207,8 @@ class LiteLLMClient:
         if self.ref.api_base:
             return None
         check = litellm().validate_environment(model=self.ref.id)
-        missing = check.get("missing_keys") or []
+        # a base URL is no key: Ollama's defaults to localhost, and Ollama needs none
+        missing = [name for name in check.get("missing_keys") or [] if not name.endswith("_API_BASE")]
         if not check.get("keys_in_environment", True) and missing:
             raise MissingKeyError(f"model {self.ref.id} needs an API key: set the environment variable {', '.join(missing)}")
         return None

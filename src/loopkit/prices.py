@@ -1,4 +1,5 @@
-"""Per-token prices: the spec's `price:` first, else litellm's bundled price table.
+"""Per-token prices, and whether litellm can route a model: the spec's `price:` first, else litellm's
+bundled model table.
 
 The table is read as data from litellm's package (no `import litellm`), so `loopkit check` and
 spec validation stay fast and offline.
@@ -6,6 +7,7 @@ spec validation stay fast and offline.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import json
 from functools import lru_cache
@@ -60,3 +62,59 @@ def known_price(model: ModelRef) -> TokenPrice | None:
     if model.scripted:
         return TokenPrice(0.0, 0.0)
     return litellm_price(model.id)
+
+
+# --- whether litellm can call a model at all ------------------------------------------------------
+
+# Served on the user's machine by default (http://localhost:11434): any model name, no key.
+LOCAL_PROVIDERS = frozenset({"ollama", "ollama_chat"})
+# Providers litellm routes to that its price table has no entries under.
+ROUTED_PROVIDERS = frozenset({"openrouter", "huggingface", "custom_openai", "hosted_vllm", "lm_studio", "llamafile"})
+
+
+class ModelProblem(NamedTuple):
+    """Why a model string may not work: `error` refuses it before any call; otherwise it is a warning."""
+
+    error: bool
+    message: str
+
+
+def _in_table(model_id: str) -> bool:
+    table = _litellm_table()
+    return model_id in table or ("/" in model_id and model_id.split("/", 1)[1] in table)
+
+
+@lru_cache(maxsize=1)
+def _providers() -> frozenset[str]:
+    table = _litellm_table()
+    found = {entry.get("litellm_provider") for entry in table.values() if isinstance(entry, dict)}
+    found |= {name.split("/", 1)[0] for name in table if "/" in name}
+    return frozenset(p for p in found if isinstance(p, str)) | LOCAL_PROVIDERS | ROUTED_PROVIDERS
+
+
+def model_problem(model: ModelRef) -> ModelProblem | None:
+    """What litellm's bundled table says about calling `model`, without importing litellm.
+
+    A model with an `api_base` may have any name (a server of your own); a local provider's (Ollama) any
+    name too. Otherwise a bare name the table does not know cannot be routed, nor can an unknown
+    provider: both are errors. A known provider with a model the table does not know (newer than the
+    table, or misspelt) is a warning unless the spec gives its price.
+    """
+    if model.scripted or model.api_base or not _litellm_table() or _in_table(model.id):
+        return None
+    provider, _, name = model.id.partition("/")
+    if name and provider in LOCAL_PROVIDERS:
+        return None
+    if name and provider in _providers():
+        if model.price is not None:
+            return None
+        return ModelProblem(False, f"litellm's bundled model table does not know {model.id}: check the spelling; "
+                                   "a model newer than the table works, but its cost is unknown until you give it a "
+                                   "`price:` in a model mapping")
+    if name:
+        return ModelProblem(True, f"model {model.id}: `{provider}` is not a provider litellm knows; use one of "
+                                  "litellm's provider prefixes (e.g. `openai/`), or give the model an `api_base:`")
+    close = difflib.get_close_matches(model.id, [k for k in _litellm_table() if "/" not in k], n=1, cutoff=0.8)
+    hint = f" (did you mean `{close[0]}`?)" if close else ""
+    return ModelProblem(True, f"litellm does not know the model {model.id}{hint}; name it as litellm does "
+                              "(e.g. `openai/gpt-4o-mini`), or give a mapping with `api_base:` for a server of your own")

@@ -163,7 +163,8 @@ _MODEL = TypeAdapter(ModelSpec)
 
 
 def _budget_problems(data: dict[str, Any], checkers: list[tuple[int, dict[str, Any]]], where: Located, out: Problems) -> None:
-    from ..prices import known_price
+    """budget.py decides what a cap needs of each model; this places its answers in the file."""
+    from ..budget import model_budget_problems
 
     try:
         budget = Budget.model_validate(data.get("budget") or {})
@@ -177,13 +178,8 @@ def _budget_problems(data: dict[str, Any], checkers: list[tuple[int, dict[str, A
             model = _MODEL.validate_python(value)
         except ValidationError:
             continue
-        pos = where.value_at(path)
-        if (budget.tokens is not None or budget.needs_prices) and not {**spec_params, **model.params}.get("max_tokens"):
-            out.add(pos, path, f"a budget is set, so {model.id} needs `max_tokens` in `params:` "
-                    "(the worst case of a call is its prompt plus max_tokens)")
-        if budget.needs_prices and known_price(model) is None:
-            out.add(pos, path, f"a budget is set but the price of {model.id} is unknown; add "
-                    "`price: {input_per_mtok: ..., output_per_mtok: ...}` to its mapping")
+        for problem in model_budget_problems(model, {**spec_params, **model.params}, budget):
+            out.add(where.value_at(path), path, problem)
 
 
 _USE_ENV = ("; a spec is shared and committed, so keep keys out of it: put the key in an environment variable "
