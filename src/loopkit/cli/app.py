@@ -24,7 +24,7 @@ app = typer.Typer(
     name="loopkit",
     help="Design, run, audit and A/B-test agent loops. Every run is recorded in a local SQLite ledger.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )

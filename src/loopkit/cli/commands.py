@@ -4,4 +4,5 @@ from . import inspect_cmd, review_cmd, run_cmd  # noqa: F401
 from . import ab_cmd  # noqa: F401, E402 - `loopkit ab`
 from . import cost_cmd, diff_cmd  # noqa: F401, E402 - `loopkit cost`, `loopkit diff`
 from . import schema_cmd  # noqa: F401, E402 - `loopkit schema`
+from . import init_cmd  # noqa: F401, E402 - `loopkit init`
 from . import report_cmd  # noqa: F401, E402 - `loopkit report`
