@@ -220,3 +220,22 @@ def test_version_prints_the_package_version(cli):
 
     done = cli("--version")
     assert done.returncode == 0 and done.stdout.strip() == f"loopkit {loopkit.__version__}"
+
+
+def test_the_version_is_the_installed_distribution_version(cli):
+    from importlib.metadata import version
+
+    assert cli("--version").stdout == f"loopkit {version('loopkit')}\n"
+
+
+def test_shell_completion_completes_commands_and_options(cli):
+    commands = cli(env={"_LOOPKIT_COMPLETE": "complete_bash", "COMP_WORDS": "loopkit sch", "COMP_CWORD": "1"})
+    assert commands.returncode == 0 and commands.stdout.split() == ["schema"]
+    options = cli("run", env={"_LOOPKIT_COMPLETE": "complete_bash", "COMP_WORDS": "loopkit run --conc", "COMP_CWORD": "2"})
+    assert options.stdout.split() == ["--concurrency"]
+
+
+def test_show_completion_prints_a_script_that_calls_back_into_loopkit(cli):
+    done = cli("--show-completion", "bash", env={"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"})
+    assert done.returncode == 0
+    assert "_LOOPKIT_COMPLETE=complete_bash" in done.stdout and "complete -o default -F _loopkit_completion loopkit" in done.stdout

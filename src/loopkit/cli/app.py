@@ -71,7 +71,8 @@ def main() -> None:
     from . import commands  # noqa: F401 - registers the commands on `app`
 
     try:
-        code = app(standalone_mode=False)  # returns a typer.Exit's code in non-standalone mode
+        # prog_name: the completion variable is _LOOPKIT_COMPLETE however loopkit was started (python -m, a test)
+        code = app(standalone_mode=False, prog_name="loopkit")  # returns a typer.Exit's code in non-standalone mode
         sys.exit(code if isinstance(code, int) else 0)
     except LoopkitError as exc:
         for line in str(exc).splitlines():
