@@ -2,8 +2,9 @@
 
 Nothing else in loopkit parses spec YAML. Every error names where it is, the key, what was found
 and what was expected, so `loopkit check` can report all problems at once. The modules: `schema`
-(the models), `positions` (where YAML nodes are), `messages` (problem wording), `lint` (what the
-models cannot see) and `load` (the entry points).
+(the models and their JSON Schema), `safe_yaml` (a YAML loader with depth and alias limits, also used
+for inputs), `positions` (where YAML nodes are), `messages` (problem wording), `lint` (what the models
+cannot see) and `load` (the entry points).
 """
 
 from .lint import FEEDBACK_VARIABLES, INPUT_SUFFIXES, PROMPT_VARIABLES, REPLY_VARIABLES

@@ -71,7 +71,7 @@ def parse_spec(text: str, *, path: Path | None = None, display: str | None = Non
 
 
 def load_spec(path: str | Path) -> LoopSpec:
-    """Read and validate a spec file (see SPEC.md §1)."""
+    """Read and validate a spec file (the format: docs/spec.md)."""
     p = Path(path)
     try:
         raw = p.read_bytes()
