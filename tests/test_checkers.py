@@ -12,15 +12,18 @@ from pathlib import Path
 
 import pytest
 
+from loopkit.budget import BudgetStop
 from loopkit.checkers import (
     JUDGE_SYSTEM,
     CheckContext,
+    CheckerError,
     CheckResult,
     as_result,
     judge_messages,
     parse_judgement,
     run_checker,
 )
+from loopkit.status import StopReason
 from loopkit.spec import (
     CommandChecker,
     ContainsChecker,
@@ -40,9 +43,19 @@ async def _no_judge(checker, messages):  # noqa: ANN001, ANN202
 
 
 def check(checker, output: str, case: dict | None = None, *, base_dir: Path = Path("."), threshold: float = 1.0,
-          judge=_no_judge) -> CheckResult:
-    ctx = CheckContext(case=case or {}, base_dir=base_dir, pass_threshold=threshold, prompt="What is 6 x 7?", judge=judge)
+          judge=_no_judge, time_left=lambda: None) -> CheckResult:
+    ctx = CheckContext(case=case or {}, base_dir=base_dir, pass_threshold=threshold, prompt="What is 6 x 7?", judge=judge,
+                       time_left=time_left)
     return asyncio.run(run_checker(checker, output, ctx))
+
+
+def broken(checker, output: str, case: dict | None = None, **kw) -> str:
+    """The reason a checker could not judge (it must raise CheckerError naming itself)."""
+    with pytest.raises(CheckerError) as caught:
+        check(checker, output, case, **kw)
+    assert caught.value.checker == checker.name
+    assert str(caught.value) == f"checker {checker.name}: {caught.value.reason}"
+    return caught.value.reason
 
 
 def equals(expected) -> EqualsChecker:
@@ -53,13 +66,13 @@ def number(expected, tolerance: float = 0.0) -> NumberChecker:
     return NumberChecker(name="answer", type="number", expected=expected, tolerance=tolerance)
 
 
-def python(tmp_path: Path, source: str, function: str = "check") -> PythonChecker:
+def python(tmp_path: Path, source: str, function: str = "check", **kw) -> PythonChecker:
     (tmp_path / "checks.py").write_text(textwrap.dedent(source))
-    return PythonChecker(name="custom", type="python", function=f"checks.py:{function}")
+    return PythonChecker(name="custom", type="python", function=f"checks.py:{function}", **kw)
 
 
-def command(run: str, timeout: float = 10) -> CommandChecker:
-    return CommandChecker(name="cmd", type="command", run=run, timeout=timeout)
+def command(run: str, timeout: float = 10, **kw) -> CommandChecker:
+    return CommandChecker(name="cmd", type="command", run=run, timeout=timeout, **kw)
 
 
 # --- equals, contains, regex ------------------------------------------------------------------
@@ -79,10 +92,8 @@ def test_equals_renders_expected_as_a_template_of_the_case():
     assert check(equals(42), "42") == PASS  # a YAML number is compared as its text
 
 
-def test_an_expected_value_naming_a_missing_case_field_fails_the_check_not_the_run():
-    result = check(equals("{{ case.answer }}"), "42", {"x": 1})
-    assert not result.passed
-    assert result.feedback == "checker exact: template uses an undefined value: 'dict object' has no attribute 'answer'"
+def test_an_expected_value_naming_a_missing_case_field_is_a_checker_error_not_the_models_failure():
+    assert broken(equals("{{ case.answer }}"), "42", {"x": 1}) == "template uses an undefined value: 'dict object' has no attribute 'answer'"
 
 
 def test_contains_passes_when_the_stripped_expected_text_is_in_the_output():
@@ -97,9 +108,21 @@ def test_regex_searches_the_stripped_output():
     assert check(regex, "call 555-1234") == CheckResult(0.0, False, r"the answer must match /^\d{3}-\d{4}$/")
 
 
-def test_a_bad_regex_fails_the_check_instead_of_crashing_the_run():
-    result = check(RegexChecker(name="shape", type="regex", pattern="(unclosed"), "x")
-    assert not result.passed and "bad regular expression" in result.feedback
+def test_a_bad_regex_is_a_checker_error_instead_of_a_crash():
+    assert broken(RegexChecker(name="shape", type="regex", pattern="(unclosed"), "x").startswith("bad regular expression /(unclosed/")
+
+
+def test_a_regex_with_catastrophic_backtracking_is_cut_by_its_timeout(monkeypatch):
+    monkeypatch.setattr("loopkit.checkers.text.REGEX_TIMEOUT", 0.2)
+    # (a|aa)+ can split a run of a's in exponentially many ways before the final b fails them all
+    assert broken(RegexChecker(name="shape", type="regex", pattern="^(a|aa)+$"), "a" * 60 + "b") == "timed out after 0.2s"
+
+
+def test_a_regex_running_past_the_cases_time_budget_ends_the_run_on_its_budget():
+    with pytest.raises(BudgetStop) as caught:
+        check(RegexChecker(name="shape", type="regex", pattern="^(a|aa)+$"), "a" * 60 + "b", time_left=lambda: 0.1)
+    assert caught.value.reason == StopReason.BUDGET_SECONDS
+    assert caught.value.detail == "the case's time budget ran out while checker shape ran"
 
 
 def test_long_outputs_are_shortened_in_feedback():
@@ -142,9 +165,12 @@ def test_number_feedback_shows_every_digit_that_was_compared():
     assert check(number("0.1"), "0.30000000000000004").feedback == "expected 0.1, got 0.30000000000000004"
 
 
-def test_number_fails_when_the_answer_or_the_expected_value_has_no_number():
+def test_number_fails_when_the_answer_has_no_number():
     assert check(number("42"), "forty-two") == CheckResult(0.0, False, "no number in the answer; expected 42")
-    assert check(number("{{ case.x }}"), "42", {"x": "n/a"}) == CheckResult(0.0, False, "expected value 'n/a' is not a number")
+
+
+def test_an_expected_value_that_is_not_a_number_is_a_checker_error():
+    assert broken(number("{{ case.x }}"), "42", {"x": "n/a"}) == "expected value 'n/a' is not a number"
 
 
 # --- json -----------------------------------------------------------------------------------------
@@ -215,23 +241,100 @@ def test_a_python_checker_returning_a_check_result_keeps_its_feedback(tmp_path):
     assert check(checker, "x", base_dir=tmp_path) == CheckResult(0.25, False, "the deduction is missing")
 
 
-def test_a_python_checker_that_raises_is_a_failed_check_naming_the_exception(tmp_path):
+def test_a_python_checker_that_raises_is_a_checker_error_naming_the_exception(tmp_path):
     checker = python(tmp_path, """
         def check(output, case):
             return 1 / 0
     """)
-    assert check(checker, "x", base_dir=tmp_path) == CheckResult(
-        0.0, False, "checker checks.py:check raised ZeroDivisionError: division by zero")
+    assert broken(checker, "x", base_dir=tmp_path) == "checks.py:check raised ZeroDivisionError: division by zero"
 
 
-def test_a_python_checker_returning_something_else_is_a_failed_check(tmp_path):
+def test_a_python_checker_calling_sys_exit_is_a_checker_error_and_the_next_check_still_runs(tmp_path):
+    checker = python(tmp_path, """
+        import sys
+
+        def check(output, case):
+            if output == "exit":
+                sys.exit(3)
+            return True
+    """)
+    assert broken(checker, "exit", base_dir=tmp_path) == "checks.py:check called sys.exit(3)"
+    assert check(checker, "fine", base_dir=tmp_path) == PASS
+
+
+def test_a_python_checker_that_kills_its_process_is_a_checker_error_and_a_new_process_takes_over(tmp_path):
+    checker = python(tmp_path, """
+        import os
+
+        def check(output, case):
+            if output == "die":
+                os._exit(7)
+            return True
+    """)
+    assert broken(checker, "die", base_dir=tmp_path) == "checks.py:check: its process ended (exit code 7)"
+    assert check(checker, "fine", base_dir=tmp_path) == PASS
+
+
+def test_a_python_checker_returning_something_else_is_a_checker_error(tmp_path):
     checker = python(tmp_path, """
         def check(output, case):
             return None
     """)
-    result = check(checker, "x", base_dir=tmp_path)
-    assert not result.passed
-    assert result.feedback == "checker checks.py:check raised TypeError: a checker must return bool, float or CheckResult, not NoneType"
+    assert broken(checker, "x", base_dir=tmp_path) == (
+        "checks.py:check raised TypeError: a checker must return bool, float or CheckResult, not NoneType")
+    (tmp_path / "nan.py").write_text("def check(output, case):\n    return float('nan')\n")
+    nan = PythonChecker(name="custom", type="python", function="nan.py:check")
+    assert broken(nan, "x", base_dir=tmp_path) == "nan.py:check raised TypeError: a checker must return a score in [0, 1], not NaN"
+
+
+def _pid_looping_forever(tmp_path: Path, **kw) -> tuple[PythonChecker, Path]:
+    pidfile = tmp_path / "worker.pid"
+    checker = python(tmp_path, f"""
+        import os
+
+        def check(output, case):
+            open({str(pidfile)!r}, "w").write(str(os.getpid()))
+            while True:
+                pass
+    """, **kw)
+    return checker, pidfile
+
+
+def test_a_python_checker_that_loops_forever_is_killed_at_its_timeout(tmp_path):
+    checker, pidfile = _pid_looping_forever(tmp_path, timeout=0.5)
+    assert broken(checker, "x", base_dir=tmp_path) == "timed out after 0.5s"
+    assert not _alive(int(pidfile.read_text()))
+
+
+def test_a_python_checker_running_past_the_cases_time_budget_ends_the_run_on_its_budget(tmp_path):
+    checker, pidfile = _pid_looping_forever(tmp_path)  # its own timeout (60 s) is not what stops it
+    with pytest.raises(BudgetStop) as caught:
+        check(checker, "x", base_dir=tmp_path, time_left=lambda: 0.5)
+    assert caught.value.reason == StopReason.BUDGET_SECONDS
+    assert not _alive(int(pidfile.read_text()))
+
+
+def test_a_python_checker_may_print_and_read_stdin_without_disturbing_loopkit(tmp_path):
+    checker = python(tmp_path, """
+        import sys
+
+        def check(output, case):
+            print("debugging", output)
+            return sys.stdin.read() == "" and output == "ok"
+    """)
+    assert check(checker, "ok", base_dir=tmp_path) == PASS
+    assert check(checker, "ok", base_dir=tmp_path) == PASS
+
+
+def test_a_python_checker_cannot_change_the_case_other_checkers_see(tmp_path):
+    checker = python(tmp_path, """
+        def check(output, case):
+            case["x"] = "changed"
+            return True
+    """)
+    case = {"x": 1}
+    assert check(checker, "ok", case, base_dir=tmp_path) == PASS
+    assert case == {"x": 1}
 
 
 def test_a_python_checker_may_be_async(tmp_path):
@@ -257,10 +360,9 @@ def test_the_python_file_is_found_relative_to_the_spec_folder_and_may_import_its
     assert check(checker, "one two three four", base_dir=folder).passed is False
 
 
-def test_a_missing_function_is_a_failed_check(tmp_path):
+def test_a_missing_function_is_a_checker_error(tmp_path):
     checker = python(tmp_path, "def other(output, case):\n    return True\n", function="absent")
-    result = check(checker, "x", base_dir=tmp_path)
-    assert not result.passed and "has no function 'absent'" in result.feedback
+    assert "has no function 'absent'" in broken(checker, "x", base_dir=tmp_path)
 
 
 def test_as_result_normalises_what_a_user_checker_returns():
@@ -327,6 +429,55 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _carrying(tag: str) -> list[int]:
+    """Processes whose environment holds LOOPKIT_CHECK_ID=tag, read straight from /proc."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"LOOPKIT_CHECK_ID={tag}".encode() in environ:
+            found.append(int(pid))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
+@pytest.mark.parametrize("run, timeout, passed", [
+    # the shell waits until its escaped child has written its pid, then exits 0 and leaves it running
+    ("echo $LOOPKIT_CHECK_ID > tag; setsid sh -c 'echo $$ > pid; exec sleep 1000' </dev/null >/dev/null 2>&1 &"
+     " while [ ! -s pid ]; do :; done", 10, True),
+    # the shell waits for a child in its own session, past the timeout
+    ("echo $LOOPKIT_CHECK_ID > tag; setsid sh -c 'echo $$ > pid; exec sleep 1000' & wait", 0.5, False),
+])
+def test_no_process_a_command_started_outlives_it_even_in_a_new_session(tmp_path, run, timeout, passed):
+    result = check(command(run, timeout=timeout), "x", base_dir=tmp_path)
+    assert result.passed is passed
+    escaped = int((tmp_path / "pid").read_text())
+    assert not _alive(escaped)
+    assert _carrying((tmp_path / "tag").read_text().strip()) == []
+
+
+def test_a_command_does_not_see_secrets_unless_its_env_names_them(monkeypatch):
+    monkeypatch.setenv("SHOP_API_KEY", "sk-shop-0123456789")
+    monkeypatch.setenv("DEPLOY_TOKEN", "tok-0123456789")
+    monkeypatch.setenv("PLAIN_SETTING", "visible")
+    assert check(command('test -z "$SHOP_API_KEY" && test -z "$DEPLOY_TOKEN" && test "$PLAIN_SETTING" = visible'), "x") == PASS
+    passed = command('test "$SHOP_API_KEY" = sk-shop-0123456789 && test -z "$DEPLOY_TOKEN"', env=["SHOP_API_KEY"])
+    assert check(passed, "x") == PASS
+
+
+def test_a_command_running_past_the_cases_time_budget_ends_the_run_on_its_budget(tmp_path):
+    with pytest.raises(BudgetStop) as caught:
+        check(command(f"echo $$ > {tmp_path}/pid; exec sleep 1000", timeout=60), "x", time_left=lambda: 0.5)
+    assert caught.value.reason == StopReason.BUDGET_SECONDS
+    assert not _alive(int((tmp_path / "pid").read_text()))
+
+
+def test_a_command_that_cannot_start_is_a_checker_error(tmp_path):
+    assert broken(command("true"), "x", base_dir=tmp_path / "missing").startswith("`true` could not start: ")
+
+
 def test_an_output_with_a_nul_byte_still_reaches_the_command():
     assert check(command("test $(wc -c) = 3"), "a\0b") == PASS
 
@@ -358,12 +509,17 @@ def test_parse_judgement_clamps_scores_to_0_1():
     assert parse_judgement('{"score": "0.9"}', 0.5) == CheckResult(0.9, True, "")
 
 
-def test_parse_judgement_of_garbage_is_a_failed_check_quoting_the_reply():
-    assert parse_judgement("I think it's fine!", 0.5) == CheckResult(
-        0.0, False, "the judge did not answer with a JSON {\"score\": ...}: \"I think it's fine!\"")
-    assert not parse_judgement('{"grade": "A"}', 0.5).passed
-    assert not parse_judgement('{"score": "high"}', 0.5).passed
-    assert not parse_judgement('{"score": NaN}', 0.0).passed
+def test_parse_judgement_of_a_reply_without_a_score_is_none():
+    for reply in ("I think it's fine!", '{"grade": "A"}', '{"score": "high"}', '{"score": NaN}', '{"score": 1' + '0' * 400 + '}', ""):
+        assert parse_judgement(reply, 0.5) is None, reply
+
+
+def test_a_judge_that_gives_no_score_is_a_checker_error_quoting_its_reply():
+    async def judge(checker, messages):  # noqa: ANN001, ANN202
+        return "I think it's fine!"
+
+    checker = JudgeChecker(name="review", type="judge", rubric="Is every figure justified?")
+    assert broken(checker, "42", judge=judge) == "the judge did not answer with a JSON {\"score\": ...}: \"I think it's fine!\""
 
 
 def test_the_judge_is_asked_with_the_rubric_the_task_and_the_answer():

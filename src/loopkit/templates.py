@@ -29,6 +29,18 @@ def _compile(text: str) -> Template:
     return _env.from_string(text)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def safe_text(text: str) -> str:
+    """`text` with each lone UTF-16 surrogate (e.g. "\\ud800" from a model's JSON reply) written as the
+    escape `\\ud800`: such a string cannot be encoded as UTF-8, so the ledger, a child process's
+    environment or a request body would fail on it after the call that produced it was paid."""
+    if _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def render(text: str, **variables: Any) -> str:
     """Render a spec template with the given variables."""
     try:
