@@ -13,14 +13,14 @@ from typing import Any
 
 from .budget import BudgetStop, CaseBudget, Reservation
 from .cache import CallCache, NoCache, cache_key
-from .checkers import CheckContext, CheckResult, run_checker
+from .checkers import CheckContext, CheckerError, CheckResult, run_checker
 from .inputs import Case
 from .models import ModelCallError, ModelClient
 from .records import (CallRecord, CheckRecord, EventRecord, IterationRecord, Messages, Recorder, RunInfo, RunResult,
                       RunState, new_id)
 from .spec import Escalation, JudgeChecker, LoopSpec, ModelRef
 from .status import RunStatus, StopReason
-from .templates import TemplateError, render
+from .templates import TemplateError, render, safe_text
 from .timewindow import utcnow_iso as now_iso
 
 # --- the loop ------------------------------------------------------------------------------
@@ -138,7 +138,8 @@ class Loop:
                     step.calls.append(CallRecord(new_id(), self.state.iterations + 1, role, model.label, messages, None,
                                                  0, 0, 0.0, 0.0, False, error, key, stored, model.api_base))
                 raise
-        step.calls.append(CallRecord(new_id(), self.state.iterations + 1, role, model.label, messages, completion.text,
+        text = safe_text(completion.text)  # a lone surrogate in a paid reply is kept, escaped, not a crash later
+        step.calls.append(CallRecord(new_id(), self.state.iterations + 1, role, model.label, messages, text,
                                      completion.prompt_tokens, completion.completion_tokens, completion.cost_usd,
                                      completion.latency_ms, completion.cached, None, key, stored, model.api_base))
         step.cost += completion.cost_usd
@@ -150,7 +151,7 @@ class Loop:
             self.budget.settle(reservation, completion.recorded_cost_usd, tokens)  # recorded first: an overrun stops after it
         else:
             self.budget.settle(reservation, completion.cost_usd, 0 if completion.cached else tokens)
-        return completion.text
+        return text
 
     def _opening_messages(self) -> Messages:
         messages: Messages = []
@@ -234,6 +235,9 @@ class Loop:
         except ModelCallError as exc:
             return self._finish(RunStatus.ERROR, StopReason.ERROR, [EventRecord("error", {"message": str(exc), "attempts": exc.attempts})],
                                 message=str(exc), step=step)
+        except CheckerError as exc:  # the checker broke, not the answer: stop, and never feed it back to the model
+            return self._finish(RunStatus.ERROR, StopReason.CHECKER_ERROR,
+                                [EventRecord("error", {"checker": exc.checker, "message": exc.reason})], message=str(exc), step=step)
         except (asyncio.CancelledError, KeyboardInterrupt):
             # replies already received were paid for: they are recorded with the interruption
             self._interrupted = True
@@ -307,7 +311,7 @@ class Loop:
             model = checker.model or spec.model
             return await self._call(step, "judge", model, messages, self._variables(iteration=n, feedback=self.state.last_feedback, output=output))
 
-        ctx = CheckContext(self.info.case, spec.base_dir, spec.reward.pass_, self.prompt, judge)
+        ctx = CheckContext(self.info.case, spec.base_dir, spec.reward.pass_, self.prompt, judge, self.budget.time_left)
         graded: list[tuple[Any, CheckResult]] = []
         audits: list[tuple[Any, CheckResult]] = []
         for checker in spec.checkers:
