@@ -6,7 +6,9 @@ The feedback of a failed check is what the model reads on its next try, so the t
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import sqlite3
 import textwrap
 from pathlib import Path
 
@@ -541,3 +543,58 @@ def test_check_judge_calls_the_judge_and_grades_with_its_reply():
     assert check(checker, "42", judge=judge, threshold=0.9) == CheckResult(0.6, False, "the deduction is not explained")
     assert asked == [("review", "Rubric:\nIs every figure justified?\n\nTask given to the model:\nWhat is 6 x 7?"
                                 "\n\nThe model's answer:\n42")]
+
+
+# --- a broken checker stops the run (SPEC.md §10) ------------------------------------------------
+
+BROKEN = {
+    "judge": ('{name: broken, type: judge, rubric: "Is it right?"}',
+              """the judge did not answer with a JSON {"score": ...}: 'no score today'"""),
+    "raises": ('{name: broken, type: python, function: "checks.py:raises"}', "checks.py:raises raised ValueError: boom"),
+    "exits": ('{name: broken, type: python, function: "checks.py:exits"}', "checks.py:exits called sys.exit(3)"),
+    "template": ('{name: broken, type: contains, expected: "{{ case.missing }}"}',
+                 "template uses an undefined value: 'dict object' has no attribute 'missing'"),
+}
+CHECKS_PY = """
+import sys
+
+def raises(output, case):
+    raise ValueError("boom")
+
+def exits(output, case):
+    sys.exit(3)
+"""
+
+
+@pytest.mark.parametrize("audit", [False, True], ids=["graded", "audit"])
+@pytest.mark.parametrize("cause", sorted(BROKEN))
+def test_a_broken_checker_ends_the_run_as_checker_error_and_is_never_fed_back(fake_llm, tmp_path, cli, cause, audit):
+    line, reason = BROKEN[cause]
+    (tmp_path / "checks.py").write_text(CHECKS_PY)
+    (tmp_path / "spec.yaml").write_text(textwrap.dedent(f"""\
+        name: broken
+        model: {{id: openai/test-model, api_base: "{fake_llm.base_url}", api_key_env: TEST_KEY,
+                 price: {{input_per_mtok: 1, output_per_mtok: 2}}}}
+        params: {{max_tokens: 50}}
+        task: {{prompt: "what is six times seven?", feedback: "RETRY: {{{{ feedback }}}}"}}
+        inputs: [{{id: one}}]
+        stop: {{max_iterations: 3}}
+        checkers:
+          - {{name: answer, type: equals, expected: "42"}}
+          - {line[:-1]}, audit: {str(audit).lower()}}}
+        """))
+    fake_llm.queue("42", "no score today")  # the worker's answer, then (for a judge) the judge's reply
+    proc = cli("run", "spec.yaml", "--json", env={"TEST_KEY": "sk-test-0123456789abcdef"})
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    (run,) = json.loads(proc.stdout)["runs"]
+    assert (run["status"], run["stop_reason"], run["suspect"]) == ("error", "checker_error", None)
+    assert run["message"] == f"checker broken: {reason}"
+
+    db = sqlite3.connect(tmp_path / "ledger.db")
+    events = db.execute("SELECT kind, detail FROM events WHERE run_id=?", (run["id"],)).fetchall()
+    assert [(kind, json.loads(detail)) for kind, detail in events] == [("error", {"checker": "broken", "message": reason})]
+    calls = db.execute("SELECT role, messages, response FROM calls WHERE run_id=? ORDER BY created_at", (run["id"],)).fetchall()
+    paid = [("worker", "42")] + ([("judge", "no score today")] if cause == "judge" else [])
+    assert [(role, response) for role, _, response in calls] == paid  # the calls the iteration paid for are kept
+    assert len(fake_llm.requests) == len(paid)  # no further call: the model never hears of the broken checker
+    assert not any("RETRY" in m or reason in m for _, m, _ in calls)

@@ -286,3 +286,105 @@ def test_a_max_tokens_that_is_not_a_positive_integer_is_a_spec_error(tmp_path: P
         code, out, err = run_main(args, cwd=tmp_path, ledger=tmp_path / "l.db")
         assert code == 2, (args, code, out, err)
         assert "max_tokens" in err and "spec.yaml:" in err
+
+
+# --- checkers: every output ends in a verdict or a checker error, never a crash or a hang ---------
+
+# Pieces of patterns that backtrack catastrophically in a naive engine: nested and overlapping quantifiers.
+_ATOMS = ["a", "aa", "a?", "a*", "a+", r"\w", ".", "[ab]", r"\s?", "(?:a|aa)"]
+_QUANTIFIERS = ["+", "*", "{2,}", "+?", "{1,30}"]
+
+
+@st.composite
+def backtracking_pattern(draw: st.DrawFn) -> str:
+    inner = "|".join(draw(st.lists(st.sampled_from(_ATOMS), min_size=1, max_size=3)))
+    group = f"({inner}){draw(st.sampled_from(_QUANTIFIERS))}"
+    if draw(st.booleans()):
+        group = f"({group}){draw(st.sampled_from(_QUANTIFIERS))}"
+    return draw(st.sampled_from(["^", ""])) + group + draw(st.sampled_from(["$", "b", "", r"\d"]))
+
+
+# Outputs that have broken things: lone surrogates (a model's JSON may carry "\ud800"), text that
+# looks like rich markup, NULs, and long runs of one letter for the patterns above.
+_FRAGMENTS = ["\ud800", "\udfff", "\ud83d", "[bold red]", "[/]", "[/bold]", "[link=file:///etc/passwd]x[/link]", "\\[", "]",
+              "\0", "42", "{", '{"score": 1}', "```json\n", "\n```", "é", "😀", " ", "a" * 40, "!"]
+outputs = st.lists(st.one_of(st.sampled_from(_FRAGMENTS), st.text(max_size=5)), max_size=6).map("".join)
+
+
+def _verdict(checker: Any, output: str, ctx: Any) -> Any:
+    """run_checker's verdict, or its CheckerError: both are outcomes; any other exception is a crash."""
+    import asyncio
+
+    from loopkit.checkers import CheckerError, CheckResult, run_checker
+
+    try:
+        result = asyncio.run(run_checker(checker, output, ctx))
+    except CheckerError as exc:
+        assert exc.checker == checker.name and exc.reason
+        return exc
+    assert isinstance(result, CheckResult) and 0.0 <= result.score <= 1.0
+    return result
+
+
+def _context(folder: Path) -> Any:
+    from loopkit.checkers import CheckContext
+
+    async def judge(checker: Any, messages: list[dict[str, str]]) -> str:
+        json.dumps(messages, ensure_ascii=False).encode()  # what a request body needs: valid UTF-8
+        return '{"score": 0.5, "reason": "[bold]half[/]"}'
+
+    return CheckContext(case={"a": "[/]", "n": 1}, base_dir=folder, pass_threshold=1.0, prompt="Echo [b]x[/b]", judge=judge)
+
+
+@settings(max_examples=40, deadline=None, database=None)
+@given(pattern=backtracking_pattern(), letters=st.integers(10, 60), tail=st.sampled_from(["", "b", "!", "\ud800"]))
+def test_a_backtracking_regex_ends_in_a_verdict_or_a_checker_error(pattern: str, letters: int, tail: str) -> None:
+    from loopkit.spec import RegexChecker
+
+    with mock.patch("loopkit.checkers.text.REGEX_TIMEOUT", 0.05), tempfile.TemporaryDirectory() as tmp:
+        outcome = _verdict(RegexChecker(name="re", type="regex", pattern=pattern), "a" * letters + tail, _context(Path(tmp)))
+    event(type(outcome).__name__)
+
+
+_EVERY_CHECKER = [
+    {"name": "eq", "type": "equals", "expected": "{{ case.a }}"},
+    {"name": "has", "type": "contains", "expected": "[bold red]"},
+    {"name": "re", "type": "regex", "pattern": r"^\[?\w+"},
+    {"name": "num", "type": "number", "expected": "{{ case.n }}", "tolerance": 1},
+    {"name": "js", "type": "json", "schema": {"type": "object", "required": ["score"]}},
+    {"name": "py", "type": "python", "function": "checks.py:check", "timeout": 10},
+    {"name": "cmd", "type": "command", "run": 'test "$(cat)" = "$LOOPKIT_OUTPUT" || true', "timeout": 10},
+    {"name": "judge", "type": "judge", "rubric": "[red]strict[/red]"},
+]
+_CHECKS_PY = "def check(output, case):\n    return output.encode('utf-8', 'surrogatepass').count(b'a') / 10\n"
+
+
+@settings(max_examples=25, deadline=None, database=None)
+@given(output=outputs)
+def test_surrogates_and_markup_in_an_output_reach_every_checker_type_without_a_crash(output: str) -> None:
+    from pydantic import TypeAdapter
+
+    from loopkit.spec import Checker
+
+    adapter = TypeAdapter(Checker)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "checks.py").write_text(_CHECKS_PY)
+        ctx = _context(folder)
+        for raw in _EVERY_CHECKER:
+            outcome = _verdict(adapter.validate_python(raw), output, ctx)
+            event(f"{raw['type']}: {type(outcome).__name__}")
+
+
+def test_a_scripted_run_with_markup_and_escapes_in_its_answers_is_recorded_and_shown(tmp_path: Path) -> None:
+    doc = json.loads(json.dumps(BASE))
+    doc["model"]["replies"] = ["[bold red]{{ case.a }}[/] \\ud800", "[/]{{ case.a }}"]
+    doc["checkers"][0]["expected"] = "[link=x]{{ case.a }}[/link]"
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    (tmp_path / "cases.jsonl").write_text("".join(json.dumps(c) + "\n" for c in CASES))
+    ledger = tmp_path / "l.db"
+    code, out, err = run_main(["run", "spec.yaml", "--json"], cwd=tmp_path, ledger=ledger)
+    assert_clean(code, out, err, {0, 1, 4})
+    for run in json.loads(out)["runs"]:
+        assert_clean(*run_main(["show", run["id"]], cwd=tmp_path, ledger=ledger), {0})
+        assert_clean(*run_main(["show", run["id"], "--calls"], cwd=tmp_path, ledger=ledger), {0})

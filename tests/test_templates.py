@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
+import textwrap
+
 import pytest
 
-from loopkit.templates import TemplateError, render, template_problem
+from loopkit.templates import TemplateError, render, safe_text, template_problem
 
 
 def test_a_template_renders_the_case_fields():
@@ -76,3 +80,39 @@ def test_template_problem_reports_variables_that_will_not_be_defined():
 def test_template_problem_accepts_names_the_template_defines_and_jinja_globals():
     text = "{% set total = 1 %}{% for item in case.items %}{{ loop.index }}{{ item }}{% endfor %}{{ range(2) | list }}{{ total }}"
     assert template_problem(text, variables=["case"]) is None
+
+
+# --- lone surrogates ------------------------------------------------------------------------------
+
+
+def test_safe_text_escapes_lone_surrogates_and_leaves_other_text_alone():
+    assert safe_text("4\ud8002 \udfff") == "4\\ud8002 \\udfff"
+    assert safe_text("ok é 😀 \\ud800") == "ok é 😀 \\ud800"
+    safe_text("\ud83d\ude00 \ud800").encode("utf-8")  # encodable, whatever came in
+
+
+def test_a_reply_with_a_lone_surrogate_is_recorded_escaped_and_the_run_finishes(fake_llm, tmp_path, cli):
+    """A model's JSON may carry "\\ud800"; the call is paid by then, so the run must go on and keep it."""
+    (tmp_path / "spec.yaml").write_text(textwrap.dedent(f"""\
+        name: surrogate
+        model: {{id: openai/test-model, api_base: "{fake_llm.base_url}", api_key_env: TEST_KEY,
+                 price: {{input_per_mtok: 1, output_per_mtok: 2}}}}
+        params: {{max_tokens: 50}}
+        task: {{prompt: "what is six times seven?"}}
+        inputs: [{{id: one}}]
+        stop: {{max_iterations: 2}}
+        checkers:
+          - {{name: answer, type: equals, expected: "42"}}
+          - {{name: shape, type: regex, pattern: "^4"}}
+          - {{name: count, type: command, run: "test $(wc -c) -ge 2"}}
+        """))
+    fake_llm.queue("4\ud8002", "42")
+    proc = cli("run", "spec.yaml", "--json", env={"TEST_KEY": "sk-test-0123456789abcdef"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (run,) = json.loads(proc.stdout)["runs"]
+    assert (run["status"], run["iterations"]) == ("passed", 2)
+    db = sqlite3.connect(tmp_path / "ledger.db")
+    assert db.execute("SELECT response FROM calls ORDER BY created_at").fetchall() == [("4\\ud8002",), ("42",)]
+    assert db.execute("SELECT output FROM iterations ORDER BY n").fetchall() == [("4\\ud8002",), ("42",)]
+    # the escaped answer went back to the model as valid text
+    assert fake_llm.requests[1]["messages"][1] == {"role": "assistant", "content": "4\\ud8002"}
