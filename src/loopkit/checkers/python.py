@@ -1,8 +1,9 @@
 """The `python` checker: a user's function `check(output, case)`, run in a worker process (see
 python_worker.py) that is killed when it runs past its time limit or the run is interrupted.
 
-Workers are kept between calls (starting Python and loopkit costs ~0.2 s; a call costs well under a
-millisecond), one per check in flight, and killed when this process exits.
+Workers are kept between calls (starting Python and loopkit costs ~0.2 s and ~40 MB; a call costs
+about a millisecond) and killed when this process exits. At most one per CPU runs at a time (more
+would not check faster); other checks wait for a free one rather than start a process each.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 
 from ..spec import PythonChecker
 from .base import CheckContext, CheckerError, CheckResult, TimeLimit
-from .python_worker import HEADER, READY, Reply, Request, write_message
+from .pipe import HEADER, READY, Reply, Request, write_message
 
+WORKERS = max(2, os.cpu_count() or 1)
 STARTUP_SECONDS = 60.0  # for a worker to import loopkit; not counted against a checker's timeout
 _SOURCE_ROOT = str(Path(__file__).resolve().parents[2])  # where `import loopkit` is found
 
@@ -123,11 +126,25 @@ class _Pool:
             worker.kill()
 
 
-pool = _Pool(max_idle=os.cpu_count() or 2)
+pool = _Pool(max_idle=WORKERS)
 atexit.register(pool.close)
+_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+def _turn() -> asyncio.Semaphore:
+    """The running event loop's limit on python checks at a time (a semaphore belongs to one loop)."""
+    loop = asyncio.get_running_loop()
+    if loop not in _turns:
+        _turns[loop] = asyncio.Semaphore(WORKERS)
+    return _turns[loop]
 
 
 async def check_python(checker: PythonChecker, output: str, ctx: CheckContext) -> CheckResult:
+    async with _turn():  # the wait for a free worker is not the checker's time
+        return await _check(checker, output, ctx)
+
+
+async def _check(checker: PythonChecker, output: str, ctx: CheckContext) -> CheckResult:
     limit = TimeLimit.of(checker.timeout, ctx)
     request: Request = (checker.function, str(ctx.base_dir), output, ctx.case, ctx.pass_threshold)
     worker = pool.take()

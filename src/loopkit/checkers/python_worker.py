@@ -3,8 +3,7 @@
 User code runs here rather than in the engine's process so that a checker that loops forever, calls
 `sys.exit` or crashes the interpreter can be killed or outlived: the engine kills this process on a
 timeout or Ctrl-C and starts a fresh one. It answers one request at a time over its stdin/stdout pipes,
-each message a 4-byte length and a pickle (both ends are loopkit; the case may hold dates, the output
-lone surrogates). A checker's own prints go to stderr, so they never corrupt the replies.
+each message as pipe.py frames it. A checker's own prints go to stderr, so they never corrupt the replies.
 """
 
 from __future__ import annotations
@@ -15,48 +14,15 @@ import hashlib
 import importlib.util
 import inspect
 import os
-import pickle
 import signal
-import struct
 import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-HEADER = struct.Struct(">I")
-READY = b"ready"
-
-Request = tuple[str, str, str, dict[str, Any], float]  # function, base_dir, output, case, pass_threshold
-Reply = tuple[bool, Any]  # (True, (score, passed, feedback)) or (False, why it broke)
-
-
-def write_message(stream: BinaryIO, value: Any) -> None:
-    data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(HEADER.pack(len(data)) + data)
-    stream.flush()
-
-
-def _read_exactly(stream: BinaryIO, n: int) -> bytes | None:
-    chunks, left = [], n
-    while left:
-        chunk = stream.read(left)
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
-
-
-def read_message(stream: BinaryIO) -> Any | None:
-    """The next message, or None when the other end has closed the pipe."""
-    header = _read_exactly(stream, HEADER.size)
-    if header is None:
-        return None
-    data = _read_exactly(stream, HEADER.unpack(header)[0])
-    return None if data is None else pickle.loads(data)
-
+from .pipe import READY, Request, Reply, read_message, write_message
 
 _functions: dict[tuple[str, str], Callable[..., Any]] = {}
 
