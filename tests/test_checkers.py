@@ -8,8 +8,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -251,29 +255,20 @@ def test_a_python_checker_that_raises_is_a_checker_error_naming_the_exception(tm
     assert broken(checker, "x", base_dir=tmp_path) == "checks.py:check raised ZeroDivisionError: division by zero"
 
 
-def test_a_python_checker_calling_sys_exit_is_a_checker_error_and_the_next_check_still_runs(tmp_path):
-    checker = python(tmp_path, """
-        import sys
+@pytest.mark.parametrize("module, ending, reason", [
+    ("sys", "sys.exit(3)", "checks.py:check called sys.exit(3)"),
+    ("os", "os._exit(7)", "checks.py:check: its process ended (exit code 7)"),  # the worker dies: a new one takes over
+])
+def test_a_python_checker_that_exits_is_a_checker_error_and_the_next_check_still_runs(tmp_path, module, ending, reason):
+    checker = python(tmp_path, f"""
+        import {module}
 
         def check(output, case):
             if output == "exit":
-                sys.exit(3)
+                {ending}
             return True
     """)
-    assert broken(checker, "exit", base_dir=tmp_path) == "checks.py:check called sys.exit(3)"
-    assert check(checker, "fine", base_dir=tmp_path) == PASS
-
-
-def test_a_python_checker_that_kills_its_process_is_a_checker_error_and_a_new_process_takes_over(tmp_path):
-    checker = python(tmp_path, """
-        import os
-
-        def check(output, case):
-            if output == "die":
-                os._exit(7)
-            return True
-    """)
-    assert broken(checker, "die", base_dir=tmp_path) == "checks.py:check: its process ended (exit code 7)"
+    assert broken(checker, "exit", base_dir=tmp_path) == reason
     assert check(checker, "fine", base_dir=tmp_path) == PASS
 
 
@@ -598,3 +593,36 @@ def test_a_broken_checker_ends_the_run_as_checker_error_and_is_never_fed_back(fa
     assert [(role, response) for role, _, response in calls] == paid  # the calls the iteration paid for are kept
     assert len(fake_llm.requests) == len(paid)  # no further call: the model never hears of the broken checker
     assert not any("RETRY" in m or reason in m for _, m, _ in calls)
+
+
+def test_ctrl_c_stops_a_batch_whose_python_checker_loops_forever_and_kills_its_process(tmp_path):
+    pidfile = tmp_path / "worker.pid"
+    (tmp_path / "checks.py").write_text(textwrap.dedent(f"""\
+        import os
+
+        def check(output, case):
+            open({str(pidfile)!r}, "w").write(str(os.getpid()))
+            while True:
+                pass
+        """))
+    (tmp_path / "spec.yaml").write_text(textwrap.dedent("""\
+        name: stuck
+        model: {id: loopkit/scripted, replies: ["42"]}
+        task: {prompt: "six times seven?"}
+        checkers: [{name: forever, type: python, function: "checks.py:check"}]
+        """))
+    exe = Path(sys.executable).with_name("loopkit")
+    env = {**os.environ, "LOOPKIT_LEDGER": str(tmp_path / "ledger.db")}
+    proc = subprocess.Popen([str(exe), "run", "spec.yaml"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not (pidfile.exists() and pidfile.read_text()) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)  # polling for the checker to start, bounded
+        assert pidfile.exists(), proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    assert not _alive(int(pidfile.read_text()))
