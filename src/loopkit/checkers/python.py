@@ -26,7 +26,9 @@ from .pipe import HEADER, READY, Reply, Request, write_message
 
 WORKERS = max(2, os.cpu_count() or 1)
 STARTUP_SECONDS = 60.0  # for a worker to import loopkit; not counted against a checker's timeout
-_SOURCE_ROOT = str(Path(__file__).resolve().parents[2])  # where `import loopkit` is found
+# loopkit's own folder goes last on the worker's path: found even when not installed, shadowing nothing.
+_START = (f"import sys; sys.path.append({str(Path(__file__).resolve().parents[2])!r}); "
+          "from loopkit.checkers.python_worker import main; main()")
 
 
 class WorkerGone(Exception):
@@ -37,10 +39,7 @@ class _Worker:
     """One worker process and the pipes to it."""
 
     def __init__(self) -> None:
-        path = os.environ.get("PYTHONPATH")
-        env = {**os.environ, "PYTHONPATH": _SOURCE_ROOT + (os.pathsep + path if path else "")}
-        self.proc = subprocess.Popen([sys.executable, "-m", "loopkit.checkers.python_worker"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, bufsize=0, env=env)
+        self.proc = subprocess.Popen([sys.executable, "-c", _START], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
         self.ready = False
 
     def alive(self) -> bool:

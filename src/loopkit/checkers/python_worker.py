@@ -1,4 +1,4 @@
-"""The process that runs users' `python` checkers: `python -m loopkit.checkers.python_worker`.
+"""The process that runs users' `python` checkers (python.py starts it and calls `main`).
 
 User code runs here rather than in the engine's process so that a checker that loops forever, calls
 `sys.exit` or crashes the interpreter can be killed or outlived: the engine kills this process on a
@@ -101,7 +101,3 @@ def main() -> None:
     write_message(replies, READY)
     while (request := read_message(requests)) is not None:
         write_message(replies, answer(request))
-
-
-if __name__ == "__main__":
-    main()
