@@ -144,3 +144,44 @@ def test_secret_names(name: str, secret: bool) -> None:
 
 def test_the_test_keys_are_not_in_this_process_environment_by_accident() -> None:
     assert not any(v in SECRETS for v in os.environ.values())
+
+
+# --- the ledger and the model boundary --------------------------------------------------------------
+
+LEAKY_SPEC = """\
+version: 1
+name: leaky
+model: {{id: openai/test-model, api_base: "{base}", api_key_env: FAKE_LLM_API_KEY,
+         price: {{input_per_mtok: 1, output_per_mtok: 2}}}}
+task:
+  prompt: "what is six times seven?"
+inputs: [{{id: one}}]
+checkers:
+  - {{name: printer, type: command, run: 'echo "the key is $FAKE_LLM_API_KEY and also $SOME_SETTING"; exit 1',
+     env: [FAKE_LLM_API_KEY, SOME_SETTING]}}
+stop: {{max_iterations: 2}}
+"""
+
+
+def test_a_key_in_a_checkers_output_or_a_reply_is_neither_stored_nor_sent_back(
+        fake_llm: FakeLLM, tmp_path: Path, cli_proc) -> None:
+    """A command checker allowed to see the key prints it, and the model echoes it in a 200 reply: the
+    feedback turn the provider receives, and every row of the ledger, carry [REDACTED] instead."""
+    fake_llm.default = Reply(f"my answer quotes {WORKER_KEY}")
+    (tmp_path / "spec.yaml").write_text(LEAKY_SPEC.format(base=fake_llm.base_url))
+
+    done = cli_proc("run", "spec.yaml", "--json", env=ENV, timeout=120)
+    assert done.returncode == 0, done.stderr  # a failed case is no error without --fail-under
+    run_id = json.loads(done.stdout)["runs"][0]["id"]
+    shown = cli_proc("show", run_id, "--calls", env=ENV)
+    assert shown.returncode == 0, shown.stderr
+
+    assert len(fake_llm.requests) == 2
+    feedback_turn = json.dumps(fake_llm.requests[1]["messages"])
+    assert "the key is" in feedback_turn and MASK in feedback_turn, "the feedback was sent, scrubbed"
+    assert MASK in shown.stdout and "the key is" in shown.stdout
+    for secret in (WORKER_KEY, SHAPED):
+        assert secret not in feedback_turn, "a key was sent to the provider as feedback"
+        assert secret not in done.stdout + shown.stdout + done.stderr + shown.stderr
+        for name, data in _files_under(tmp_path).items():
+            assert secret.encode() not in data, f"{secret} written to {name}"

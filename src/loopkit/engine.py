@@ -16,6 +16,7 @@ from .cache import CallCache, NoCache, cache_key
 from .checkers import CheckContext, CheckerError, CheckResult, run_checker
 from .inputs import Case
 from .models import ModelCallError, ModelClient
+from .redact import scrub_messages
 from .records import (CallRecord, CheckRecord, EventRecord, IterationRecord, Messages, Recorder, RunInfo, RunResult,
                       RunState, new_id)
 from .spec import Escalation, JudgeChecker, LoopSpec, ModelRef
@@ -119,6 +120,7 @@ class Loop:
 
     async def _call(self, step: _Iteration, role: str, model: ModelRef, messages: Messages, variables: dict[str, Any]) -> str:
         """One model call through cache and budget; recorded in `step` whatever happens."""
+        messages = scrub_messages(messages)  # no key reaches a provider, whichever text carried it
         client = self.clients(model)
         params = self.spec.params_for(model)
         key = cache_key(self.spec.name, model, messages, params, self.info.repeat, client.cache_salt(variables))

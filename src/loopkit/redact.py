@@ -15,10 +15,11 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
 
 MASK = "[REDACTED]"
-_MASK = MASK  # the old private name
 
 # Name parts (split on "_") that mark an environment variable's value as a secret.
 _SECRET_NAME_PARTS = frozenset({"KEY", "APIKEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "CREDENTIALS", "PAT"})
@@ -72,15 +73,33 @@ def _secret_values(extra: tuple[str, ...]) -> list[str]:
     return sorted(values | variants, key=len, reverse=True)
 
 
+def scrubber(*secrets: str) -> Callable[[str | None], str | None]:
+    """A `scrub` for many texts at once: the secret values are gathered once (the ledger builds one per
+    write, the engine one per call) and matched by one compiled pattern, longest first."""
+    values = _secret_values(secrets)
+    literal = re.compile("|".join(map(re.escape, values))) if values else None
+
+    def clean(text: str | None) -> str | None:
+        if not text:
+            return text
+        if literal is not None:
+            text = literal.sub(MASK, text)
+        text = _KEY_PATTERN.sub(MASK, text)
+        return _HEADER_PATTERN.sub(_mask_header, text)
+
+    return clean
+
+
 def scrub(text: str | None, *secrets: str) -> str | None:
     """`text` with every known key value and key-shaped token replaced by [REDACTED]."""
-    if not text:
-        return text
-    for value in _secret_values(secrets):
-        if value in text:
-            text = text.replace(value, MASK)
-    text = _KEY_PATTERN.sub(MASK, text)
-    return _HEADER_PATTERN.sub(_mask_header, text)
+    return scrubber(*secrets)(text) if text else text
+
+
+def scrub_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Chat messages with their texts scrubbed: what goes to a model carries no key (a checker's output
+    quoting one becomes feedback, and a provider must never see it)."""
+    clean = scrubber()
+    return [{**m, "content": clean(m["content"])} if isinstance(m.get("content"), str) else m for m in messages]
 
 
 def _mask_header(match: re.Match[str]) -> str:

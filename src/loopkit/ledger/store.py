@@ -3,6 +3,9 @@
 The only module (with its siblings in this package) that speaks SQL. Writes are one short
 `BEGIN IMMEDIATE` transaction per finished iteration, so a killed process loses at most the
 iteration in flight and several processes can share one file (WAL, busy timeout).
+
+It is also the boundary for secrets: every text any write puts in any column passes through
+`redact.scrubber` here, so no caller has to remember to.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import LedgerError, UsageError
-from ..redact import scrub
+from ..redact import scrubber
 from ..timewindow import utcnow_iso
 
 if TYPE_CHECKING:  # the query commands must start fast: engine/models/sqlite_utils load only where used
@@ -40,6 +43,12 @@ def ledger_path(option: str | Path | None) -> Path:
 
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _scrubbed(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Rows with every secret out of every text, whatever the column (one scrubber for them all)."""
+    clean = scrubber()
+    return [tuple(clean(v) if isinstance(v, str) else v for v in row) for row in rows]
 
 
 def _storage_error(path: Path, exc: BaseException) -> LedgerError:
@@ -144,14 +153,14 @@ class Ledger:
         columns = list(rows[0])
         verb = "INSERT OR REPLACE" if replace else "INSERT"
         sql = f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
-        conn.executemany(sql, [tuple(r[c] for c in columns) for r in rows])
+        conn.executemany(sql, _scrubbed([tuple(r[c] for c in columns) for r in rows]))
 
     # --- specs and batches ---------------------------------------------------------------
 
     def save_spec(self, spec_hash: str, name: str, path: str | None, text: str) -> None:
         with self.write() as conn:
             conn.execute("INSERT OR IGNORE INTO specs (hash, name, path, yaml, created_at) VALUES (?, ?, ?, ?, ?)",
-                         (spec_hash, name, path, text, utcnow_iso()))
+                         *_scrubbed([(spec_hash, name, path, text, utcnow_iso())]))
 
     def start_batch(self, kind: str, spec_hash: str, *, argv: list[str], tags: dict[str, str], options: dict[str, Any],
                     spec_hash_b: str | None = None, inputs: str | None = None) -> str:
@@ -159,8 +168,8 @@ class Ledger:
         with self.write() as conn:
             self._insert(conn, "batches", [{
                 "id": batch_id, "kind": kind, "spec_hash": spec_hash, "spec_hash_b": spec_hash_b, "status": "running",
-                "started_at": utcnow_iso(), "ended_at": None, "cost_usd": 0.0, "argv": _json([scrub(a) for a in argv]),
-                "tags": scrub(_json(tags)), "options": _json(options), "pid": os.getpid(), "host": socket.gethostname(), "inputs": inputs,
+                "started_at": utcnow_iso(), "ended_at": None, "cost_usd": 0.0, "argv": _json(argv),
+                "tags": _json(tags), "options": _json(options), "pid": os.getpid(), "host": socket.gethostname(), "inputs": inputs,
             }])
         return batch_id
 
@@ -216,9 +225,9 @@ class Ledger:
                 "id": c.id, "run_id": result.run_id, "batch_id": batch_id, "iteration": c.iteration, "role": c.role,
                 "model": c.model, "api_base": c.api_base, "messages": _json(c.messages), "response": c.response,
                 "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens, "cost_usd": c.cost_usd,
-                "latency_ms": c.latency_ms, "cached": int(c.cached), "error": scrub(c.error), "cache_key": c.cache_key, "call_key": c.call_key,
+                "latency_ms": c.latency_ms, "cached": int(c.cached), "error": c.error, "cache_key": c.cache_key, "call_key": c.call_key,
                 "created_at": c.created_at} for c in calls])
-            self._insert(conn, "events", [{"run_id": result.run_id, "kind": e.kind, "detail": scrub(_json(e.detail)),
+            self._insert(conn, "events", [{"run_id": result.run_id, "kind": e.kind, "detail": _json(e.detail),
                                            "created_at": e.created_at} for e in events])
             # Money and tokens come from the calls, in this same transaction: one truth, whatever the engine counted.
             conn.execute(
@@ -226,9 +235,9 @@ class Ledger:
                 "ended_at=?, message=?, suspect=COALESCE(?, suspect), state=?, cost_usd=t.cost, prompt_tokens=t.p, "
                 "completion_tokens=t.c FROM (SELECT COALESCE(SUM(cost_usd), 0) AS cost, COALESCE(SUM(prompt_tokens), 0) AS p, "
                 "COALESCE(SUM(completion_tokens), 0) AS c FROM calls WHERE run_id=?) AS t WHERE id=?",
-                (result.status, result.stop_reason, int(result.success), result.reward, result.iterations, result.best_iteration,
-                 result.output, result.ended_at, scrub(result.message), result.suspect, result.state.model_dump_json(),
-                 result.run_id, result.run_id))
+                *_scrubbed([(result.status, result.stop_reason, int(result.success), result.reward, result.iterations,
+                             result.best_iteration, result.output, result.ended_at, result.message, result.suspect,
+                             result.state.model_dump_json(), result.run_id, result.run_id)]))
             if calls and batch_id is not None:
                 conn.execute("UPDATE batches SET cost_usd = COALESCE(cost_usd, 0) + ? WHERE id=?",
                              (sum(c.cost_usd for c in calls), batch_id))
