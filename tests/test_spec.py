@@ -185,6 +185,15 @@ def test_with_model_swaps_the_worker_and_keeps_the_rest():
     assert spec.model.scripted
 
 
+def test_run_model_scripted_on_a_spec_with_a_real_model_is_one_line_and_exit_2(write_spec, cli):
+    write_spec("model: openai/gpt-4o-mini\ntask: {prompt: go}\ninputs: [{id: a}]\n"
+               "checkers: [{name: x, type: equals, expected: go}]\n")
+    done = cli("run", "spec.yaml", "--model", "loopkit/scripted")
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: --model loopkit/scripted:") and "replies" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1
+
+
 def test_models_lists_every_model_the_spec_may_call_with_where_it_is_named():
     spec = parse_spec("""\
 model: {id: loopkit/scripted, replies: [x]}

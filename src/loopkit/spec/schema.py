@@ -9,7 +9,9 @@ import hashlib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from ..errors import UsageError
 
 SCRIPTED = "loopkit/scripted"
 
@@ -245,8 +247,13 @@ class LoopSpec(_Strict):
 
     def with_model(self, model: str | ModelRef) -> LoopSpec:
         """The same spec on another worker model (`loopkit run --model`)."""
-        ref = ModelRef(id=model) if isinstance(model, str) else model
-        return self.model_copy(update={"model": ref})
+        if isinstance(model, str):
+            try:
+                model = ModelRef(id=model)
+            except ValidationError as exc:  # e.g. loopkit/scripted, which needs replies no option can give
+                reason = "; ".join(str(e.get("ctx", {}).get("error") or e["msg"]) for e in exc.errors())
+                raise UsageError(f"--model {model}: {reason}; set it in the spec instead") from None
+        return self.model_copy(update={"model": model})
 
 
 NOT_FROM_YAML = ("path", "source")
