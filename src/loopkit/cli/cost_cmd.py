@@ -42,7 +42,10 @@ def _print_report(report: dict[str, Any]) -> None:
     from rich.table import Table
 
     total, roles, by = report["total"], report["roles"], report["by"]
-    out.print(f"[bold]spend {money(total['cost_usd'])}[/] in {total['calls']:,} calls, {_window_text(report['since'], report['until'])}")
+    from rich.text import Text
+
+    out.print(Text.assemble((f"spend {money(total['cost_usd'])}", "bold"),
+                            f" in {total['calls']:,} calls, {_window_text(report['since'], report['until'])}"))
     parts = [f"{role} {money(r['cost_usd'])} ({r['calls']:,} calls)" for role, r in roles.items() if r["calls"] or role in ("worker", "judge")]
     out.print("  " + " · ".join(parts), markup=False)
     out.print(f"  tokens {total['prompt_tokens']:,} prompt + {total['completion_tokens']:,} completion", markup=False)
@@ -63,7 +66,7 @@ def _print_report(report: dict[str, Any]) -> None:
     for name, justify, footer in columns:
         table.add_column(name, justify=justify, footer=footer)  # type: ignore[arg-type]
     for g in report["groups"]:
-        table.add_row(_group_label(by, g), money(g["cost_usd"]), money(g["worker_usd"]), money(g["judge_usd"]), f"{g['calls']:,}",
+        table.add_row(Text(_group_label(by, g)), money(g["cost_usd"]), money(g["worker_usd"]), money(g["judge_usd"]), f"{g['calls']:,}",
                       f"{g['cached_calls']:,}", money(g["saved_usd"]), f"{g['prompt_tokens']:,}", f"{g['completion_tokens']:,}")
     out.print(table)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
 from .app import JsonOpt, LedgerOpt, app, ledger_option, money, out, print_json
 
@@ -36,9 +37,9 @@ def _fmt(name: str, value: Any) -> str:
     return f"{value:.3f}" if name == "mean_reward" else f"{value:.2f}"
 
 
-def _fmt_delta(name: str, delta: float | None, better: str) -> str:
+def _fmt_delta(name: str, delta: float | None, better: str) -> Text:
     if delta is None:
-        return "-"
+        return Text("-")
     if name in ("cost_usd", "cost_per_pass"):
         text = _signed_money(delta)
     elif name == "pass_rate":
@@ -50,9 +51,9 @@ def _fmt_delta(name: str, delta: float | None, better: str) -> str:
     else:
         text = f"{delta:+.3f}" if name == "mean_reward" else f"{delta:+.2f}"
     if abs(delta) < 1e-12 or better == "none":
-        return text
+        return Text(text)
     good = delta > 0 if better == "higher" else delta < 0
-    return f"[{'green' if good else 'red'}]{text}[/]"
+    return Text(text, style="green" if good else "red")
 
 
 def _print_spec_diff(spec: dict[str, Any]) -> None:
@@ -64,8 +65,6 @@ def _print_spec_diff(spec: dict[str, Any]) -> None:
         out.print(f"spec: versions {spec['a_hash']} → {spec['b_hash']} (text not in the ledger for {missing})", markup=False)
         return
     out.print(f"spec: {spec['a_hash']} → {spec['b_hash']}", markup=False)
-    from rich.text import Text
-
     for line in spec["diff"]:
         style = ("bold" if line.startswith(("---", "+++")) else "green" if line.startswith("+") else "red" if line.startswith("-")
                  else "cyan" if line.startswith("@@") else "")
@@ -103,9 +102,9 @@ def _print_cases(doc: dict[str, Any]) -> None:
 
     counts = doc["changes"]
     matched = sum(counts[k] for k in ("regression", "fix", "changed", "same"))
-    out.print(f"cases: {matched:,} matched · [red]{_count(counts['regression'], 'regression')}[/] · "
-              f"[green]{_count(counts['fix'], 'fix', 'fixes')}[/] · {counts['changed']:,} changed · {counts['same']:,} same · "
-              f"{counts['removed']:,} only in A · {counts['added']:,} only in B")
+    out.print(Text.assemble(f"cases: {matched:,} matched · ", (_count(counts["regression"], "regression"), "red"), " · ",
+                            (_count(counts["fix"], "fix", "fixes"), "green"), f" · {counts['changed']:,} changed · {counts['same']:,} same · "
+                            f"{counts['removed']:,} only in A · {counts['added']:,} only in B"))
     with_variant = any("variant" in c for c in doc["cases"])
     for change in ("regression", "fix", "changed", "removed", "added"):
         cases = [c for c in doc["cases"] if c["change"] == change]
@@ -121,7 +120,7 @@ def _print_cases(doc: dict[str, Any]) -> None:
             row = [short(str(c["case_id"]), 30)] + ([c.get("variant") or ""] if with_variant else []) + [
                 str(c["repeat"]), _outcome(c["a"]), _outcome(c["b"]),
                 f"{d['reward']:+.2f}" if d["reward"] is not None else "-", _signed_money(d["cost_usd"]), runs]
-            table.add_row(*row)
+            table.add_row(*(Text(cell) for cell in row))
         out.print(table)
         if len(cases) > SHOWN_PER_CLASS:
             out.print(f"… {len(cases) - SHOWN_PER_CLASS:,} more {_CLASS_TITLE[change]}: see --json", markup=False)
@@ -134,7 +133,7 @@ def _side_text(side: dict[str, Any]) -> str:
 
 
 def _print_batches(doc: dict[str, Any], *, spec: bool = True) -> None:
-    out.print(f"[bold]{_side_text(doc['a'])} → {_side_text(doc['b'])}[/]")
+    out.print(Text(f"{_side_text(doc['a'])} → {_side_text(doc['b'])}", style="bold"))
     if spec:
         _print_spec_diff(doc["spec"])
     out.print(_metrics_table(doc["metrics"]))
@@ -147,8 +146,8 @@ def _print_runs(doc: dict[str, Any]) -> None:
     from rich.table import Table
 
     a, b = doc["a"], doc["b"]
-    out.print(f"[bold]run {a['run_id'][:10]} ({a['spec_name']}, case {a['case_id']}) → run {b['run_id'][:10]} "
-              f"({b['spec_name']}, case {b['case_id']})[/]")
+    out.print(Text(f"run {a['run_id'][:10]} ({a['spec_name']}, case {a['case_id']}) → run {b['run_id'][:10]} "
+                   f"({b['spec_name']}, case {b['case_id']})", style="bold"))
     _print_spec_diff(doc["spec"])
     if doc["case_same"]:
         out.print(f"case: {json.dumps(a['case'], ensure_ascii=False)}", markup=False)
@@ -156,7 +155,7 @@ def _print_runs(doc: dict[str, Any]) -> None:
         out.print(f"case A: {json.dumps(a['case'], ensure_ascii=False)}", markup=False)
         out.print(f"case B: {json.dumps(b['case'], ensure_ascii=False)}", markup=False)
     style = _CLASS_STYLE[doc["change"]]
-    out.print(f"outcome: {_outcome(a)} → {_outcome(b)} · [{style}]{doc['change']}[/]")
+    out.print(Text.assemble(f"outcome: {_outcome(a)} → {_outcome(b)} · ", (doc["change"], style)))
     d = doc["delta"]
     out.print(f"iterations {a['iterations']} → {b['iterations']} · cost {money(a['cost_usd'])} → {money(b['cost_usd'])} "
               f"({_signed_money(d['cost_usd'])}) · latency {a['latency_ms'] or 0:,.0f} → {b['latency_ms'] or 0:,.0f} ms", markup=False)
@@ -167,41 +166,39 @@ def _print_runs(doc: dict[str, Any]) -> None:
         table.add_column("A", ratio=1)
         table.add_column("B", ratio=1)
         ia, ib = pair["a"] or {}, pair["b"] or {}
-        table.add_row("model", ia.get("model") or "-", ib.get("model") or "-")
-        from rich.text import Text
-
+        table.add_row("model", Text(ia.get("model") or "-"), Text(ib.get("model") or "-"))
         table.add_row("output", Text(ia.get("output") or "-"), Text(ib.get("output") or "-"))
         table.add_row("reward", _pass_text(ia), _pass_text(ib))
         for c in pair["checks"]:
             name = c["checker"] + (" (audit)" if c["audit"] else "")
             delta = c["delta"]
-            change = "" if delta is None or abs(delta) < 1e-12 else f" [{'green' if delta > 0 else 'red'}]({delta:+.2f})[/]"
-            table.add_row(name, _score(c["a_score"], c["a_passed"]), _score(c["b_score"], c["b_passed"]) + change)
+            change = Text("") if delta is None or abs(delta) < 1e-12 else Text(f" ({delta:+.2f})", style="green" if delta > 0 else "red")
+            table.add_row(Text(name), _score(c["a_score"], c["a_passed"]), Text.assemble(_score(c["b_score"], c["b_passed"]), change))
         out.print(table)
 
 
-def _pass_text(side: dict[str, Any]) -> str:
+def _pass_text(side: dict[str, Any]) -> Text:
     if not side:
-        return "-"
-    mark = "[green]pass[/]" if side.get("passed") else "[red]fail[/]"
-    return f"{side.get('reward') or 0:.2f} {mark}"
+        return Text("-")
+    mark = Text("pass", style="green") if side.get("passed") else Text("fail", style="red")
+    return Text.assemble(f"{side.get('reward') or 0:.2f} ", mark)
 
 
-def _score(score: float | None, passed: bool | None) -> str:
+def _score(score: float | None, passed: bool | None) -> Text:
     if score is None:
-        return "-"
-    return f"{score:.2f} " + ("pass" if passed else "[red]fail[/]")
+        return Text("-")
+    return Text.assemble(f"{score:.2f} ", "pass" if passed else ("fail", "red"))
 
 
 def _print_specs(doc: dict[str, Any]) -> None:
     a, b = doc["a"], doc["b"]
-    out.print(f"[bold]spec {a['path']} ({a['hash']}) → {b['path']} ({b['hash']})[/]")
+    out.print(Text(f"spec {a['path']} ({a['hash']}) → {b['path']} ({b['hash']})", style="bold"))
     if doc["spec"]["same"]:
         out.print("spec text: the same", markup=False)
     else:
         _print_spec_diff(doc["spec"])
     for note in doc["missing"]:
-        out.print(f"[yellow]{note}[/]")
+        out.print(Text(note, style="yellow"))
     if doc["batches"] is not None:
         out.print("latest batch of each version:", markup=False)
         _print_batches(doc["batches"], spec=False)
@@ -232,5 +229,5 @@ def diff(
     else:
         {"batches": _print_batches, "runs": _print_runs, "specs": _print_specs}[doc["kind"]](doc)
         if code:
-            out.print(f"[red]{_count(doc['regressions'], 'regression')}: exit 1 (--fail-on-regression)[/]")
+            out.print(Text(f"{_count(doc['regressions'], 'regression')}: exit 1 (--fail-on-regression)", style="red"))
     raise typer.Exit(code)

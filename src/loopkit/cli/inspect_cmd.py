@@ -7,10 +7,11 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from ..errors import UsageError
 from .app import JsonOpt, LedgerOpt, app, ledger_option, money, out, print_json
-from .render import STATUS_STYLE, public_run, runs_table, short
+from .render import pass_mark, public_run, runs_table, short, status_text
 
 RUN_STATUSES = ("passed", "failed", "needs_review", "error", "interrupted", "running")
 SHOWN_RUNS = 50
@@ -51,45 +52,45 @@ def runs(
     if as_json:
         print_json([public_run(r) for r in rows])
         return
-    out.print(runs_table(rows) if rows else "no runs match")
+    out.print(runs_table(rows) if rows else Text("no runs match"))
 
 
 def _show_run(detail: dict[str, Any], *, calls: bool) -> None:
     r = detail
-    style = STATUS_STYLE.get(r["status"], "")
-    out.print(f"[bold]run {r['id']}[/] · spec {r['spec_name']} · case {r['case_id']}"
-              + (f" · variant {r['variant']}" if r.get("variant") else "") + (f" · batch {r['batch_id'][:10]}" if r.get("batch_id") else ""))
-    out.print(f"status [{style}]{r['status']}[/] ({r.get('stop_reason') or '-'}) · reward {r.get('reward') or 0:.2f} · "
-              f"best iteration {r.get('best_iteration') or '-'} of {len(r['iterations'])} · cost {money(r.get('cost_usd'))} · "
-              f"tokens {r.get('prompt_tokens') or 0}+{r.get('completion_tokens') or 0}")
+    out.print(Text.assemble((f"run {r['id']}", "bold"), f" · spec {r['spec_name']} · case {r['case_id']}",
+                            f" · variant {r['variant']}" if r.get("variant") else "",
+                            f" · batch {r['batch_id'][:10]}" if r.get("batch_id") else ""))
+    out.print(Text.assemble("status ", status_text(r["status"]), f" ({r.get('stop_reason') or '-'}) · reward {r.get('reward') or 0:.2f} · "
+                            f"best iteration {r.get('best_iteration') or '-'} of {len(r['iterations'])} · cost {money(r.get('cost_usd'))} · "
+                            f"tokens {r.get('prompt_tokens') or 0}+{r.get('completion_tokens') or 0}"))
     if r.get("message"):
-        out.print(f"message: {r['message']}", markup=False)
+        out.print(Text(f"message: {r['message']}"))
     if r.get("suspect"):
-        out.print(f"[yellow]⚠ {r['suspect']}[/]")
-    out.print(f"case: {json.dumps(r['case'], ensure_ascii=False)}", markup=False)
+        out.print(Text(f"⚠ {r['suspect']}", style="yellow"))
+    out.print(Text(f"case: {json.dumps(r['case'], ensure_ascii=False)}"))
     run_calls = r["calls"]
     for it in r["iterations"]:
-        mark = "[green]pass[/]" if it["passed"] else "[red]fail[/]"
-        out.print(f"\n[bold]iteration {it['n']}[/] · {it['model']} · reward {it['reward']:.2f} {mark} · cost {money(it['cost_usd'])} · "
-                  f"tokens {it['prompt_tokens']}+{it['completion_tokens']}")
-        out.print(it["output"] or "", markup=False)
+        out.print()
+        out.print(Text.assemble((f"iteration {it['n']}", "bold"), f" · {it['model']} · reward {it['reward']:.2f} ", pass_mark(it["passed"]),
+                                f" · cost {money(it['cost_usd'])} · tokens {it['prompt_tokens']}+{it['completion_tokens']}"))
+        out.print(Text(it["output"] or ""))
         table = Table(show_edge=False, box=None, pad_edge=False)
         for col in ("checker", "score", "passed", "feedback"):
             table.add_column(col)
         for c in it["checks"]:
             name = c["checker"] + (" (audit)" if c["audit"] else "")
-            table.add_row(name, f"{c['score']:.2f}", "yes" if c["passed"] else "[red]no[/]", short(c["feedback"], 100))
+            table.add_row(Text(name), f"{c['score']:.2f}", Text("yes") if c["passed"] else Text("no", style="red"), Text(short(c["feedback"], 100)))
         out.print(table)
         for call in (c for c in run_calls if c["iteration"] == it["n"]):
             cached = " (cached)" if call["cached"] else ""
-            out.print(f"  call {call['role']} {call['model']}: {call['prompt_tokens']}+{call['completion_tokens']} tokens, "
-                      f"{money(call['cost_usd'])}, {call['latency_ms'] or 0:.0f} ms{cached}", markup=False)
+            out.print(Text(f"  call {call['role']} {call['model']}: {call['prompt_tokens']}+{call['completion_tokens']} tokens, "
+                           f"{money(call['cost_usd'])}, {call['latency_ms'] or 0:.0f} ms{cached}"))
             if calls:
                 for m in call["messages"]:
-                    out.print(f"    [{m['role']}] {m['content']}", markup=False)
-                out.print(f"    [response] {call['response'] or call['error'] or ''}", markup=False)
+                    out.print(Text(f"    [{m['role']}] {m['content']}"))
+                out.print(Text(f"    [response] {call['response'] or call['error'] or ''}"))
     for e in r["events"]:
-        out.print(f"event {e['kind']}: {json.dumps(e['detail'], ensure_ascii=False)}", markup=False)
+        out.print(Text(f"event {e['kind']}: {json.dumps(e['detail'], ensure_ascii=False)}"))
 
 
 def _show_batch(store: Any, batch_id: str, *, as_json: bool) -> None:
@@ -105,16 +106,17 @@ def _show_batch(store: Any, batch_id: str, *, as_json: bool) -> None:
         print_json(summary)
         return
     b = summary["batch"]
-    out.print(f"[bold]batch {b['id']}[/] · {b['kind']} · {summary['spec_name'] or '-'} · {b['status']} · started {b['started_at'][:19]}")
+    out.print(Text.assemble((f"batch {b['id']}", "bold"), f" · {b['kind']} · {summary['spec_name'] or '-'} · {b['status']} · "
+                            f"started {b['started_at'][:19]}"))
     if b.get("resume"):
-        out.print(f"[yellow]its process is gone: finish it with `{b['resume']}`[/]")
+        out.print(Text(f"its process is gone: finish it with `{b['resume']}`", style="yellow"))
     out.print(f"runs {summary['runs']} · passed {summary['passed']} ({summary['pass_rate']:.0%}) · cost {money(summary['cost_usd'])}"
               f" · cost per passed case {money(summary['cost_per_pass'])}")
-    out.print("stop reasons: " + ", ".join(f"{k} {v}" for k, v in summary["stop_reasons"].items()))
+    out.print(Text("stop reasons: " + ", ".join(f"{k} {v}" for k, v in summary["stop_reasons"].items())))
     if summary["slowest"]:
-        out.print("slowest: " + ", ".join(f"{r['case_id']} ({r['seconds']:.1f}s)" for r in summary["slowest"]))
+        out.print(Text("slowest: " + ", ".join(f"{r['case_id']} ({r['seconds']:.1f}s)" for r in summary["slowest"])))
     if summary["most_expensive"]:
-        out.print("most expensive: " + ", ".join(f"{r['case_id']} ({money(r['cost_usd'])})" for r in summary["most_expensive"]))
+        out.print(Text("most expensive: " + ", ".join(f"{r['case_id']} ({money(r['cost_usd'])})" for r in summary["most_expensive"])))
     rows = summary["run_rows"]
     out.print(runs_table(rows[:SHOWN_RUNS], one_batch=True))
     if len(rows) > SHOWN_RUNS:

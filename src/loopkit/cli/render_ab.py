@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from ..ab_report import fmt_p, pts, report_tests
 from ..formatting import usd
@@ -20,18 +21,18 @@ __all__ = ["ab_markdown", "ab_table_rows", "append_ab_summary", "render_ab", "re
 def render_ab(report: dict[str, Any]) -> None:
     """Metrics table with deltas, intervals and p-values, the anytime-valid tests, notes, then the verdict."""
     level = f"{1 - report['alpha']:.0%}"
-    table = Table(title=report_title(report), title_justify="left")
+    table = Table(title=Text(report_title(report)), title_justify="left")
     for name, justify in (("metric", "left"), ("A", "right"), ("B", "right"), (f"Δ B − A [{level} CI]", "right"), ("p", "right")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for row in ab_table_rows(report):
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))
     out.print(table)
     for line in sequential_lines(report):
         out.print(line, markup=False)
     if report["not_run_budget"]:
-        out.print(f"[red]the batch budget kept {report['not_run_budget']} run(s) from starting[/]")
+        out.print(Text(f"the batch budget kept {report['not_run_budget']} run(s) from starting", style="red"))
     if report["errors"]:
-        out.print(f"[magenta]{report['errors']} run(s) ended in model/infrastructure errors[/]")
+        out.print(Text(f"{report['errors']} run(s) ended in model/infrastructure errors", style="magenta"))
     for note in report["notes"][1:]:
         out.print(f"note: {note}", markup=False, style="dim")
     style = "bold green" if report["verdict"]["winner"] else "bold"

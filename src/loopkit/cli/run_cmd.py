@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
+from rich.text import Text
 
 from ..errors import UsageError
 from .app import JsonOpt, LedgerOpt, app, err, ledger_option, money, out, print_json
@@ -48,11 +49,11 @@ def _report(ledger: Any, result: Any, *, as_json: bool, fail_under: float | None
     out.print(f"passed {result.passed}/{result.finished} ({result.pass_rate:.0%}) · {statuses} · cost {money(result.cost_usd)}")
     for r in rows:
         if r.get("suspect"):
-            out.print(f"[yellow]⚠ run {r['id'][:10]} (case {r['case_id']}): {r['suspect']}[/]")
+            out.print(Text(f"⚠ run {r['id'][:10]} (case {r['case_id']}): {r['suspect']}", style="yellow"))
     if result.refused:
-        out.print(f"[red]the batch budget kept {result.refused} case(s) from running[/]")
+        out.print(Text(f"the batch budget kept {result.refused} case(s) from running", style="red"))
     if fail_under is not None and result.pass_rate < fail_under:
-        out.print(f"[red]pass rate {result.pass_rate:.0%} is under --fail-under {fail_under:.0%}[/]")
+        out.print(Text(f"pass rate {result.pass_rate:.0%} is under --fail-under {fail_under:.0%}", style="red"))
     return code
 
 
@@ -94,7 +95,7 @@ def run(
         try:
             result = batch.run()
         except KeyboardInterrupt:
-            err.print(f"interrupted: batch {batch.batch_id[:10]} saved; finish it with `loopkit resume {batch.batch_id[:10]}`")
+            err.print(f"interrupted: batch {batch.batch_id[:10]} saved; finish it with `loopkit resume {batch.batch_id[:10]}`", markup=False)
             raise typer.Exit(130) from None
     _ci_outputs(store, result, junit=junit, spec_name=batch.spec.name)  # first: a failure here is the exit code
     report_option(store, html, result.batch_id)
