@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -30,13 +31,14 @@ app = typer.Typer(
 )
 
 def _console(stderr: bool) -> Console:
-    """Wide enough for tables when output goes to a file or a CI log rather than a terminal.
+    """Wide enough for tables when output goes to a file or a CI log rather than a terminal (unless
+    $COLUMNS says how wide).
 
     Markup and emoji codes are off: model output, case ids and feedback print as they are (a reply
     with `[/]` or `:x:` in it is text, not a style); what loopkit styles itself it styles with `Text`."""
     probe = Console(stderr=stderr)
     return Console(stderr=stderr, highlight=False, soft_wrap=True, markup=False, emoji=False,
-                   width=None if probe.is_terminal else max(probe.width, 140))
+                   width=None if probe.is_terminal or os.environ.get("COLUMNS") else max(probe.width, 140))
 
 
 out = _console(stderr=False)

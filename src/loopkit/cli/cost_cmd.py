@@ -12,10 +12,9 @@ BY_CHOICES = ("model", "spec", "day", "batch")
 
 
 def _local(iso: str) -> str:
-    from ..timewindow import from_iso
+    from ..formatting import local_time
 
-    moment = from_iso(iso)
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M %Z").strip() if moment else iso
+    return local_time(iso)
 
 
 def _window_text(since: str | None, until: str | None) -> str:
@@ -39,11 +38,11 @@ def _group_label(by: str, group: dict[str, Any]) -> str:
 
 
 def _print_report(report: dict[str, Any]) -> None:
-    from rich.table import Table
-
-    total, roles, by = report["total"], report["roles"], report["by"]
     from rich.text import Text
 
+    from .render import Column, fitted_table
+
+    total, roles, by = report["total"], report["roles"], report["by"]
     out.print(Text.assemble((f"spend {money(total['cost_usd'])}", "bold"),
                             f" in {total['calls']:,} calls, {_window_text(report['since'], report['until'])}"))
     parts = [f"{role} {money(r['cost_usd'])} ({r['calls']:,} calls)" for role, r in roles.items() if r["calls"] or role in ("worker", "judge")]
@@ -57,17 +56,20 @@ def _print_report(report: dict[str, Any]) -> None:
         out.print(f"  failed calls {total['errors']:,}", markup=False)
     if not by:
         return
-    table = Table(show_footer=True, title=f"by {by}", title_justify="left")
-    columns = [(by, "left", "total"), ("spend", "right", money(total["cost_usd"])),
-               ("worker", "right", money(roles["worker"]["cost_usd"])), ("judge", "right", money(roles["judge"]["cost_usd"])),
-               ("calls", "right", f"{total['calls']:,}"), ("cached", "right", f"{total['cached_calls']:,}"),
-               ("saved", "right", money(total["saved_usd"])), ("prompt tok", "right", f"{total['prompt_tokens']:,}"),
-               ("compl. tok", "right", f"{total['completion_tokens']:,}")]
-    for name, justify, footer in columns:
-        table.add_column(name, justify=justify, footer=footer)  # type: ignore[arg-type]
-    for g in report["groups"]:
-        table.add_row(Text(_group_label(by, g)), money(g["cost_usd"]), money(g["worker_usd"]), money(g["judge_usd"]), f"{g['calls']:,}",
-                      f"{g['cached_calls']:,}", money(g["saved_usd"]), f"{g['prompt_tokens']:,}", f"{g['completion_tokens']:,}")
+    # The group's name stays whole (a model id like openrouter/anthropic/claude-3.5-sonnet-20241022); on a narrow
+    # terminal the per-role and cache columns give way first (the lines above carry them for the whole window).
+    columns = [Column(by, flexible=True, min_width=200, footer="total"), Column("spend", "right", footer=money(total["cost_usd"])),
+               Column("worker", "right", drop=7, footer=money(roles["worker"]["cost_usd"])),
+               Column("judge", "right", drop=6, footer=money(roles["judge"]["cost_usd"])),
+               Column("calls", "right", drop=2, footer=f"{total['calls']:,}"),
+               Column("cached", "right", drop=4, footer=f"{total['cached_calls']:,}"),
+               Column("saved", "right", drop=5, footer=money(total["saved_usd"])),
+               Column("prompt tok", "right", drop=3, footer=f"{total['prompt_tokens']:,}"),
+               Column("compl. tok", "right", drop=3, footer=f"{total['completion_tokens']:,}")]
+    rows = [[_group_label(by, g), money(g["cost_usd"]), money(g["worker_usd"]), money(g["judge_usd"]), f"{g['calls']:,}",
+             f"{g['cached_calls']:,}", money(g["saved_usd"]), f"{g['prompt_tokens']:,}", f"{g['completion_tokens']:,}"]
+            for g in report["groups"]]
+    table = fitted_table(columns, rows, title=f"by {by}")
     out.print(table)
 
 

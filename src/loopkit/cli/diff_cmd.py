@@ -128,7 +128,9 @@ def _print_cases(doc: dict[str, Any]) -> None:
 
 def _side_text(side: dict[str, Any]) -> str:
     variant = f":{side['variant']}" if side.get("variant") else ""
-    when = (side.get("started_at") or "")[:16].replace("T", " ")
+    from ..formatting import local_time
+
+    when = local_time(side.get("started_at"))
     return f"batch {side['batch_id'][:10]}{variant} ({side.get('spec_name') or '-'}, {side.get('status') or '-'}, {when})"
 
 

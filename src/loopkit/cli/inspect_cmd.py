@@ -10,6 +10,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import UsageError
+from ..formatting import duration, local_time
+from ..timewindow import seconds_between
 from .app import JsonOpt, LedgerOpt, app, ledger_option, money, out, print_json
 from .render import pass_mark, public_run, runs_table, short, status_text
 
@@ -63,6 +65,8 @@ def _show_run(detail: dict[str, Any], *, calls: bool) -> None:
     out.print(Text.assemble("status ", status_text(r["status"]), f" ({r.get('stop_reason') or '-'}) · reward {r.get('reward') or 0:.2f} · "
                             f"best iteration {r.get('best_iteration') or '-'} of {len(r['iterations'])} · cost {money(r.get('cost_usd'))} · "
                             f"tokens {r.get('prompt_tokens') or 0}+{r.get('completion_tokens') or 0}"))
+    took = seconds_between(r.get("started_at"), r.get("ended_at"))
+    out.print(Text(f"started {local_time(r.get('started_at'))}" + (f" · took {duration(took)}" if took is not None else "")))
     if r.get("message"):
         out.print(Text(f"message: {r['message']}"))
     if r.get("suspect"):
@@ -107,7 +111,7 @@ def _show_batch(store: Any, batch_id: str, *, as_json: bool) -> None:
         return
     b = summary["batch"]
     out.print(Text.assemble((f"batch {b['id']}", "bold"), f" · {b['kind']} · {summary['spec_name'] or '-'} · {b['status']} · "
-                            f"started {b['started_at'][:19]}"))
+                            f"started {local_time(b['started_at'])}" + (f" · ended {local_time(b['ended_at'])}" if b.get("ended_at") else "")))
     if b.get("resume"):
         out.print(Text(f"its process is gone: finish it with `{b['resume']}`", style="yellow"))
     out.print(f"runs {summary['runs']} · passed {summary['passed']} ({summary['pass_rate']:.0%}) · cost {money(summary['cost_usd'])}"
