@@ -239,3 +239,50 @@ def test_show_completion_prints_a_script_that_calls_back_into_loopkit(cli):
     done = cli("--show-completion", "bash", env={"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"})
     assert done.returncode == 0
     assert "_LOOPKIT_COMPLETE=complete_bash" in done.stdout and "complete -o default -F _loopkit_completion loopkit" in done.stdout
+
+
+def test_the_run_summary_and_show_batch_say_why_runs_errored(cli, write_spec, fake_llm):
+    from fake_llm import Reply
+
+    fake_llm.default = Reply(status=401)
+    unauthorized = write_spec(f"""
+        model: {{id: openai/gpt-4o-mini, api_base: "{fake_llm.base_url}"}}
+        task: {{prompt: "{{{{ case.n }}}}"}}
+        inputs: [{{id: a, n: 1}}, {{id: b, n: 2}}]
+        """, name="unauthorized.yaml")
+    done = cli("run", str(unauthorized), "--max-retries", "1")
+    assert done.returncode == 4, done.stderr
+    assert "why 2 runs errored:" in done.stdout
+    assert "2 × authentication failed (401/403): AuthenticationError" in done.stdout and "fake error 401" in done.stdout
+    batch = json.loads(cli("runs", "--json").stdout)[0]["batch_id"]
+    shown = cli("show", batch)
+    assert "2 × authentication failed (401/403)" in shown.stdout
+    (kind,) = json.loads(cli("show", batch, "--json").stdout)["error_kinds"]
+    assert (kind["kind"], kind["runs"], kind["case_id"]) == ("authentication failed (401/403)", 2, "a")
+
+    refused = write_spec("""
+        model: {id: openai/gpt-4o-mini, api_base: "http://127.0.0.1:9/v1"}
+        task: {prompt: go}
+        """, name="refused.yaml")
+    done = cli("run", str(refused), "--max-retries", "1", "--json")
+    assert done.returncode == 4
+    assert [(k["kind"], k["runs"]) for k in json.loads(done.stdout)["error_kinds"]] == [("connection failed", 1)]
+
+
+def test_checker_errors_and_replay_misses_are_named_in_the_summary(cli, write_spec):
+    spec = write_spec("""
+        model: {id: loopkit/scripted, replies: ["{{ case.n }}"]}
+        task: {prompt: "{{ case.n }}"}
+        inputs: [{id: a, n: 1}, {id: b, n: 2}, {id: c, n: 3}]
+        checkers: [{name: broken, type: python, function: "checks.py:broken"}]
+        """, checks__py="def broken(output, case):\n    if case['n'] == 3:\n        raise ValueError('no judgement today')\n    return True\n")
+    done = cli("run", str(spec))
+    assert done.returncode == 4
+    assert "why 1 run errored:" in done.stdout and "1 × checker error" in done.stdout and "no judgement today" in done.stdout
+    batch = json.loads(cli("runs", "--json").stdout)[0]["batch_id"]
+    changed = write_spec(spec.read_text().replace('task: {prompt: "{{ case.n }}"}', 'task: {prompt: "again {{ case.n }}"}'),
+                         name="changed.yaml", checks__py="def broken(output, case):\n    return True\n")
+    replayed = cli("run", str(changed), "--replay", batch, "--json")
+    assert replayed.returncode == 4
+    (kind,) = json.loads(replayed.stdout)["error_kinds"]
+    assert kind["kind"] == "replay miss (no recorded response)" and kind["runs"] == 3

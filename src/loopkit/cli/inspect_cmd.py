@@ -13,7 +13,7 @@ from ..errors import UsageError
 from ..formatting import duration, local_time
 from ..timewindow import seconds_between
 from .app import JsonOpt, LedgerOpt, app, ledger_option, money, out, print_json
-from .render import pass_mark, public_run, runs_table, short, status_text
+from .render import error_lines, pass_mark, public_run, runs_table, short, status_text
 
 RUN_STATUSES = ("passed", "failed", "needs_review", "error", "interrupted", "running")
 SHOWN_RUNS = 50
@@ -117,6 +117,8 @@ def _show_batch(store: Any, batch_id: str, *, as_json: bool) -> None:
     out.print(f"runs {summary['runs']} · passed {summary['passed']} ({summary['pass_rate']:.0%}) · cost {money(summary['cost_usd'])}"
               f" · cost per passed case {money(summary['cost_per_pass'])}")
     out.print(Text("stop reasons: " + ", ".join(f"{k} {v}" for k, v in summary["stop_reasons"].items())))
+    for line in error_lines(summary["error_kinds"]):
+        out.print(line)
     if summary["slowest"]:
         out.print(Text("slowest: " + ", ".join(f"{r['case_id']} ({r['seconds']:.1f}s)" for r in summary["slowest"])))
     if summary["most_expensive"]:

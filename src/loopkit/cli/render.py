@@ -104,6 +104,18 @@ def runs_table(rows: list[dict[str, Any]], *, title: str | None = None, one_batc
     return fitted_table(columns, table_rows, width=width, title=title)
 
 
+def error_lines(kinds: list[dict[str, Any]]) -> list[Text]:
+    """Why runs errored: each kind with its count and its first message (`show RUN` has that run whole)."""
+    if not kinds:
+        return []
+    total = sum(k["runs"] for k in kinds)
+    lines = [Text(f"why {total:,} run{'s' if total != 1 else ''} errored:", style="magenta")]
+    for k in kinds:
+        lines.append(Text.assemble(f"  {k['runs']:,} × ", (k["kind"], "bold"), f": {short(k['message'], 240) or '-'}",
+                                   (f" (first: run {k['run_id'][:10]}, case {short(str(k['case_id']), 40)})", "dim")))
+    return lines
+
+
 def public_run(row: dict[str, Any]) -> dict[str, Any]:
     """A runs row as --json shows it: the case as an object, no internal resume state."""
     shown = {k: v for k, v in row.items() if k not in ("state", "case_json")}

@@ -11,7 +11,7 @@ from rich.text import Text
 
 from ..errors import UsageError
 from .app import JsonOpt, LedgerOpt, app, err, ledger_option, money, out, print_json
-from .render import public_run, runs_table
+from .render import error_lines, public_run, runs_table
 from .report_cmd import report_option
 
 SUMMARY_ROWS = 50
@@ -29,16 +29,17 @@ def _tags(values: list[str] | None) -> dict[str, str]:
 
 def _report(ledger: Any, result: Any, *, as_json: bool, fail_under: float | None, spec_name: str) -> int:
     """Print a batch's outcome (table or JSON) and return the exit code."""
-    from ..ledger.queries import batch_runs
+    from ..ledger.queries import batch_runs, error_kinds
 
     rows = batch_runs(ledger, result.batch_id)
     code = result.exit_code(fail_under)
+    kinds = error_kinds(ledger, result.batch_id) if result.errors else []
     if as_json:
         print_json({
             "batch_id": result.batch_id, "spec": spec_name, "status": result.status, "total": result.total,
             "finished": result.finished, "passed": result.passed, "pass_rate": result.pass_rate, "errors": result.errors,
-            "not_run_budget": result.refused, "cost_usd": result.cost_usd, "statuses": result.statuses, "exit_code": code,
-            "runs": [public_run(r) for r in rows],
+            "error_kinds": kinds, "not_run_budget": result.refused, "cost_usd": result.cost_usd, "statuses": result.statuses,
+            "exit_code": code, "runs": [public_run(r) for r in rows],
         })
         return code
     shown = rows[:SUMMARY_ROWS]
@@ -47,6 +48,8 @@ def _report(ledger: Any, result: Any, *, as_json: bool, fail_under: float | None
         out.print(f"… {len(rows) - len(shown)} more: loopkit show {result.batch_id[:10]}")
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(result.statuses.items()))
     out.print(f"passed {result.passed}/{result.finished} ({result.pass_rate:.0%}) · {statuses} · cost {money(result.cost_usd)}")
+    for line in error_lines(kinds):
+        out.print(line)
     for r in rows:
         if r.get("suspect"):
             out.print(Text(f"⚠ run {r['id'][:10]} (case {r['case_id']}): {r['suspect']}", style="yellow"))

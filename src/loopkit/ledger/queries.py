@@ -45,9 +45,35 @@ def batch_summary(ledger: Ledger, batch_id: str) -> dict[str, Any]:
     return {
         "batch": batch, "spec_name": totals.get("spec_name"), "runs": runs, "passed": passed,
         "pass_rate": passed / runs if runs else 0.0, "cost_usd": cost, "cost_per_pass": cost / passed if passed else None,
-        "stop_reasons": reasons, "slowest": slowest, "most_expensive": expensive,
+        "stop_reasons": reasons, "error_kinds": error_kinds(ledger, batch_id), "slowest": slowest, "most_expensive": expensive,
         "run_rows": [{k: v for k, v in r.items() if k not in ("state", "case_json")} for r in rows],
     }
+
+
+# Why a run errored, from its message: the kind a person acts on (fix a key, a model name, a server...).
+# LIKE is case-insensitive for ASCII; the first matching kind wins.
+_ERROR_KIND = """CASE
+  WHEN stop_reason = 'checker_error' THEN 'checker error'
+  WHEN message LIKE 'replay:%' THEN 'replay miss (no recorded response)'
+  WHEN message LIKE '%AuthenticationError%' OR message LIKE '%PermissionDeniedError%' THEN 'authentication failed (401/403)'
+  WHEN message LIKE '%NotFoundError%' OR message LIKE '%model_not_found%' OR message LIKE '%does not exist%'
+    OR message LIKE '%LLM Provider NOT provided%' THEN 'unknown model (404)'
+  WHEN message LIKE '%Connection error%' OR message LIKE '%Connection refused%' OR message LIKE '%APIConnectionError%'
+    THEN 'connection failed'
+  WHEN message LIKE '%RateLimitError%' THEN 'rate limited (429)'
+  WHEN message LIKE '%Timeout%' OR message LIKE '%timed out%' THEN 'timed out'
+  WHEN message LIKE '%InternalServerError%' OR message LIKE '%ServiceUnavailableError%' THEN 'server error (5xx)'
+  WHEN message LIKE '%BadRequestError%' THEN 'bad request (400)'
+  WHEN message IS NULL OR message = '' THEN 'error without a message'
+  ELSE 'other error' END"""
+
+
+def error_kinds(ledger: Ledger, batch_id: str) -> list[dict[str, Any]]:
+    """The batch's error runs by kind, most first: `kind`, `runs`, and the first one's `message`, `run_id`, `case_id`."""
+    return ledger.query(
+        f"SELECT kind, COUNT(*) AS runs, MIN(started_at) AS first_at, message, id AS run_id, case_id FROM ("
+        f"SELECT {_ERROR_KIND} AS kind, message, id, case_id, started_at FROM runs WHERE batch_id=? AND status='error') "
+        "GROUP BY kind ORDER BY runs DESC, first_at", (batch_id,))
 
 
 def review_queue(ledger: Ledger) -> list[dict[str, Any]]:
