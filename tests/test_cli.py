@@ -286,3 +286,36 @@ def test_checker_errors_and_replay_misses_are_named_in_the_summary(cli, write_sp
     assert replayed.returncode == 4
     (kind,) = json.loads(replayed.stdout)["error_kinds"]
     assert kind["kind"] == "replay miss (no recorded response)" and kind["runs"] == 3
+
+
+def test_under_json_a_user_error_is_also_a_json_document_on_stdout(cli, write_spec, tmp_path):
+    missing = cli("runs", "--json")  # no ledger yet
+    assert missing.returncode == 2
+    error = json.loads(missing.stdout)["error"]
+    assert error["exit_code"] == 2 and error["location"] == str(tmp_path / "ledger.db") and "no ledger here yet" in error["message"]
+    assert missing.stderr.startswith("error: ") and len(missing.stderr.splitlines()) == 1
+
+    bad = write_spec("""
+        model: {id: loopkit/scripted, replies: [x]}
+        task: {prompt: go}
+        chekers: []
+        """)
+    done = cli("run", str(bad), "--json")
+    assert done.returncode == 2
+    error = json.loads(done.stdout)["error"]
+    assert error["exit_code"] == 2 and any(f"{bad}:4:1: chekers: unknown key" in p for p in error["problems"])
+    assert f"{bad}:4:1" in done.stderr
+
+    good = write_spec("""
+        model: {id: loopkit/scripted, replies: [x]}
+        task: {prompt: go}
+        """, name="good.yaml")
+    assert cli("run", str(good)).returncode == 0
+    for args, words in ((["show", "ffffffff"], "no run or batch"), (["runs", "--since", "someday"], "bad time 'someday'"),
+                        (["cost", "--by", "colour"], "--by 'colour'"), (["runs", "--limit", "0"], "--limit")):
+        done = cli(*args, "--json")
+        assert done.returncode == 2, args
+        error = json.loads(done.stdout)["error"]
+        assert error["exit_code"] == 2 and words in error["message"], (args, error)
+        assert words in done.stderr
+    assert cli("show", "ffffffff").stdout == ""  # without --json, stdout stays empty

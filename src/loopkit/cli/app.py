@@ -72,25 +72,48 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
 
 
-def main() -> None:
-    """Console-script entry: user errors print one line and exit with their code; Ctrl-C exits 130."""
-    from . import commands  # noqa: F401 - registers the commands on `app`
+def _wants_json(argv: list[str]) -> bool:
+    """Whether the command line asks for --json (before any `--`)."""
+    args = argv[1:]
+    return "--json" in (args[:args.index("--")] if "--" in args else args)
+
+
+def _json_error(message: str, exit_code: int, location: str | None = None, **extra: Any) -> None:
+    """Under --json a failure is a JSON document on stdout too, so a script reading stdout sees why."""
+    if _wants_json(sys.argv):
+        print_json({"error": {"message": message, "exit_code": exit_code, "location": location, **extra}})
+
+
+def _run() -> int:
+    """Run the command line; user errors print one line on stderr and give their exit code; Ctrl-C gives 130."""
+    from ..errors import SpecError
 
     try:
         # prog_name: the completion variable is _LOOPKIT_COMPLETE however loopkit was started (python -m, a test)
         code = app(standalone_mode=False, prog_name="loopkit")  # returns a typer.Exit's code in non-standalone mode
-        sys.exit(code if isinstance(code, int) else 0)
+        return code if isinstance(code, int) else 0
     except LoopkitError as exc:
         for line in str(exc).splitlines():
             err.print(f"error: {line}", markup=False)
-        sys.exit(exc.exit_code)
+        extra = {"problems": exc.problems} if isinstance(exc, SpecError) else {}
+        _json_error(exc.message, exc.exit_code, exc.location, **extra)
+        return exc.exit_code
     except KeyboardInterrupt:
         err.print("interrupted", markup=False)
-        sys.exit(130)
+        return 130
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except (typer.Abort, EOFError):
-        sys.exit(130)
+        return 130
     except ClickException as exc:  # bad options and arguments arrive here in non-standalone mode
         exc.show()
-        sys.exit(2 if isinstance(exc, ClickUsageError) else exc.exit_code)
+        code = 2 if isinstance(exc, ClickUsageError) else exc.exit_code
+        _json_error(exc.format_message(), code)
+        return code
+
+
+def main() -> None:
+    """Console-script entry: exits with the command's code (SPEC.md §3)."""
+    from . import commands  # noqa: F401 - registers the commands on `app`
+
+    sys.exit(_run())
