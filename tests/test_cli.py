@@ -6,6 +6,8 @@ import json
 
 from fake_llm import Reply
 
+from loopkit.formatting import usd as money
+
 TWO_STEP = """
 model: {{id: openai/gpt-4o-mini, api_base: "{base}"}}
 params: {{max_tokens: 100}}
@@ -319,3 +321,52 @@ def test_under_json_a_user_error_is_also_a_json_document_on_stdout(cli, write_sp
         assert error["exit_code"] == 2 and words in error["message"], (args, error)
         assert words in done.stderr
     assert cli("show", "ffffffff").stdout == ""  # without --json, stdout stays empty
+
+
+def test_show_prints_checker_feedback_whole(cli, write_spec):
+    feedback = ("The total is off because the standard deduction for a married couple filing jointly was applied twice, "
+                "once in the adjusted gross income and once again in the taxable income; subtract it only once and "
+                "recompute the bracket amounts from the second bracket onwards, then round to whole dollars at the very end.")
+    spec = write_spec("""
+        model: {id: loopkit/scripted, replies: ["x"]}
+        task: {prompt: go}
+        checkers: [{name: tax, type: python, function: "checks.py:tax"}]
+        stop: {max_iterations: 1}
+        """, checks__py=f"from loopkit import CheckResult\ndef tax(output, case):\n    return CheckResult(score=0, passed=False, feedback={feedback!r})\n")
+    run_id = json.loads(cli("run", str(spec), "--json").stdout)["runs"][0]["id"]
+    shown = cli("show", run_id).stdout
+    assert " ".join(feedback.split()) in " ".join(shown.split())
+    assert "…" not in shown
+
+
+def test_show_says_a_run_was_answered_from_the_cache_and_what_it_would_have_cost(cli, write_spec):
+    spec = write_spec("""
+        model: {id: loopkit/scripted, replies: ["{{ case.n }}", "ok"], price: {input_per_mtok: 1000, output_per_mtok: 1000}}
+        task: {prompt: "{{ case.n }}"}
+        inputs: [{id: a, n: 1}, {id: b, n: 2}]
+        checkers: [{name: ok, type: equals, expected: ok}]
+        """)
+    first = {r["case_id"]: r for r in json.loads(cli("run", str(spec), "--json").stdout)["runs"]}
+    assert all(r["cost_usd"] > 0 for r in first.values())
+    again = cli("run", str(spec))
+    assert f"answered from the cache: 4 of 4 calls; would have cost {money(sum(r['cost_usd'] for r in first.values()))}" in again.stdout
+    second = json.loads(cli("runs", "--json").stdout)[0]  # newest first: a run of the second batch
+    assert second["cost_usd"] == 0
+    shown = cli("show", second["id"])
+    assert f"answered from the cache: 2 of 2 calls; would have cost {money(first[second['case_id']]['cost_usd'])}" in shown.stdout
+    assert json.loads(cli("show", second["id"], "--json").stdout)["cache"]["cached"] == 2
+    assert "answered from the cache: 4 of 4 calls" in cli("show", second["batch_id"]).stdout
+    assert "answered from the cache" not in cli("show", first["a"]["id"]).stdout
+
+
+def test_runs_says_when_it_stopped_at_its_limit(cli, write_spec):
+    spec = write_spec("""
+        model: {id: loopkit/scripted, replies: ["x"]}
+        task: {prompt: "{{ case.n }}"}
+        inputs: [{n: 1}, {n: 2}, {n: 3}]
+        """)
+    assert cli("run", str(spec)).returncode == 0
+    assert "showing 2 of 3 runs; --limit N for more" in cli("runs", "--limit", "2").stdout
+    assert "showing" not in cli("runs", "--limit", "3").stdout
+    assert "showing 1 of 3 runs" in cli("runs", "--limit", "1", "--status", "passed").stdout
+    assert len(json.loads(cli("runs", "--limit", "2", "--json").stdout)) == 2

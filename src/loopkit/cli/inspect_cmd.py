@@ -13,7 +13,7 @@ from ..errors import UsageError
 from ..formatting import duration, local_time
 from ..timewindow import seconds_between
 from .app import JsonOpt, LedgerOpt, app, ledger_option, money, out, print_json
-from .render import error_lines, pass_mark, public_run, runs_table, short, status_text
+from .render import cache_line, error_lines, pass_mark, public_run, runs_table, short, status_text
 
 RUN_STATUSES = ("passed", "failed", "needs_review", "error", "interrupted", "running")
 SHOWN_RUNS = 50
@@ -36,7 +36,7 @@ def runs(
 ) -> None:
     """List runs, newest first."""
     from ..ledger import Ledger
-    from ..ledger.queries import list_runs
+    from ..ledger.queries import count_runs, list_runs
     from ..timewindow import parse_time, to_iso
 
     if status is not None and status not in RUN_STATUSES:
@@ -49,12 +49,14 @@ def runs(
         kind, batch_id = store.resolve(batch)
         if kind != "batch":
             raise UsageError(f"{batch} is a run, not a batch")
-    rows = list_runs(store, spec=spec, status=status, since=since_iso, until=until_iso, batch_id=batch_id, suspect=suspect,
-                     limit=limit)
+    where = {"spec": spec, "status": status, "since": since_iso, "until": until_iso, "batch_id": batch_id, "suspect": suspect}
+    rows = list_runs(store, **where, limit=limit)
     if as_json:
         print_json([public_run(r) for r in rows])
         return
     out.print(runs_table(rows) if rows else Text("no runs match"))
+    if len(rows) == limit and (total := count_runs(store, **where)) > limit:
+        out.print(Text(f"showing {limit:,} of {total:,} runs; --limit N for more", style="dim"))
 
 
 def _show_run(detail: dict[str, Any], *, calls: bool) -> None:
@@ -67,6 +69,8 @@ def _show_run(detail: dict[str, Any], *, calls: bool) -> None:
                             f"tokens {r.get('prompt_tokens') or 0}+{r.get('completion_tokens') or 0}"))
     took = seconds_between(r.get("started_at"), r.get("ended_at"))
     out.print(Text(f"started {local_time(r.get('started_at'))}" + (f" · took {duration(took)}" if took is not None else "")))
+    if r.get("cache", {}).get("cached"):
+        out.print(Text(cache_line(r["cache"])))
     if r.get("message"):
         out.print(Text(f"message: {r['message']}"))
     if r.get("suspect"):
@@ -79,11 +83,11 @@ def _show_run(detail: dict[str, Any], *, calls: bool) -> None:
                                 f" · cost {money(it['cost_usd'])} · tokens {it['prompt_tokens']}+{it['completion_tokens']}"))
         out.print(Text(it["output"] or ""))
         table = Table(show_edge=False, box=None, pad_edge=False)
-        for col in ("checker", "score", "passed", "feedback"):
-            table.add_column(col)
+        for col in ("checker", "score", "passed", "feedback"):  # feedback whole, wrapped: it is what the model was told
+            table.add_column(col, overflow="fold")
         for c in it["checks"]:
             name = c["checker"] + (" (audit)" if c["audit"] else "")
-            table.add_row(Text(name), f"{c['score']:.2f}", Text("yes") if c["passed"] else Text("no", style="red"), Text(short(c["feedback"], 100)))
+            table.add_row(Text(name), f"{c['score']:.2f}", Text("yes") if c["passed"] else Text("no", style="red"), Text(c["feedback"] or ""))
         out.print(table)
         for call in (c for c in run_calls if c["iteration"] == it["n"]):
             cached = " (cached)" if call["cached"] else ""
@@ -119,6 +123,8 @@ def _show_batch(store: Any, batch_id: str, *, as_json: bool) -> None:
     out.print(Text("stop reasons: " + ", ".join(f"{k} {v}" for k, v in summary["stop_reasons"].items())))
     for line in error_lines(summary["error_kinds"]):
         out.print(line)
+    if summary["cache"]["cached"]:
+        out.print(Text(cache_line(summary["cache"])))
     if summary["slowest"]:
         out.print(Text("slowest: " + ", ".join(f"{r['case_id']} ({r['seconds']:.1f}s)" for r in summary["slowest"])))
     if summary["most_expensive"]:
@@ -139,6 +145,7 @@ def show(
 ) -> None:
     """One run (iterations, outputs, checker scores, feedback, escalations, cost) or one batch."""
     from ..ledger import Ledger
+    from ..ledger.queries import cache_use
 
     store = Ledger(ledger_option(ctx, ledger), readonly=True)
     kind, full = store.resolve(id)
@@ -146,6 +153,7 @@ def show(
         _show_batch(store, full, as_json=as_json)
         return
     detail = store.run_detail(full)
+    detail["cache"] = cache_use(store, run_id=full)
     if as_json:
         if not calls:
             detail["calls"] = [{k: v for k, v in c.items() if k not in ("messages",)} for c in detail["calls"]]

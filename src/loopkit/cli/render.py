@@ -116,6 +116,14 @@ def error_lines(kinds: list[dict[str, Any]]) -> list[Text]:
     return lines
 
 
+def cache_line(use: dict[str, Any]) -> str:
+    """answered from the cache: 3 of 3 calls; would have cost $0.0123 (what the original calls cost)."""
+    text = f"answered from the cache: {use['cached']:,} of {use['calls']:,} calls; would have cost {money(use['would_have_cost_usd'])}"
+    if use["without_original"]:
+        text += f" (and {use['without_original']:,} whose original call is no longer in the ledger)"
+    return text
+
+
 def public_run(row: dict[str, Any]) -> dict[str, Any]:
     """A runs row as --json shows it: the case as an object, no internal resume state."""
     shown = {k: v for k, v in row.items() if k not in ("state", "case_json")}

@@ -11,7 +11,7 @@ from rich.text import Text
 
 from ..errors import UsageError
 from .app import JsonOpt, LedgerOpt, app, err, ledger_option, money, out, print_json
-from .render import error_lines, public_run, runs_table
+from .render import cache_line, error_lines, public_run, runs_table
 from .report_cmd import report_option
 
 SUMMARY_ROWS = 50
@@ -29,7 +29,7 @@ def _tags(values: list[str] | None) -> dict[str, str]:
 
 def _report(ledger: Any, result: Any, *, as_json: bool, fail_under: float | None, spec_name: str) -> int:
     """Print a batch's outcome (table or JSON) and return the exit code."""
-    from ..ledger.queries import batch_runs, error_kinds
+    from ..ledger.queries import batch_runs, cache_use, error_kinds
 
     rows = batch_runs(ledger, result.batch_id)
     code = result.exit_code(fail_under)
@@ -50,6 +50,8 @@ def _report(ledger: Any, result: Any, *, as_json: bool, fail_under: float | None
     out.print(f"passed {result.passed}/{result.finished} ({result.pass_rate:.0%}) · {statuses} · cost {money(result.cost_usd)}")
     for line in error_lines(kinds):
         out.print(line)
+    if (use := cache_use(ledger, batch_id=result.batch_id))["cached"]:
+        out.print(Text(cache_line(use)))
     for r in rows:
         if r.get("suspect"):
             out.print(Text(f"⚠ run {r['id'][:10]} (case {r['case_id']}): {r['suspect']}", style="yellow"))

@@ -11,8 +11,8 @@ from .store import Ledger
 _SECONDS = "(julianday(ended_at) - julianday(started_at)) * 86400.0"
 
 
-def list_runs(ledger: Ledger, *, spec: str | None = None, status: str | None = None, since: str | None = None,
-              until: str | None = None, batch_id: str | None = None, suspect: bool = False, limit: int = 50) -> list[dict[str, Any]]:
+def _runs_where(*, spec: str | None, status: str | None, since: str | None, until: str | None, batch_id: str | None,
+                suspect: bool) -> tuple[str, list[Any]]:
     where, args = [], []
     for clause, value in (("spec_name = ?", spec), ("status = ?", status), ("started_at >= ?", since),
                           ("started_at < ?", until), ("batch_id = ?", batch_id)):
@@ -21,8 +21,36 @@ def list_runs(ledger: Ledger, *, spec: str | None = None, status: str | None = N
             args.append(value)
     if suspect:
         where.append("suspect IS NOT NULL")
-    sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY started_at DESC LIMIT ?"
-    return ledger.query(sql, [*args, limit])
+    return (" WHERE " + " AND ".join(where) if where else ""), args
+
+
+def list_runs(ledger: Ledger, *, spec: str | None = None, status: str | None = None, since: str | None = None,
+              until: str | None = None, batch_id: str | None = None, suspect: bool = False, limit: int = 50) -> list[dict[str, Any]]:
+    where, args = _runs_where(spec=spec, status=status, since=since, until=until, batch_id=batch_id, suspect=suspect)
+    return ledger.query(f"SELECT * FROM runs{where} ORDER BY started_at DESC LIMIT ?", [*args, limit])
+
+
+def count_runs(ledger: Ledger, *, spec: str | None = None, status: str | None = None, since: str | None = None,
+               until: str | None = None, batch_id: str | None = None, suspect: bool = False) -> int:
+    """How many runs `list_runs` would give without its limit (counted in SQL, no row loaded)."""
+    where, args = _runs_where(spec=spec, status=status, since=since, until=until, batch_id=batch_id, suspect=suspect)
+    return int((ledger.one(f"SELECT COUNT(*) AS n FROM runs{where}", args) or {}).get("n") or 0)
+
+
+def cache_use(ledger: Ledger, *, run_id: str | None = None, batch_id: str | None = None) -> dict[str, Any]:
+    """How many of a run's (or batch's) calls the cache answered, and what they would have cost: each cached
+    call priced at its original uncached call with the same cache key (as `loopkit cost` counts savings).
+
+    Returns `calls`, `cached`, `would_have_cost_usd` and `without_original` (cached calls whose original is gone).
+    """
+    column, value = ("run_id", run_id) if run_id is not None else ("batch_id", batch_id)
+    row = ledger.one(
+        "SELECT COUNT(*) AS calls, COALESCE(SUM(cached = 1), 0) AS cached, TOTAL(original) AS would_have_cost_usd, "
+        "COALESCE(SUM(cached = 1 AND original IS NULL), 0) AS without_original FROM ("
+        "  SELECT c.cached, CASE WHEN c.cached = 1 THEN (SELECT MAX(o.cost_usd) FROM calls o WHERE o.cache_key = c.cache_key "
+        f"  AND o.cached = 0) END AS original FROM calls c WHERE c.{column} = ?)", (value,)) or {}
+    return {"calls": int(row.get("calls") or 0), "cached": int(row.get("cached") or 0),
+            "would_have_cost_usd": float(row.get("would_have_cost_usd") or 0.0), "without_original": int(row.get("without_original") or 0)}
 
 
 def batch_summary(ledger: Ledger, batch_id: str) -> dict[str, Any]:
@@ -45,7 +73,7 @@ def batch_summary(ledger: Ledger, batch_id: str) -> dict[str, Any]:
     return {
         "batch": batch, "spec_name": totals.get("spec_name"), "runs": runs, "passed": passed,
         "pass_rate": passed / runs if runs else 0.0, "cost_usd": cost, "cost_per_pass": cost / passed if passed else None,
-        "stop_reasons": reasons, "error_kinds": error_kinds(ledger, batch_id), "slowest": slowest, "most_expensive": expensive,
+        "stop_reasons": reasons, "error_kinds": error_kinds(ledger, batch_id), "cache": cache_use(ledger, batch_id=batch_id), "slowest": slowest, "most_expensive": expensive,
         "run_rows": [{k: v for k, v in r.items() if k not in ("state", "case_json")} for r in rows],
     }
 
