@@ -420,3 +420,11 @@ def test_review_feedback_is_held_to_the_batch_total_usd(cli, write_spec, fake_ll
     done = cli("review", run["id"], "--feedback", "try 42", "--json")
     assert json.loads(done.stdout)["stop_reason"] == "budget_total_usd"
     assert fake_llm.count == 1
+
+
+def test_a_case_is_capped_by_its_usd_or_tokens_or_the_batch_total_but_not_by_seconds_alone():
+    assert not CaseBudget(Budget()).capped
+    assert not CaseBudget(Budget(seconds=5)).capped
+    assert CaseBudget(Budget(usd=1.0)).capped
+    assert CaseBudget(Budget(tokens=100)).capped
+    assert CaseBudget(Budget(), BatchPool(cap=2.0)).capped

@@ -246,3 +246,76 @@ escalate:
 """
     result = run(spec, recorder)
     assert (result.status, result.message) == ("needs_review", "The answer gives no reason.")
+
+
+# --- what the loop renders and counts ---------------------------------------------------------
+
+
+def test_case_constant_templates_render_once_per_case_while_iteration_templates_render_every_iteration(recorder, monkeypatch):
+    from loopkit import templates
+
+    rendered: list[str] = []
+    real = templates._render
+    monkeypatch.setattr(templates, "_render", lambda text, variables: rendered.append(text) or real(text, variables))
+    spec = """
+model: {id: loopkit/scripted, replies: ["{{ iteration }}"]}
+task:
+  system: "You double {{ case.x }}."
+  prompt: "Double {{ case.x }}."
+  feedback: "Attempt {{ iteration }}: {{ feedback }}"
+  memory: last
+checkers:
+  - {name: exact, type: equals, expected: "{{ case.x * 2 }}"}
+stop: {max_iterations: 3, plateau: 5}
+"""
+    result = run(spec, recorder, {"x": 21})
+    assert result.iterations == 3
+    assert [c.response for c in recorder.calls] == ["1", "2", "3"]  # the reply names `iteration`: a new one each time
+    assert [c.messages[-1]["content"] for c in recorder.calls[1:]] == [
+        "Attempt 1: - exact: expected exactly '42', got '1'", "Attempt 2: - exact: expected exactly '42', got '2'"]
+    assert rendered.count("Double {{ case.x }}.") == 1
+    assert rendered.count("You double {{ case.x }}.") == 1  # memory: last rebuilds the opening messages every iteration
+    assert rendered.count("{{ case.x * 2 }}") == 1  # the checker's expected value, checked three times
+    assert rendered.count("{{ iteration }}") == 3
+    assert rendered.count("Attempt {{ iteration }}: {{ feedback }}") == 2
+
+
+class CountingClient:
+    """A client that counts the engine's requests for a prompt's token count."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.counted = inner, 0
+        self.ref, self.price = inner.ref, inner.price
+
+    def count_tokens(self, messages):
+        self.counted += 1
+        return self.inner.count_tokens(messages)
+
+    def cache_salt(self, variables):
+        return self.inner.cache_salt(variables)
+
+    async def complete(self, messages, params, variables):
+        return await self.inner.complete(messages, params, variables)
+
+
+def _counted_run(spec_text: str, recorder, budget_for) -> int:
+    spec = parse_spec(spec_text)
+    client = CountingClient(ModelPool().client(spec.model))
+    asyncio.run(run_case(spec, Case("c1", {"x": 21}), clients=lambda ref: client, recorder=recorder, budget=budget_for(spec)))
+    return client.counted
+
+
+PRICED = DOUBLE.replace("replies:", "price: {input_per_mtok: 1, output_per_mtok: 1}, replies:") + "params: {max_tokens: 50}\n"
+
+
+def test_no_prompt_is_counted_when_no_cap_applies(recorder):
+    assert _counted_run(PRICED + "budget: {seconds: 60}\n", recorder, lambda s: CaseBudget(s.budget)) == 0
+    assert len(recorder.calls) == 2
+
+
+@pytest.mark.parametrize("cap", ["budget: {usd: 1.0}\n", "budget: {tokens: 10000}\n", "batch"])
+def test_every_prompt_is_counted_when_a_cap_applies(recorder, cap):
+    if cap == "batch":
+        assert _counted_run(PRICED, recorder, lambda s: CaseBudget(s.budget, BatchPool(cap=1.0))) == 2
+    else:
+        assert _counted_run(PRICED + cap, recorder, lambda s: CaseBudget(s.budget)) == 2

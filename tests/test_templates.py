@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from loopkit.templates import TemplateError, render, safe_text, template_problem
+from loopkit.templates import TemplateError, case_templates, render, safe_text, template_problem
 
 
 def test_a_template_renders_the_case_fields():
@@ -116,3 +116,69 @@ def test_a_reply_with_a_lone_surrogate_is_recorded_escaped_and_the_run_finishes(
     assert db.execute("SELECT output FROM iterations ORDER BY n").fetchall() == [("4\\ud8002",), ("42",)]
     # the escaped answer went back to the model as valid text
     assert fake_llm.requests[1]["messages"][1] == {"role": "assistant", "content": "4\\ud8002"}
+
+
+# --- rendering once per case -------------------------------------------------------------------
+
+
+@pytest.fixture
+def jinja_renders(monkeypatch):
+    """The sources Jinja actually rendered, in order (a spy on the one function that renders)."""
+    from loopkit import templates
+
+    seen: list[str] = []
+    real = templates._render
+
+    def spy(text, variables):
+        seen.append(text)
+        return real(text, variables)
+
+    monkeypatch.setattr(templates, "_render", spy)
+    return seen
+
+
+def test_within_a_case_a_template_naming_only_the_case_is_rendered_once_and_reused(jinja_renders):
+    case = {"n": 21}
+    with case_templates(case):
+        texts = [render("{{ case.n * 2 }}", case=case, iteration=i, feedback=f"f{i}") for i in (1, 2, 3)]
+        assert render("plain text", case=case) == "plain text"
+    assert texts == ["42", "42", "42"]
+    assert jinja_renders == ["{{ case.n * 2 }}", "plain text"]
+
+
+def test_a_template_naming_iteration_feedback_or_output_renders_every_time(jinja_renders):
+    case = {"n": 1}
+    with case_templates(case):
+        assert [render("try {{ iteration }}", case=case, iteration=i) for i in (1, 2)] == ["try 1", "try 2"]
+        assert [render("{{ feedback }}", case=case, feedback=f) for f in ("a", "b")] == ["a", "b"]
+        assert [render("{{ output }}!", case=case, output=o) for o in ("x", "y")] == ["x!", "y!"]
+    assert len(jinja_renders) == 6
+
+
+def test_a_random_template_is_never_reused(jinja_renders):
+    case = {"options": ["a", "b"]}
+    with case_templates(case):
+        for _ in range(3):
+            render("{{ case.options | random }}", case=case)
+            render("{{ lipsum(1) }}", case=case)
+    assert len(jinja_renders) == 6
+
+
+def test_only_the_same_case_object_inside_its_block_reuses_a_render(jinja_renders):
+    case = {"n": 1}
+    other = {"n": 2}
+    with case_templates(case):
+        assert render("{{ case.n }}", case=other) == "2"
+        assert render("{{ case.n }}", case=other) == "2"
+        assert render("{{ case.n }}", case=case) == "1"
+    assert render("{{ case.n }}", case=case) == "1"  # outside the block: rendered afresh, nothing kept
+    assert len(jinja_renders) == 4
+
+
+def test_a_failed_render_is_not_kept_and_fails_again(jinja_renders):
+    case = {"n": 1}
+    with case_templates(case):
+        for _ in range(2):
+            with pytest.raises(TemplateError, match="undefined"):
+                render("{{ case.missing }}", case=case)
+    assert len(jinja_renders) == 2

@@ -205,6 +205,12 @@ class CaseBudget:
         self.elapsed_before += seconds
 
     @property
+    def capped(self) -> bool:
+        """Whether a call's money or tokens are capped (the case's `usd` or `tokens`, the batch's total):
+        only then must its prompt be counted to reserve its worst case."""
+        return self.budget.usd is not None or self.budget.tokens is not None or self.pool.cap is not None
+
+    @property
     def elapsed(self) -> float:
         return self.elapsed_before + time.monotonic() - self.started
 

@@ -21,7 +21,7 @@ from .records import (CallRecord, CheckRecord, EventRecord, IterationRecord, Mes
                       RunState, new_id)
 from .spec import Escalation, JudgeChecker, LoopSpec, ModelRef
 from .status import RunStatus, StopReason
-from .templates import TemplateError, render, safe_text
+from .templates import TemplateError, case_templates, render, safe_text
 from .timewindow import utcnow_iso as now_iso
 
 # --- the loop ------------------------------------------------------------------------------
@@ -128,8 +128,9 @@ class Loop:
         completion = self.cache.lookup(key)
         reservation: Reservation | None = None
         if completion is None or self.cache.charges_budget:
-            reservation = await self.budget.reserve(client.price, client.count_tokens(messages), params.get("max_tokens"),
-                                                    model=model.label)
+            # the prompt is counted only to reserve its worst case against a cap; without one it costs nothing
+            prompt_tokens = client.count_tokens(messages) if self.budget.capped else 0
+            reservation = await self.budget.reserve(client.price, prompt_tokens, params.get("max_tokens"), model=model.label)
         if completion is None:
             try:  # retries and their back-off included, cut at the case's deadline
                 completion = await self.budget.within_deadline(client.complete(messages, params, variables), f"calling {model.label}")
@@ -177,6 +178,10 @@ class Loop:
 
     async def run(self) -> RunResult:
         """Iterate until the run stops; a batch-budget refusal before any call raises BatchBudgetRefused."""
+        with case_templates(self.info.case):  # the prompt, expected values, … render once per case
+            return await self._run()
+
+    async def _run(self) -> RunResult:
         s = self.state
         for _, model in self.spec.models():
             self.clients(model)  # ready (a provider library loaded) before the case's clock starts

@@ -2,13 +2,20 @@
 
 Sandboxed and strict: case data is only ever a value passed in, never compiled as a template, and a
 misspelt variable is an error rather than an empty string.
+
+Templates are compiled once per source. Inside `case_templates(case)` (the engine opens one per run), a
+template that can only depend on the case (a prompt, a system message, a checker's expected value, a
+scripted reply naming nothing else) is rendered once and its text reused on every later iteration;
+one that names `iteration`, `feedback`, `output` or any other variable is rendered every time.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any
 
@@ -41,8 +48,60 @@ def safe_text(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
+# A filter or global whose result is random: a template using one is never reused.
+_UNSTABLE_FILTERS = frozenset({"random"})
+_UNSTABLE_GLOBALS = frozenset({"lipsum"})
+
+
+@lru_cache(maxsize=1024)
+def _case_only(text: str) -> bool:
+    """True when rendering `text` can only depend on `case`: it names no other variable and uses no
+    filter or global with a random result (`random`, `lipsum`)."""
+    try:
+        tree = _env.parse(text)
+    except TemplateSyntaxError:
+        return False
+    if meta.find_undeclared_variables(tree) - {"case"}:
+        return False
+    return not (any(f.name in _UNSTABLE_FILTERS for f in tree.find_all(nodes.Filter))
+                or any(n.name in _UNSTABLE_GLOBALS for n in tree.find_all(nodes.Name)))
+
+
+class _CaseRenders:
+    """The case-only templates already rendered for one case, by source."""
+
+    def __init__(self, case: Any) -> None:
+        self.case = case
+        self.texts: dict[str, str] = {}
+
+
+_current: ContextVar[_CaseRenders | None] = ContextVar("loopkit_case_renders", default=None)
+
+
+@contextmanager
+def case_templates(case: Any) -> Iterator[None]:
+    """Within this block (one run of one case, in its own task), templates that depend only on this very
+    `case` object are rendered once and reused; a render with another case object renders afresh."""
+    token = _current.set(_CaseRenders(case))
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
 def render(text: str, **variables: Any) -> str:
     """Render a spec template with the given variables."""
+    renders = _current.get()
+    if renders is None or variables.get("case") is not renders.case or not _case_only(text):
+        return _render(text, variables)
+    done = renders.texts.get(text)
+    if done is None:
+        done = renders.texts[text] = _render(text, variables)
+    return done
+
+
+def _render(text: str, variables: dict[str, Any]) -> str:
+    """Render with Jinja2, every time (the one place that does; tests count its calls)."""
     try:
         return _compile(text).render(**variables)
     except UndefinedError as exc:
