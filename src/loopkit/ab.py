@@ -41,6 +41,7 @@ from .errors import UsageError
 from .inputs import Case, Inputs
 from .ledger import Ledger
 from .ledger.queries import batch_runs, batch_spend
+from .ledger.writer import Writer
 from .models import ModelPool, RetryPolicy
 from .records import RunState
 from .spec import LoopSpec
@@ -128,6 +129,7 @@ class ABTest:
         self.batch_id = ""
         self._caches: dict[str, Any] = {}
         self._fan: Fanout | None = None
+        self._writer: Writer | None = None
 
     def prepare(self) -> int:
         """Everything that can fail before a call is paid for: both variants' prompts on every case, keys.
@@ -166,7 +168,7 @@ class ABTest:
         run_id, state = unit.continues.get((repeat, variant), (None, None))
         self.progress.in_flight += 1
         try:
-            result = await run_case(spec, unit.case, clients=self.models.client, recorder=self.ledger,
+            result = await run_case(spec, unit.case, clients=self.models.client, recorder=self._writer or self.ledger,
                                     budget=CaseBudget(spec.budget, self.pool), cache=self._caches.get(variant),
                                     batch_id=self.batch_id, repeat=repeat, variant=variant, run_id=run_id, state=state)
         except BatchBudgetRefused:
@@ -201,13 +203,14 @@ class ABTest:
                     fan.launch(self._run_one(unit, repeat, variant))
 
     async def _execute(self) -> dict[str, Any]:
-        await interruptible(self.ledger, self.batch_id, self._drive())
+        self._writer = self.ledger.writer()
+        if not self.options.no_cache:
+            self._caches = {v: LedgerCache(self._writer, variant_of=(self.batch_id, v)) for v in VARIANTS}
+        await interruptible(self.ledger, self.batch_id, self._drive(), self._writer)
         self.ledger.finish_batch(self.batch_id, BatchStatus.BUDGET if self.refused else BatchStatus.DONE)
         return ab_report(self.ledger, self.batch_id)
 
     def _start(self) -> dict[str, Any]:
-        if not self.options.no_cache:
-            self._caches = {v: LedgerCache(self.ledger, variant_of=(self.batch_id, v)) for v in VARIANTS}
         return _run_until_interrupted(self._execute())
 
     def run(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from .engine import BatchBudgetRefused, run_case
 from .errors import InputError, UsageError
 from .inputs import Case, Inputs
 from .ledger import Ledger
+from .ledger.writer import Writer
 from .ledger.queries import batch_runs, batch_spend, batch_status_counts
 from .models import ModelPool, RetryPolicy
 from .records import RunResult, RunState
@@ -171,6 +172,7 @@ class Batch:
         self.inputs = Inputs(options.inputs if options.inputs else spec.inputs, base_dir=None if options.inputs else spec.base_dir)
         self.refused = 0
         self.batch_id = ""
+        self.writer: Writer | None = None  # the batch's one writer, while it runs
 
     def _clients(self):  # noqa: ANN202
         if self.options.replay:
@@ -179,8 +181,8 @@ class Batch:
 
     def _cache(self):  # noqa: ANN202
         if self.options.replay:
-            return LedgerCache(self.ledger, replay_batch=self.options.replay)
-        return None if self.options.no_cache else LedgerCache(self.ledger)
+            return LedgerCache(self.writer or self.ledger, replay_batch=self.options.replay)
+        return None if self.options.no_cache else LedgerCache(self.writer or self.ledger)
 
     def prepare(self) -> int:
         """Everything that can fail before a call is paid for: inputs, prices, keys."""
@@ -195,7 +197,7 @@ class Batch:
         budget = CaseBudget(self.spec.budget, self.pool)
         self.progress.in_flight += 1
         try:
-            result = await run_case(self.spec, case, clients=self._clients(), recorder=self.ledger, budget=budget,
+            result = await run_case(self.spec, case, clients=self._clients(), recorder=self.writer or self.ledger, budget=budget,
                                     cache=self._cache(), batch_id=self.batch_id, repeat=repeat, run_id=run_id, state=state)
         except BatchBudgetRefused:
             self.refused += 1
@@ -228,7 +230,8 @@ class Batch:
                            self.spec.name, self.options.fail_under)
 
     async def _execute(self, work: Iterator[tuple[Case, int, str | None, RunState | None]]) -> BatchResult:
-        await interruptible(self.ledger, self.batch_id, self._drive(work))
+        self.writer = self.ledger.writer()
+        await interruptible(self.ledger, self.batch_id, self._drive(work), self.writer)
         status = BatchStatus.BUDGET if self.refused else BatchStatus.DONE
         self.ledger.finish_batch(self.batch_id, status)
         return self._result(status)
@@ -277,16 +280,22 @@ class Batch:
             self.ledger.finish_batch(invocation, status, cost_usd=batch_spend(self.ledger, batch_id) - spent_before)
 
 
-async def interruptible(ledger: Ledger, batch_id: str, work: Any) -> None:
-    """Await a batch's work; Ctrl-C (KeyboardInterrupt out) or a crash marks the batch interrupted."""
+async def interruptible(ledger: Ledger, batch_id: str, work: Any, writer: Writer) -> None:
+    """Await a batch's work, then its writer's last commits. Ctrl-C (KeyboardInterrupt out) or a crash marks
+    the batch interrupted (SPEC.md §2 counts a crash as one), once every step handed over is written: the
+    calls in flight were paid for. The loop keeps running while the writer finishes, so a second Ctrl-C
+    still stops a writer stuck behind another process's lock."""
     try:
         await work
-    except asyncio.CancelledError:
-        ledger.finish_batch(batch_id, BatchStatus.INTERRUPTED)
-        raise KeyboardInterrupt from None
-    except BaseException:
-        ledger.finish_batch(batch_id, BatchStatus.INTERRUPTED)  # a crash: SPEC.md §2 counts it as interrupted
+    except BaseException as exc:
+        try:
+            await asyncio.to_thread(writer.close)
+        finally:
+            ledger.finish_batch(batch_id, BatchStatus.INTERRUPTED)
+        if isinstance(exc, asyncio.CancelledError):
+            raise KeyboardInterrupt from None
         raise
+    await asyncio.to_thread(writer.close)
 
 
 def _run_until_interrupted(coro: Any) -> BatchResult:

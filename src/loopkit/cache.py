@@ -16,6 +16,7 @@ from .spec import ModelRef
 
 if TYPE_CHECKING:
     from .ledger import Ledger
+    from .ledger.writer import Writer
     from .models import Completion
 
 
@@ -58,7 +59,7 @@ class LedgerCache:
 
     stores = True
 
-    def __init__(self, ledger: Ledger, *, replay_batch: str | None = None,
+    def __init__(self, ledger: Ledger | Writer, *, replay_batch: str | None = None,
                  variant_of: tuple[str, str] | None = None) -> None:
         self.ledger = ledger
         self.replay_batch = replay_batch

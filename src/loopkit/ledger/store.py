@@ -4,8 +4,8 @@ The only module (with its siblings in this package) that speaks SQL. Writes are 
 `BEGIN IMMEDIATE` transaction per finished iteration, so a killed process loses at most the
 iteration in flight and several processes can share one file (WAL, busy timeout).
 
-It is also the boundary for secrets: every text any write puts in any column passes through
-`redact.scrubber` here, so no caller has to remember to.
+It is also the boundary for secrets: every row any write puts in passes through `rows.scrubbed`, so no
+caller has to remember to.
 """
 
 from __future__ import annotations
@@ -15,22 +15,22 @@ import os
 import socket
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+import contextlib
 import uuid
-from dataclasses import asdict
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import LedgerError, UsageError
-from ..redact import scrubber
 from ..timewindow import utcnow_iso
+from .rows import Step, insert, scrubbed, to_json, write_step
 
 if TYPE_CHECKING:  # the query commands must start fast: engine/models/sqlite_utils load only where used
     from sqlite_utils import Database
 
     from ..records import CallRecord, EventRecord, IterationRecord, RunInfo, RunResult, RunState
     from ..models import Completion
+    from .writer import Writer
 
 DEFAULT_PATH = Path(".loopkit") / "ledger.db"
 BUSY_TIMEOUT_SECONDS = 60
@@ -39,16 +39,6 @@ BUSY_TIMEOUT_SECONDS = 60
 def ledger_path(option: str | Path | None) -> Path:
     """`--ledger`, else $LOOPKIT_LEDGER, else .loopkit/ledger.db here."""
     return Path(option or os.environ.get("LOOPKIT_LEDGER") or DEFAULT_PATH)
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
-
-
-def _scrubbed(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
-    """Rows with every secret out of every text, whatever the column (one scrubber for them all)."""
-    clean = scrubber()
-    return [tuple(clean(v) if isinstance(v, str) else v for v in row) for row in rows]
 
 
 def _storage_error(path: Path, exc: BaseException) -> LedgerError:
@@ -61,6 +51,26 @@ def _storage_error(path: Path, exc: BaseException) -> LedgerError:
         why = text
     return LedgerError(f"cannot write the ledger: {why}; pass --ledger PATH or set $LOOPKIT_LEDGER to a writable file",
                        location=str(path))
+
+
+@contextlib.contextmanager
+def immediate(conn: sqlite3.Connection, path: Path) -> Iterator[sqlite3.Connection]:
+    """One `BEGIN IMMEDIATE` transaction on `conn`; LedgerError when the disk or location refuses it."""
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc):
+            raise _storage_error(path, exc) from None
+        conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+        conn.execute("COMMIT")
+    except BaseException as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if isinstance(exc, (sqlite3.OperationalError, OSError)):
+            raise _storage_error(path, exc) from None
+        raise
 
 
 class Ledger:
@@ -128,48 +138,31 @@ class Ledger:
                 self.conn.execute("ROLLBACK")
             raise
 
-    @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
+    def write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """One immediate transaction; raises LedgerError when the disk or location refuses it."""
-        try:
-            self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc):
-                raise _storage_error(self.path, exc) from None
-            self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.conn
-            self.conn.execute("COMMIT")
-        except BaseException as exc:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            if isinstance(exc, (sqlite3.OperationalError, OSError)):
-                raise _storage_error(self.path, exc) from None
-            raise
+        return immediate(self.conn, self.path)
 
-    def _insert(self, conn: sqlite3.Connection, table: str, rows: list[dict[str, Any]], *, replace: bool = False) -> None:
-        if not rows:
-            return
-        columns = list(rows[0])
-        verb = "INSERT OR REPLACE" if replace else "INSERT"
-        sql = f"{verb} INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
-        conn.executemany(sql, _scrubbed([tuple(r[c] for c in columns) for r in rows]))
+    def writer(self) -> Writer:
+        """A writer thread for a batch's steps (see writer.py); close it to have them all written."""
+        from .writer import Writer
+
+        return Writer(self)
 
     # --- specs and batches ---------------------------------------------------------------
 
     def save_spec(self, spec_hash: str, name: str, path: str | None, text: str) -> None:
         with self.write() as conn:
             conn.execute("INSERT OR IGNORE INTO specs (hash, name, path, yaml, created_at) VALUES (?, ?, ?, ?, ?)",
-                         *_scrubbed([(spec_hash, name, path, text, utcnow_iso())]))
+                         *scrubbed([(spec_hash, name, path, text, utcnow_iso())]))
 
     def start_batch(self, kind: str, spec_hash: str, *, argv: list[str], tags: dict[str, str], options: dict[str, Any],
                     spec_hash_b: str | None = None, inputs: str | None = None) -> str:
         batch_id = uuid.uuid4().hex
         with self.write() as conn:
-            self._insert(conn, "batches", [{
+            insert(conn, "batches", [{
                 "id": batch_id, "kind": kind, "spec_hash": spec_hash, "spec_hash_b": spec_hash_b, "status": "running",
-                "started_at": utcnow_iso(), "ended_at": None, "cost_usd": 0.0, "argv": _json(argv),
-                "tags": _json(tags), "options": _json(options), "pid": os.getpid(), "host": socket.gethostname(), "inputs": inputs,
+                "started_at": utcnow_iso(), "ended_at": None, "cost_usd": 0.0, "argv": to_json(argv),
+                "tags": to_json(tags), "options": to_json(options), "pid": os.getpid(), "host": socket.gethostname(), "inputs": inputs,
             }])
         return batch_id
 
@@ -200,55 +193,14 @@ class Ledger:
 
     # --- the engine's Recorder -------------------------------------------------------------
 
-    def _insert_run(self, conn: sqlite3.Connection, info: RunInfo) -> None:
-        self._insert(conn, "runs", [{
-            "id": info.id, "batch_id": info.batch_id, "spec_hash": info.spec_hash, "spec_name": info.spec_name,
-            "variant": info.variant, "case_id": info.case_id, "case_json": _json(info.case), "repeat": info.repeat,
-            "status": "running", "started_at": info.started_at, "success": 0, "iterations": 0, "cost_usd": 0.0,
-            "prompt_tokens": 0, "completion_tokens": 0,
-        }])
-
     def commit(self, result: RunResult, iteration: IterationRecord | None, calls: list[CallRecord], events: list[EventRecord],
                *, start: RunInfo | None = None) -> None:
-        batch_id = start.batch_id if start is not None else self._batch_of(result.run_id)
         with self.write() as conn:
-            if start is not None:
-                self._insert_run(conn, start)
-            if iteration is not None:
-                row = asdict(iteration)
-                checks = row.pop("checks")
-                self._insert(conn, "iterations", [{"run_id": result.run_id, **row, "passed": int(iteration.passed)}], replace=True)
-                conn.execute("DELETE FROM checks WHERE run_id=? AND iteration=?", (result.run_id, iteration.n))
-                self._insert(conn, "checks", [{"run_id": result.run_id, "iteration": iteration.n, **c,
-                                               "passed": int(c["passed"]), "audit": int(c["audit"])} for c in checks])
-            self._insert(conn, "calls", [{
-                "id": c.id, "run_id": result.run_id, "batch_id": batch_id, "iteration": c.iteration, "role": c.role,
-                "model": c.model, "api_base": c.api_base, "messages": _json(c.messages), "response": c.response,
-                "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens, "cost_usd": c.cost_usd,
-                "latency_ms": c.latency_ms, "cached": int(c.cached), "error": c.error, "cache_key": c.cache_key, "call_key": c.call_key,
-                "created_at": c.created_at} for c in calls])
-            self._insert(conn, "events", [{"run_id": result.run_id, "kind": e.kind, "detail": _json(e.detail),
-                                           "created_at": e.created_at} for e in events])
-            # Money and tokens come from the calls, in this same transaction: one truth, whatever the engine counted.
-            conn.execute(
-                "UPDATE runs SET status=?, stop_reason=?, success=?, reward=?, iterations=?, best_iteration=?, output=?, "
-                "ended_at=?, message=?, suspect=COALESCE(?, suspect), state=?, cost_usd=t.cost, prompt_tokens=t.p, "
-                "completion_tokens=t.c FROM (SELECT COALESCE(SUM(cost_usd), 0) AS cost, COALESCE(SUM(prompt_tokens), 0) AS p, "
-                "COALESCE(SUM(completion_tokens), 0) AS c FROM calls WHERE run_id=?) AS t WHERE id=?",
-                *_scrubbed([(result.status, result.stop_reason, int(result.success), result.reward, result.iterations,
-                             result.best_iteration, result.output, result.ended_at, result.message, result.suspect,
-                             result.state.model_dump_json(), result.run_id, result.run_id)]))
-            if calls and batch_id is not None:
-                conn.execute("UPDATE batches SET cost_usd = COALESCE(cost_usd, 0) + ? WHERE id=?",
-                             (sum(c.cost_usd for c in calls), batch_id))
-
-    def _batch_of(self, run_id: str) -> str | None:
-        row = self.conn.execute("SELECT batch_id FROM runs WHERE id=?", (run_id,)).fetchone()
-        return row["batch_id"] if row else None
+            write_step(conn, Step.of(result, iteration, calls, events, start))
 
     def add_event(self, run_id: str, kind: str, detail: dict[str, Any]) -> None:
         with self.write() as conn:
-            self._insert(conn, "events", [{"run_id": run_id, "kind": kind, "detail": _json(detail), "created_at": utcnow_iso()}])
+            insert(conn, "events", [{"run_id": run_id, "kind": kind, "detail": to_json(detail), "created_at": utcnow_iso()}])
 
     def set_run_status(self, run_id: str, status: str, stop_reason: str, *, success: bool) -> None:
         with self.write() as conn:

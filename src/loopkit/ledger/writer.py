@@ -1,0 +1,135 @@
+"""One writer per batch, off the event loop, committing steps in groups.
+
+The engine hands each finished step of a run to `Writer.commit`, which only queues it: a slow disk or
+another process holding the write lock never freezes the batch, and Ctrl-C is answered at once. A
+thread with its own connection writes what is queued in one transaction (a group commit) at most
+`GROUP_SECONDS` after the oldest step arrived, or as soon as `GROUP_STEPS` are waiting. So a kill -9
+loses at most the steps of that window; `resume` re-runs only those. Ctrl-C and the end of a batch
+`close()` the writer, which writes everything handed over first.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from .rows import Step, write_step
+from .store import BUSY_TIMEOUT_SECONDS, immediate
+
+if TYPE_CHECKING:
+    from ..models import Completion
+    from ..records import CallRecord, EventRecord, IterationRecord, RunInfo, RunResult
+    from .store import Ledger
+
+GROUP_SECONDS = 0.1  # the most a handed-over step waits before its transaction commits
+GROUP_STEPS = 512  # commit early when this many are waiting
+
+
+class Writer:
+    """The engine's Recorder for a batch (and its cache's view of the ledger, pending steps included)."""
+
+    def __init__(self, ledger: Ledger, *, group_seconds: float = GROUP_SECONDS, group_steps: int = GROUP_STEPS) -> None:
+        self.ledger = ledger
+        self.group_seconds = group_seconds
+        self.group_steps = group_steps
+        self._cond = threading.Condition()
+        self._pending: list[Step] = []
+        self._writing = 0  # steps in the transaction being written
+        self._pending_keys: Counter[str] = Counter()  # cache keys of answers not yet committed
+        self._closing = False
+        self._urgent = False  # someone waits in flush(): commit now, not at the group's deadline
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="loopkit-ledger-writer", daemon=True)
+        self._thread.start()
+
+    # --- the loop side ---------------------------------------------------------------------------
+
+    def commit(self, result: RunResult, iteration: IterationRecord | None, calls: list[CallRecord], events: list[EventRecord],
+               *, start: RunInfo | None = None) -> None:
+        """Queue a step; raises the writer's failure (a full disk, say) so the batch stops at its next step."""
+        step = Step.of(result, iteration, calls, events, start)
+        with self._cond:
+            self._raise_failure()
+            self._pending.append(step)
+            self._pending_keys.update(c.cache_key for c in calls if c.cache_key and c.error is None)
+            if len(self._pending) in (1, self.group_steps):  # a group opens, or is full
+                self._cond.notify_all()
+
+    def lookup(self, key: str, *, replay_batch: str | None = None, variant_of: tuple[str, str] | None = None) -> Completion | None:
+        """The ledger's cached answer; an answer still queued is written first, so a cache hit never
+        depends on when the last group committed."""
+        if replay_batch is None and self._pending_keys[key]:
+            self.flush()
+        return self.ledger.lookup(key, replay_batch=replay_batch, variant_of=variant_of)
+
+    def flush(self) -> None:
+        """Block until every step handed over so far is committed."""
+        with self._cond:
+            self._urgent = True
+            self._cond.notify_all()
+            self._cond.wait_for(lambda: self._failure is not None or not (self._pending or self._writing))
+            self._raise_failure()
+
+    def close(self) -> None:
+        """Write everything handed over, then stop the thread. Safe to call twice."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join()
+        with self._cond:
+            self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # --- the thread side -------------------------------------------------------------------------
+
+    def _next_group(self) -> list[Step]:
+        with self._cond:
+            self._cond.wait_for(lambda: self._pending or self._closing)
+            deadline = time.monotonic() + self.group_seconds
+            while self._pending and not (self._closing or self._urgent) and len(self._pending) < self.group_steps:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._cond.wait(left):
+                    break
+            group, self._pending = self._pending, []
+            self._writing, self._urgent = len(group), False
+            return group
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(str(self.ledger.path), timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False)
+        conn.execute("PRAGMA synchronous=NORMAL")
+        try:
+            while True:
+                group = self._next_group()
+                if not group:
+                    return
+                failure = None
+                try:
+                    with immediate(conn, self.ledger.path):
+                        for step in group:
+                            write_step(conn, step)
+                except BaseException as exc:  # noqa: BLE001 - handed to the loop side, which raises it
+                    failure = exc
+                with self._cond:
+                    self._writing = 0
+                    self._failure = self._failure or failure
+                    for call in (c for step in group for c in step.calls if c.cache_key and c.error is None):
+                        self._pending_keys[call.cache_key] -= 1
+                        if not self._pending_keys[call.cache_key]:
+                            del self._pending_keys[call.cache_key]
+                    self._cond.notify_all()
+                    if failure is not None:
+                        return
+        finally:
+            conn.close()

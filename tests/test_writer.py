@@ -1,0 +1,110 @@
+"""The batch's writer: steps are queued by the event loop and committed in groups by one thread.
+
+What it promises: every step handed over is written by `close()`; a group commits within its window
+(here made long, so the tests see the grouping without timing anything); an answer still queued
+answers the cache; a failed write stops the batch at its next step instead of being lost quietly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from loopkit.engine import run_case
+from loopkit.errors import LedgerError
+from loopkit.inputs import Case
+from loopkit.ledger import Ledger
+from loopkit.ledger.writer import Writer
+from loopkit.models import ModelPool
+from loopkit.records import CallRecord, RunInfo, RunResult, RunState, new_id
+from loopkit.spec import parse_spec
+from loopkit.status import RunStatus, StopReason
+
+SPEC = parse_spec('model: {id: loopkit/scripted, replies: ["a", "b", "c"]}\ntask: {prompt: go}\n'
+                  'checkers: [{name: c, type: equals, expected: c}]\n')
+
+
+def _count(path: Path, table: str) -> int:
+    other = sqlite3.connect(path)
+    try:
+        return other.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]
+    finally:
+        other.close()
+
+
+def _run_cases(writer: Writer, n: int) -> None:
+    async def all_cases() -> None:
+        await asyncio.gather(*(run_case(SPEC, Case(str(i), {}), clients=ModelPool().client, recorder=writer) for i in range(n)))
+
+    asyncio.run(all_cases())
+
+
+def test_every_step_handed_over_is_written_by_close(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.db")
+    writer = ledger.writer()
+    _run_cases(writer, 25)  # three iterations each
+    writer.close()
+    assert _count(tmp_path / "l.db", "runs") == 25
+    assert _count(tmp_path / "l.db", "iterations") == 75
+    assert _count(tmp_path / "l.db", "calls") == 75
+    assert {r["status"] for r in ledger.query("SELECT status FROM runs")} == {"passed"}
+
+
+def test_steps_wait_for_their_group_and_are_committed_together(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.db")
+    writer = Writer(ledger, group_seconds=3600, group_steps=75)  # a window no test waits for
+    _run_cases(writer, 24)  # 72 steps: the group is not full
+    assert _count(tmp_path / "l.db", "iterations") == 0, "nothing is written before the group commits"
+    _run_cases(writer, 1)  # steps 73-75 fill the group
+    writer.flush()
+    assert _count(tmp_path / "l.db", "iterations") == 75
+    writer.close()
+
+
+def test_flush_commits_at_once_without_waiting_for_the_window(tmp_path: Path) -> None:
+    writer = Writer(Ledger(tmp_path / "l.db"), group_seconds=3600)
+    _run_cases(writer, 2)
+    writer.flush()
+    assert _count(tmp_path / "l.db", "iterations") == 6
+    writer.close()
+
+
+def _step_with_a_call(key: str) -> tuple[RunResult, list[CallRecord], RunInfo]:
+    run_id = new_id()
+    info = RunInfo(run_id, None, "hash", "spec", "case", {})
+    call = CallRecord(new_id(), 1, "worker", "m", [{"role": "user", "content": "go"}], "the answer", 3, 2, 0.5, 1.0, False,
+                      None, key, key, None)
+    result = RunResult(run_id, RunStatus.PASSED, StopReason.PASSED, True, 1.0, 1, 1, "the answer", 0.5, 3, 2, RunState())
+    return result, [call], info
+
+
+def test_an_answer_still_queued_answers_the_cache(tmp_path: Path) -> None:
+    writer = Writer(Ledger(tmp_path / "l.db"), group_seconds=3600)
+    result, calls, info = _step_with_a_call("key-1")
+    writer.commit(result, None, calls, [], start=info)
+    hit = writer.lookup("key-1")
+    assert hit is not None and hit.text == "the answer" and hit.cached
+    assert writer.lookup("key-2") is None
+    writer.close()
+
+
+def test_a_write_that_fails_stops_the_next_step_and_close(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.db")
+    writer = Writer(ledger, group_seconds=3600)
+    other = sqlite3.connect(tmp_path / "l.db")
+    other.execute("DROP TABLE calls")  # the next group cannot be written
+    other.commit()
+    other.close()
+    result, calls, info = _step_with_a_call("key-1")
+    writer.commit(result, None, calls, [], start=info)
+    with pytest.raises(LedgerError):
+        writer.flush()
+    with pytest.raises(LedgerError):
+        writer.commit(result, None, calls, [])
+    with pytest.raises(LedgerError):
+        writer.close()
+    assert _count(tmp_path / "l.db", "runs") == 0, "the failed group was rolled back whole"
+
