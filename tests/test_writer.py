@@ -108,3 +108,33 @@ def test_a_write_that_fails_stops_the_next_step_and_close(tmp_path: Path) -> Non
         writer.close()
     assert _count(tmp_path / "l.db", "runs") == 0, "the failed group was rolled back whole"
 
+
+
+# --- through the CLI: another process holds the ledger's write lock ---------------------------------
+
+
+def test_a_locked_ledger_neither_freezes_the_batch_nor_loses_a_paid_call_on_ctrl_c(fake_llm, tmp_path: Path) -> None:  # noqa: ANN001
+    import signal
+
+    from fake_llm import Reply
+    from test_faults import env_for, killed_at_exit, query, start, wait_until, write_fake_spec
+
+    fake_llm.default = Reply("42", latency=0.05)
+    write_fake_spec(tmp_path, fake_llm.base_url, [f"c{i:03d}" for i in range(400)])
+    db = tmp_path / "ledger.db"
+    proc = start(["run", "spec.yaml", "--concurrency", "2"], cwd=tmp_path, env=env_for(db))
+    with killed_at_exit(proc):
+        wait_until(lambda: len(query(db, "SELECT id FROM runs WHERE status='passed'")) >= 2, proc=proc, what="two finished runs")
+        lock = sqlite3.connect(db, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")  # as a long write of another process would
+        locked_at = fake_llm.count
+        wait_until(lambda: fake_llm.count >= locked_at + 6, proc=proc, what="calls made while the ledger is locked")
+        proc.send_signal(signal.SIGINT)
+        lock.execute("COMMIT")
+        lock.close()
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Event loop is closed" not in err and "never awaited" not in err, err
+    assert query(db, "SELECT status FROM batches")[0]["status"] == "interrupted"
+    recorded = query(db, "SELECT COUNT(*) AS n FROM calls")[0]["n"]
+    assert recorded == fake_llm.count, "every call the provider answered is in the ledger"

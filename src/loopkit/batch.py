@@ -288,14 +288,22 @@ async def interruptible(ledger: Ledger, batch_id: str, work: Any, writer: Writer
     try:
         await work
     except BaseException as exc:
-        try:
-            await asyncio.to_thread(writer.close)
-        finally:
-            ledger.finish_batch(batch_id, BatchStatus.INTERRUPTED)
+        await _written(writer)
+        ledger.finish_batch(batch_id, BatchStatus.INTERRUPTED)
         if isinstance(exc, asyncio.CancelledError):
             raise KeyboardInterrupt from None
         raise
-    await asyncio.to_thread(writer.close)
+    await _written(writer)
+
+
+async def _written(writer: Writer) -> None:
+    """Close the writer without blocking the loop. A Ctrl-C while it waits (on a ledger another process
+    keeps locked) gives up on what is left: the batch stays `running` under a process about to be gone,
+    which reads as interrupted, and `resume` re-runs the iterations that were not written."""
+    try:
+        await writer.aclose()
+    except asyncio.CancelledError:
+        raise KeyboardInterrupt from None
 
 
 def _run_until_interrupted(coro: Any) -> BatchResult:

@@ -10,6 +10,7 @@ loses at most the steps of that window; `resume` re-runs only those. Ctrl-C and 
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 import time
@@ -81,6 +82,30 @@ class Writer:
         self._thread.join()
         with self._cond:
             self._raise_failure()
+
+    async def aclose(self) -> None:
+        """`close()` without blocking the event loop, so a Ctrl-C can still stop waiting on a ledger another
+        process keeps locked. Not through the loop's executor: `asyncio.run` would wait for it at exit."""
+        loop = asyncio.get_running_loop()
+        closed: asyncio.Future[None] = loop.create_future()
+
+        def settle(failure: BaseException | None) -> None:
+            if not closed.done():
+                closed.set_exception(failure) if failure is not None else closed.set_result(None)
+
+        def close_then_settle() -> None:
+            failure: BaseException | None = None
+            try:
+                self.close()
+            except BaseException as exc:  # noqa: BLE001 - raised in the loop by `await closed`
+                failure = exc
+            try:
+                loop.call_soon_threadsafe(settle, failure)
+            except RuntimeError:  # the loop is gone: whoever waited gave up
+                pass
+
+        threading.Thread(target=close_then_settle, name="loopkit-ledger-close", daemon=True).start()
+        await closed
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
