@@ -314,7 +314,7 @@ def test_under_json_a_user_error_is_also_a_json_document_on_stdout(cli, write_sp
         """, name="good.yaml")
     assert cli("run", str(good)).returncode == 0
     for args, words in ((["show", "ffffffff"], "no run or batch"), (["runs", "--since", "someday"], "bad time 'someday'"),
-                        (["cost", "--by", "colour"], "--by 'colour'"), (["runs", "--limit", "0"], "--limit")):
+                        (["cost", "--by", "colour"], "--by 'colour'"), (["runs", "--status", "won"], "--status 'won'")):
         done = cli(*args, "--json")
         assert done.returncode == 2, args
         error = json.loads(done.stdout)["error"]
@@ -370,3 +370,22 @@ def test_runs_says_when_it_stopped_at_its_limit(cli, write_spec):
     assert "showing" not in cli("runs", "--limit", "3").stdout
     assert "showing 1 of 3 runs" in cli("runs", "--limit", "1", "--status", "passed").stdout
     assert len(json.loads(cli("runs", "--limit", "2", "--json").stdout)) == 2
+
+
+def test_show_batch_lists_its_first_runs_and_json_keeps_every_run(cli, write_spec):
+    spec = write_spec("""
+        model: {id: loopkit/scripted, replies: ["x"]}
+        task: {prompt: "{{ case.n }}"}
+        inputs: [{n: 1}, {n: 2}]
+        """)
+    done = cli("run", str(spec), "--repeat", "30", "--json")
+    report = json.loads(done.stdout)
+    assert len(report["runs"]) == 60 and report["passed"] == 60
+    batch = report["batch_id"]
+    text = cli("show", batch).stdout
+    assert f"showing 50 of 60 runs; loopkit runs --batch {batch[:10]} --limit 60 for all" in text
+    assert sum(1 for r in report["runs"] if r["id"][:10] in text) == 50
+    listed = json.loads(cli("show", batch, "--json").stdout)
+    assert sorted(r["id"] for r in listed["run_rows"]) == sorted(r["id"] for r in report["runs"])
+    assert listed["runs"] == 60 and listed["statuses"] == {"passed": 60}
+    assert all("state" not in r and "case_json" not in r for r in listed["run_rows"])

@@ -364,7 +364,7 @@ def test_a_ledger_that_cannot_be_written_is_one_line_exit_2_and_no_model_call(
             (tmp_path / "ro").chmod(0o755)
     assert "Traceback" not in proc.stderr, proc.stderr
     assert proc.returncode == 2, proc.stderr
-    assert proc.stdout == ""
+    assert json.loads(proc.stdout)["error"]["exit_code"] == 2  # under --json the error is the one document on stdout
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, f"expected one line, got: {proc.stderr!r}"
     assert lines[0].startswith("error:") and str(ledger) in lines[0] and "ledger" in lines[0].split(str(ledger), 1)[1]

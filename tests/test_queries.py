@@ -152,3 +152,22 @@ print(json.dumps({"codes": codes, "loaded": sorted(m for m in ("litellm", "opena
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["codes"] == [0] * len(commands)
     assert result["loaded"] == []
+
+
+def test_a_batch_summary_reads_the_same_few_rows_however_big_the_batch(tmp_path, monkeypatch):
+    (tmp_path / "many.yaml").write_text("name: many\nmodel: {id: loopkit/scripted, replies: ['{{ case.reply }}']}\n"
+                                        "task: {prompt: 'Answer {{ case.id }}'}\ninputs: [{id: a, reply: ok}, {id: b, reply: bad}]\n"
+                                        "checkers: [{name: says_ok, type: contains, expected: ok}]\nstop: {max_iterations: 1}\n")
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        batch = run_batch(load_spec(tmp_path / "many.yaml"), ledger=ledger, options=BatchOptions(repeat=150)).batch_id
+    fetched = []
+    real_query, real_one = Ledger.query, Ledger.one
+    monkeypatch.setattr(Ledger, "query", lambda self, *a: fetched.extend(rows := real_query(self, *a)) or rows)
+    monkeypatch.setattr(Ledger, "one", lambda self, *a: fetched.append(row := real_one(self, *a)) or row)
+    with Ledger(tmp_path / "ledger.db", readonly=True) as ledger:
+        summary = batch_summary(ledger, batch, shown=50)
+        truth = ledger.conn.execute("SELECT COUNT(*), SUM(success) FROM runs WHERE batch_id=?", (batch,)).fetchone()
+    assert (summary["runs"], summary["passed"]) == tuple(truth) == (300, 150)
+    assert summary["statuses"] == {"passed": 150, "failed": 150} and summary["stop_reasons"] == {"passed": 150, "max_iterations": 150}
+    assert len(summary["first_runs"]) == 50
+    assert len(fetched) < 80  # 50 shown runs and a few aggregate rows, not 300 runs

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+import textwrap
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -68,8 +70,24 @@ def ledger_option(ctx: typer.Context, value: Path | None) -> Path | None:
     return value or (ctx.obj or {}).get("ledger")
 
 
+def _dumps(data: Any) -> str:
+    return json.dumps(data, indent=2, default=str, ensure_ascii=False)
+
+
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+    sys.stdout.write(_dumps(data) + "\n")
+
+
+def print_json_streaming(data: dict[str, Any], key: str, items: Iterable[Any]) -> None:
+    """`print_json({**data, key: list(items)})`, the same text, without holding the items: a batch's every run
+    under --json takes the memory of one run at a time."""
+    head = _dumps({**{k: v for k, v in data.items() if k != key}, key: []})
+    sys.stdout.write(head[:-len("[]\n}")] + "[")
+    count = 0
+    for item in items:
+        sys.stdout.write(("\n" if count == 0 else ",\n") + textwrap.indent(_dumps(item), "    "))
+        count += 1
+    sys.stdout.write(("\n  ]" if count else "]") + "\n}\n")
 
 
 def _wants_json(argv: list[str]) -> bool:
@@ -107,9 +125,7 @@ def _run() -> int:
         return 130
     except ClickException as exc:  # bad options and arguments arrive here in non-standalone mode
         exc.show()
-        code = 2 if isinstance(exc, ClickUsageError) else exc.exit_code
-        _json_error(exc.format_message(), code)
-        return code
+        return 2 if isinstance(exc, ClickUsageError) else exc.exit_code
 
 
 def main() -> None:

@@ -12,11 +12,10 @@ from rich.text import Text
 from ..errors import UsageError
 from ..formatting import duration, local_time
 from ..timewindow import seconds_between
-from .app import JsonOpt, LedgerOpt, app, ledger_option, money, out, print_json
-from .render import cache_line, error_lines, pass_mark, public_run, runs_table, short, status_text
+from .app import JsonOpt, LedgerOpt, app, ledger_option, money, out, print_json, print_json_streaming
+from .render import cache_line, error_lines, more_runs_line, pass_mark, public_run, runs_table, status_text, suspect_lines
 
 RUN_STATUSES = ("passed", "failed", "needs_review", "error", "interrupted", "running")
-SHOWN_RUNS = 50
 
 
 @app.command()
@@ -102,7 +101,7 @@ def _show_run(detail: dict[str, Any], *, calls: bool) -> None:
 
 
 def _show_batch(store: Any, batch_id: str, *, as_json: bool) -> None:
-    from ..ledger.queries import batch_summary
+    from ..ledger.queries import bare_run, batch_summary, iter_batch_runs
 
     if (store.batch(batch_id) or {}).get("kind") == "ab":  # an A/B test: its report, as `loopkit ab --show`
         from .ab_cmd import show_ab
@@ -110,8 +109,9 @@ def _show_batch(store: Any, batch_id: str, *, as_json: bool) -> None:
         show_ab(store, batch_id, as_json=as_json)
         return
     summary = batch_summary(store, batch_id)
-    if as_json:
-        print_json(summary)
+    if as_json:  # every run, as before, streamed: one row in memory at a time
+        rows = (bare_run(r) for r in iter_batch_runs(store, batch_id))
+        print_json_streaming({k: v for k, v in summary.items() if k != "first_runs"}, "run_rows", rows)
         return
     b = summary["batch"]
     out.print(Text.assemble((f"batch {b['id']}", "bold"), f" · {b['kind']} · {summary['spec_name'] or '-'} · {b['status']} · "
@@ -129,10 +129,11 @@ def _show_batch(store: Any, batch_id: str, *, as_json: bool) -> None:
         out.print(Text("slowest: " + ", ".join(f"{r['case_id']} ({r['seconds']:.1f}s)" for r in summary["slowest"])))
     if summary["most_expensive"]:
         out.print(Text("most expensive: " + ", ".join(f"{r['case_id']} ({money(r['cost_usd'])})" for r in summary["most_expensive"])))
-    rows = summary["run_rows"]
-    out.print(runs_table(rows[:SHOWN_RUNS], one_batch=True))
-    if len(rows) > SHOWN_RUNS:
-        out.print(f"… {len(rows) - SHOWN_RUNS:,} more: loopkit runs --batch {b['id'][:10]} --limit {len(rows)}", markup=False)
+    for line in suspect_lines(summary["suspects"], summary["suspect_runs"]):
+        out.print(line)
+    out.print(runs_table(summary["first_runs"], one_batch=True))
+    for line in more_runs_line(len(summary["first_runs"]), summary["runs"], b["id"]):
+        out.print(line)
 
 
 @app.command()

@@ -124,6 +124,21 @@ def cache_line(use: dict[str, Any]) -> str:
     return text
 
 
+def suspect_lines(suspects: list[dict[str, Any]], total: int) -> list[Text]:
+    """Runs that passed their reward but failed an audit: the first few, and how many more."""
+    lines = [Text(f"⚠ run {r['id'][:10]} (case {r['case_id']}): {r['suspect']}", style="yellow") for r in suspects]
+    if total > len(suspects):
+        lines.append(Text(f"⚠ … and {total - len(suspects):,} more: loopkit runs --suspect", style="yellow"))
+    return lines
+
+
+def more_runs_line(shown: int, total: int, batch_id: str) -> list[Text]:
+    """Under a batch's first runs: how to list the rest."""
+    if total <= shown:
+        return []
+    return [Text(f"showing {shown:,} of {total:,} runs; loopkit runs --batch {batch_id[:10]} --limit {total} for all", style="dim")]
+
+
 def public_run(row: dict[str, Any]) -> dict[str, Any]:
     """A runs row as --json shows it: the case as an object, no internal resume state."""
     shown = {k: v for k, v in row.items() if k not in ("state", "case_json")}

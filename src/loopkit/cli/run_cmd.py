@@ -10,8 +10,8 @@ import typer
 from rich.text import Text
 
 from ..errors import UsageError
-from .app import JsonOpt, LedgerOpt, app, err, ledger_option, money, out, print_json
-from .render import cache_line, error_lines, public_run, runs_table
+from .app import JsonOpt, LedgerOpt, app, err, ledger_option, money, out, print_json, print_json_streaming
+from .render import cache_line, error_lines, more_runs_line, public_run, runs_table, suspect_lines
 from .report_cmd import report_option
 
 SUMMARY_ROWS = 50
@@ -28,33 +28,33 @@ def _tags(values: list[str] | None) -> dict[str, str]:
 
 
 def _report(ledger: Any, result: Any, *, as_json: bool, fail_under: float | None, spec_name: str) -> int:
-    """Print a batch's outcome (table or JSON) and return the exit code."""
-    from ..ledger.queries import batch_runs, cache_use, error_kinds
+    """Print a batch's outcome (table or JSON) and return the exit code. Figures come aggregated from SQL and the
+    table takes the first runs only, so a batch of a million runs prints in the memory of fifty."""
+    from ..ledger.queries import SHOWN_SUSPECTS, batch_runs, cache_use, count_runs, error_kinds, iter_batch_runs, suspect_runs
 
-    rows = batch_runs(ledger, result.batch_id)
     code = result.exit_code(fail_under)
     kinds = error_kinds(ledger, result.batch_id) if result.errors else []
     if as_json:
-        print_json({
+        print_json_streaming({
             "batch_id": result.batch_id, "spec": spec_name, "status": result.status, "total": result.total,
             "finished": result.finished, "passed": result.passed, "pass_rate": result.pass_rate, "errors": result.errors,
             "error_kinds": kinds, "not_run_budget": result.refused, "cost_usd": result.cost_usd, "statuses": result.statuses,
-            "exit_code": code, "runs": [public_run(r) for r in rows],
-        })
+            "exit_code": code}, "runs", (public_run(r) for r in iter_batch_runs(ledger, result.batch_id)))
         return code
-    shown = rows[:SUMMARY_ROWS]
+    shown = batch_runs(ledger, result.batch_id, limit=SUMMARY_ROWS)
     out.print(runs_table(shown, title=f"batch {result.batch_id[:10]} · {spec_name}", one_batch=True))
-    if len(rows) > len(shown):
-        out.print(f"… {len(rows) - len(shown)} more: loopkit show {result.batch_id[:10]}")
+    for line in more_runs_line(len(shown), result.runs, result.batch_id):
+        out.print(line)
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(result.statuses.items()))
     out.print(f"passed {result.passed}/{result.finished} ({result.pass_rate:.0%}) · {statuses} · cost {money(result.cost_usd)}")
     for line in error_lines(kinds):
         out.print(line)
     if (use := cache_use(ledger, batch_id=result.batch_id))["cached"]:
         out.print(Text(cache_line(use)))
-    for r in rows:
-        if r.get("suspect"):
-            out.print(Text(f"⚠ run {r['id'][:10]} (case {r['case_id']}): {r['suspect']}", style="yellow"))
+    suspects = suspect_runs(ledger, result.batch_id)
+    flagged = count_runs(ledger, batch_id=result.batch_id, suspect=True) if len(suspects) >= SHOWN_SUSPECTS else len(suspects)
+    for line in suspect_lines(suspects, flagged):
+        out.print(line)
     if result.refused:
         out.print(Text(f"the batch budget kept {result.refused} case(s) from running", style="red"))
     if fail_under is not None and result.pass_rate < fail_under:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from ..liveness import is_stale
@@ -53,18 +54,23 @@ def cache_use(ledger: Ledger, *, run_id: str | None = None, batch_id: str | None
             "would_have_cost_usd": float(row.get("would_have_cost_usd") or 0.0), "without_original": int(row.get("without_original") or 0)}
 
 
-def batch_summary(ledger: Ledger, batch_id: str) -> dict[str, Any]:
-    """Pass rate, cost, cost per passed case, stop reasons, the slowest and most expensive cases."""
+SHOWN_RUNS = 50
+SHOWN_SUSPECTS = 10
+
+
+def batch_summary(ledger: Ledger, batch_id: str, *, shown: int = SHOWN_RUNS) -> dict[str, Any]:
+    """Pass rate, cost, cost per passed case, statuses, stop reasons, why runs errored, cache use, the slowest
+    and most expensive cases, and the first `shown` runs (`first_runs`). Every figure is aggregated in SQL, so
+    the memory it takes does not grow with the batch; `iter_batch_runs` streams every run where all are wanted."""
     batch = ledger.batch(batch_id) or {}
     totals = ledger.one(
         "SELECT COUNT(*) AS runs, COALESCE(SUM(success), 0) AS passed, COALESCE(SUM(cost_usd), 0) AS cost, "
-        "MIN(spec_name) AS spec_name FROM runs WHERE batch_id=?", (batch_id,)) or {}
+        "MIN(spec_name) AS spec_name, COUNT(suspect) AS suspects FROM runs WHERE batch_id=?", (batch_id,)) or {}
     reasons = {r["stop_reason"] or "-": r["n"] for r in ledger.query(
         "SELECT stop_reason, COUNT(*) AS n FROM runs WHERE batch_id=? GROUP BY stop_reason ORDER BY n DESC", (batch_id,))}
     slowest = ledger.query(f"SELECT id, case_id, {_SECONDS} AS seconds FROM runs WHERE batch_id=? AND ended_at IS NOT NULL "
                            "ORDER BY seconds DESC LIMIT 3", (batch_id,))
     expensive = ledger.query("SELECT id, case_id, cost_usd FROM runs WHERE batch_id=? ORDER BY cost_usd DESC LIMIT 3", (batch_id,))
-    rows = ledger.query("SELECT * FROM runs WHERE batch_id=? ORDER BY started_at", (batch_id,))
     runs, passed, cost = totals.get("runs", 0), totals.get("passed", 0), float(totals.get("cost", 0.0))
     if is_stale(batch):  # its process is gone (kill -9, a crash): it is interrupted and can be resumed
         batch = {**batch, "status": "interrupted", "resume": f"loopkit resume {batch_id[:10]}"}
@@ -73,9 +79,29 @@ def batch_summary(ledger: Ledger, batch_id: str) -> dict[str, Any]:
     return {
         "batch": batch, "spec_name": totals.get("spec_name"), "runs": runs, "passed": passed,
         "pass_rate": passed / runs if runs else 0.0, "cost_usd": cost, "cost_per_pass": cost / passed if passed else None,
-        "stop_reasons": reasons, "error_kinds": error_kinds(ledger, batch_id), "cache": cache_use(ledger, batch_id=batch_id), "slowest": slowest, "most_expensive": expensive,
-        "run_rows": [{k: v for k, v in r.items() if k not in ("state", "case_json")} for r in rows],
+        "statuses": batch_status_counts(ledger, batch_id), "stop_reasons": reasons, "error_kinds": error_kinds(ledger, batch_id),
+        "cache": cache_use(ledger, batch_id=batch_id), "slowest": slowest, "most_expensive": expensive,
+        "suspect_runs": int(totals.get("suspects") or 0), "suspects": suspect_runs(ledger, batch_id),
+        "first_runs": [bare_run(r) for r in batch_runs(ledger, batch_id, limit=shown)],
     }
+
+
+def bare_run(row: dict[str, Any]) -> dict[str, Any]:
+    """A runs row without its resume state and case text (as `show BATCH` lists runs)."""
+    return {k: v for k, v in row.items() if k not in ("state", "case_json")}
+
+
+def iter_batch_runs(ledger: Ledger, batch_id: str) -> Iterator[dict[str, Any]]:
+    """Every run of a batch by start time, one row at a time (without the resume state)."""
+    cursor = ledger.conn.execute("SELECT * FROM runs WHERE batch_id=? ORDER BY started_at", (batch_id,))
+    for row in cursor:
+        yield dict(row)
+
+
+def suspect_runs(ledger: Ledger, batch_id: str, *, limit: int = SHOWN_SUSPECTS) -> list[dict[str, Any]]:
+    """The first runs of a batch that passed their reward but failed an audit."""
+    return ledger.query("SELECT id, case_id, suspect FROM runs WHERE batch_id=? AND suspect IS NOT NULL ORDER BY started_at LIMIT ?",
+                        (batch_id, limit))
 
 
 # Why a run errored, from its message: the kind a person acts on (fix a key, a model name, a server...).
@@ -117,10 +143,10 @@ def review_queue(ledger: Ledger) -> list[dict[str, Any]]:
     return rows
 
 
-def batch_runs(ledger: Ledger, batch_id: str, *, order: str = "started_at") -> list[dict[str, Any]]:
-    """Every run of a batch, by start time or (`order="case"`) by case and repeat."""
+def batch_runs(ledger: Ledger, batch_id: str, *, order: str = "started_at", limit: int | None = None) -> list[dict[str, Any]]:
+    """Every run of a batch (or the first `limit`), by start time or (`order="case"`) by case and repeat."""
     by = "case_id, repeat, started_at" if order == "case" else "started_at"
-    return ledger.query(f"SELECT * FROM runs WHERE batch_id=? ORDER BY {by}", (batch_id,))
+    return ledger.query(f"SELECT * FROM runs WHERE batch_id=? ORDER BY {by} LIMIT ?", (batch_id, -1 if limit is None else limit))
 
 
 def batch_status_counts(ledger: Ledger, batch_id: str) -> dict[str, int]:
