@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
 
 from loopkit.errors import LedgerError, UsageError
 from loopkit.ledger import Ledger, ledger_path
-from loopkit.ledger.schema import migrations
+from loopkit.ledger.schema import NAMES, migrations
 
 SPEC_TABLES = {
     "specs": {"hash", "name", "path", "yaml", "created_at"},
@@ -33,9 +34,9 @@ def test_the_tables_of_the_contract_exist_with_at_least_their_columns(tmp_path):
 def test_migrations_are_recorded_and_applied_once(tmp_path):
     Ledger(tmp_path / "l.db").close()
     ledger = Ledger(tmp_path / "l.db")
-    applied = [m.name for m in migrations.applied(ledger.db)]
-    assert applied == [m.name for m in migrations._migrations]
-    assert migrations.pending(ledger.db) == []
+    applied = [m.name for m in migrations().applied(ledger.db)]
+    assert applied == list(NAMES)
+    assert migrations().pending(ledger.db) == []
 
 
 def test_wal_mode_and_indexes_for_the_common_queries(tmp_path):
@@ -106,3 +107,218 @@ def test_a_second_connection_sees_each_iteration_as_soon_as_it_is_committed(tmp_
                       'checkers: [{name: c, type: equals, expected: c}]\n')
     asyncio.run(run_case(spec, Case("1", {}), clients=ModelPool().client, recorder=Watching()))
     assert seen == [1, 2, 3]
+
+
+# --- what a ledger path may hold (connect.py) ----------------------------------------------------
+
+SCRIPTED = """\
+version: 1
+name: opened
+model: {id: loopkit/scripted, replies: ["{{ case.id }}"]}
+task: {prompt: "say {{ case.id }}"}
+inputs: [{id: a}, {id: b}]
+checkers: [{name: echo, type: equals, expected: "{{ case.id }}"}]
+"""
+
+# Every command that opens the ledger, with arguments that would otherwise get past their own checks.
+COMMANDS = {
+    "run": ["run", "spec.yaml"], "runs": ["runs"], "show": ["show", "abc123"], "cost": ["cost"],
+    "diff": ["diff", "abc123", "def456"], "resume": ["resume", "abc123"], "review": ["review"],
+    "ab": ["ab", "spec.yaml", "spec.yaml"],
+}
+
+
+def _another_apps_database(path):
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+    conn.execute("INSERT INTO notes (body) VALUES ('keep me')")
+    conn.commit()
+    conn.close()
+
+
+def _another_sqlite_utils_app(path):
+    """Another app that also keeps its migrations in sqlite-utils' table, under its own set name."""
+    from sqlite_utils import Database
+    from sqlite_utils.migrations import Migrations
+
+    theirs = Migrations("theirs")
+
+    @theirs()
+    def m001_items(db):  # noqa: ANN001
+        db["items"].create({"id": int, "name": str}, pk="id")
+
+    db = Database(path)
+    theirs.apply(db)
+    db.close()
+
+
+def _truncated_ledger(path):
+    with Ledger(path) as ledger:
+        for _ in range(40):
+            ledger.save_spec(__import__("uuid").uuid4().hex, "s", None, "x" * 3000)
+    conn = sqlite3.connect(path)  # the last connection: checkpointed, the -wal removed
+    conn.close()
+    size = path.stat().st_size
+    with open(path, "r+b") as fh:
+        fh.truncate(size // 2)
+
+
+NOT_LEDGERS = {
+    "text": lambda p: p.write_text("name,amount\nrent,1200\n"),
+    "garbage": lambda p: p.write_bytes(bytes(range(256)) * 32),
+    "sqlite-header-then-garbage": lambda p: p.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 31),
+    "another-apps-database": _another_apps_database,
+    "another-sqlite-utils-app": _another_sqlite_utils_app,
+    "truncated-ledger": _truncated_ledger,
+}
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+@pytest.mark.parametrize("kind", list(NOT_LEDGERS))
+def test_a_file_that_is_not_a_loopkit_ledger_is_one_line_exit_2_and_left_untouched(tmp_path, cli, kind, command):
+    (tmp_path / "spec.yaml").write_text(SCRIPTED)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    path = folder / "ledger.db"
+    NOT_LEDGERS[kind](path)
+    before = path.read_bytes()
+    done = cli("--ledger", str(path), *COMMANDS[command])
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: is not a loopkit ledger ("), done.stderr
+    assert done.stdout == ""
+    assert path.read_bytes() == before, "not a byte changed"
+    if kind != "truncated-ledger":  # a WAL ledger's reader may leave an empty -wal/-shm: SQLite's, harmless
+        assert [p.name for p in folder.iterdir()] == ["ledger.db"], "no -wal, -shm or journal left beside it"
+
+
+def test_why_a_file_is_not_a_ledger_is_said_in_the_message(tmp_path, cli):
+    for kind, why in [("text", "not an SQLite database"), ("another-apps-database", "another application: notes"),
+                      ("truncated-ledger", "truncated")]:
+        path = tmp_path / f"{kind}.db"
+        NOT_LEDGERS[kind](path)
+        assert why in cli("--ledger", str(path), "runs").stderr, kind
+
+
+def test_a_folder_given_as_the_ledger_is_not_a_ledger(tmp_path, cli):
+    done = cli("--ledger", str(tmp_path), "runs")
+    assert done.returncode == 2 and "is not a loopkit ledger (a folder)" in done.stderr
+
+
+def _empty_file(path):
+    path.write_bytes(b"")
+
+
+def _empty_wal_database(path):
+    """What a signal right after `PRAGMA journal_mode=WAL` on a new file leaves: a header, no tables."""
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.close()
+
+
+@pytest.mark.parametrize("make", [_empty_file, _empty_wal_database], ids=["0-bytes", "no-tables"])
+def test_an_empty_ledger_reads_as_no_runs_and_a_run_initialises_it(tmp_path, cli, make):
+    """An empty file is what a signal during the ledger's creation leaves: it is ours to create."""
+    (tmp_path / "spec.yaml").write_text(SCRIPTED)
+    path = tmp_path / "ledger.db"
+    make(path)
+    listed = cli("--ledger", str(path), "runs", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == []
+    assert cli("--ledger", str(path), "runs").stdout.strip() == "no runs match"
+    cost = cli("--ledger", str(path), "cost", "--json")
+    assert cost.returncode == 0 and json.loads(cost.stdout)["total"]["calls"] == 0, cost.stdout + cost.stderr
+    shown = cli("--ledger", str(path), "show", "abc123")
+    assert shown.returncode == 2 and "no run or batch" in shown.stderr
+    assert path.stat().st_size == 0 or sqlite3.connect(path).execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0, \
+        "reading an empty ledger does not create its tables"
+
+    ran = cli("--ledger", str(path), "run", "spec.yaml", "--json")
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["passed"] == 2
+    assert len(json.loads(cli("--ledger", str(path), "runs", "--json").stdout)) == 2
+
+
+def _from_a_newer_loopkit(path):
+    Ledger(path).close()
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("INSERT INTO _sqlite_migrations (migration_set, name, applied_at) VALUES ('loopkit', 'm999_future', '2027')")
+    conn.close()
+
+
+def test_a_ledger_from_a_newer_loopkit_is_read_but_never_written(tmp_path, cli):
+    (tmp_path / "spec.yaml").write_text(SCRIPTED)
+    path = tmp_path / "ledger.db"
+    assert cli("--ledger", str(path), "run", "spec.yaml").returncode == 0
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("INSERT INTO _sqlite_migrations (migration_set, name, applied_at) VALUES ('loopkit', 'm999_future', '2027')")
+    schema = conn.execute("SELECT sql FROM sqlite_master ORDER BY name").fetchall()
+    conn.close()
+
+    for args in (["run", "spec.yaml"], ["review"], ["resume", "abc123"]):
+        done = cli("--ledger", str(path), *args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr.strip() == (f"error: {path}: this ledger was written by a newer loopkit (migration m999_future); "
+                                       "upgrade loopkit")
+    listed = cli("--ledger", str(path), "runs", "--json")
+    assert listed.returncode == 0 and len(json.loads(listed.stdout)) == 2, "reads work: SPEC.md §4 columns are never dropped"
+    assert cli("--ledger", str(path), "cost", "--json").returncode == 0
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT sql FROM sqlite_master ORDER BY name").fetchall() == schema, "no migration ran"
+    assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 2
+    conn.close()
+
+
+def test_an_older_ledger_is_migrated_by_the_first_write(tmp_path):
+    path = tmp_path / "ledger.db"
+    Ledger(path).close()
+    conn = sqlite3.connect(path)
+    with conn:  # as loopkit before m003 left it
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name IN ('m003_call_key', 'm004_drop_probe')")
+        conn.execute("DROP INDEX idx_calls_batch_call_key")
+        conn.execute("ALTER TABLE calls DROP COLUMN call_key")
+    conn.close()
+    with Ledger(path) as ledger:
+        assert "call_key" in ledger.db["calls"].columns_dict
+        assert [m.name for m in migrations().applied(ledger.db)] == list(NAMES)
+
+
+def test_opening_a_ledger_leaves_no_probe_table_and_drops_the_old_one(tmp_path):
+    path = tmp_path / "ledger.db"
+    Ledger(path).close()
+    conn = sqlite3.connect(path)
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "_probe" not in tables
+    with conn:  # what loopkit before m004 left in every ledger
+        conn.execute("CREATE TABLE _probe (x)")
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm004_drop_probe'")
+    conn.close()
+    Ledger(path).close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT count(*) FROM sqlite_master WHERE name='_probe'").fetchone()[0] == 0
+    conn.close()
+
+
+def test_opening_an_existing_ledger_changes_neither_its_schema_nor_its_journal_mode(tmp_path):
+    """A long-lived reader must not see the schema change on every writer's open (issue #15)."""
+    path = tmp_path / "ledger.db"
+    Ledger(path).close()
+    reader = sqlite3.connect(path)
+    version = reader.execute("PRAGMA schema_version").fetchone()[0]
+    for readonly in (False, True, False):
+        Ledger(path, readonly=readonly).close()
+        assert reader.execute("PRAGMA schema_version").fetchone()[0] == version
+        assert reader.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    reader.close()
+
+
+@pytest.mark.parametrize("folder", ["with#hash", "with?question", "100%sure", "spaced out"])
+def test_a_ledger_in_a_folder_with_uri_characters_is_read_where_it_was_written(tmp_path, cli, folder):
+    (tmp_path / "spec.yaml").write_text(SCRIPTED)
+    path = tmp_path / folder / "ledger.db"
+    assert cli("--ledger", str(path), "run", "spec.yaml").returncode == 0
+    listed = cli("--ledger", str(path), "runs", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert len(json.loads(listed.stdout)) == 2

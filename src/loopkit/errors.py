@@ -36,3 +36,11 @@ class MissingKeyError(LoopkitError):
 
 class LedgerError(LoopkitError):
     """The ledger cannot be opened or written (read-only location, full disk)."""
+
+
+class NotALedgerError(LedgerError):
+    """The ledger path holds something else: another application's database, a text file, a damaged file."""
+
+
+class NewerLedgerError(LedgerError):
+    """The ledger was migrated by a newer loopkit; this one must not write to it."""

@@ -1,18 +1,31 @@
 """The ledger's tables (SPEC.md §4), created by named, append-only migrations.
 
 Never edit a migration that has shipped: add a new one. sqlite-utils records applied ones in
-`_sqlite_migrations`.
+`_sqlite_migrations` under the set name `loopkit`; those names are also how a ledger says which
+loopkit wrote it (a name missing from `NAMES` is a newer loopkit's, see connect.py). sqlite-utils
+is imported only when a migration is applied, so the read commands never pay for it.
 """
 
 from __future__ import annotations
 
-from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-migrations = Migrations("loopkit")
+if TYPE_CHECKING:
+    from sqlite_utils import Database
+    from sqlite_utils.migrations import Migrations
+
+SET = "loopkit"
+
+_steps: list[Callable[[Database], None]] = []
 
 
-@migrations()
+def _migration(step: Callable[[Database], None]) -> Callable[[Database], None]:
+    _steps.append(step)
+    return step
+
+
+@_migration
 def m001_initial(db: Database) -> None:
     db["specs"].create({"hash": str, "name": str, "path": str, "yaml": str, "created_at": str}, pk="hash")
     db["batches"].create(
@@ -57,7 +70,7 @@ def m001_initial(db: Database) -> None:
     db["batches"].create_index(["started_at"])
 
 
-@migrations()
+@_migration
 def m002_query_indexes(db: Database) -> None:
     """Indexes for the read side (`runs`, `cost`): each answer is one index range, not a scan and a sort."""
     # `runs --status S`, newest first.
@@ -68,10 +81,30 @@ def m002_query_indexes(db: Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS idx_calls_cached_created_at ON calls (created_at) WHERE cached = 1")
 
 
-@migrations()
+@_migration
 def m003_call_key(db: Database) -> None:
     """`--no-cache` calls must not answer later runs, but `--replay` still needs to find them: every
     call gets a `call_key`; `cache_key` is kept only where the call may be reused."""
     db["calls"].add_column("call_key", str)
     db.execute("UPDATE calls SET call_key = cache_key")
     db.execute("CREATE INDEX IF NOT EXISTS idx_calls_batch_call_key ON calls (batch_id, call_key)")
+
+
+@_migration
+def m004_drop_probe(db: Database) -> None:
+    """Writability used to be probed by writing to a `_probe` table in every ledger; it no longer is
+    (connect.py), so the table goes."""
+    db.execute("DROP TABLE IF EXISTS _probe")
+
+
+NAMES: tuple[str, ...] = tuple(step.__name__ for step in _steps)
+
+
+def migrations() -> Migrations:
+    """The steps as sqlite-utils `Migrations`, applied in order, each recorded once."""
+    from sqlite_utils.migrations import Migrations
+
+    found = Migrations(SET)
+    for step in _steps:
+        found()(step)
+    return found

@@ -77,27 +77,19 @@ class Ledger:
     """A ledger file. Also the engine's `Recorder` and `CallCache`."""
 
     def __init__(self, path: str | Path | None = None, *, readonly: bool = False) -> None:
+        """Open the ledger; for writes, create or migrate it and make sure it takes a write. What the
+        file is (ours, empty, newer, someone else's) is decided in connect.py, before any write."""
+        from .connect import open_ledger
+
         self.path = ledger_path(path)
         try:
-            if readonly:
-                if not self.path.exists():
-                    raise LedgerError("no ledger here yet: run `loopkit run SPEC` first, or pass --ledger PATH",
-                                      location=str(self.path))
-                conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_SECONDS)
-            else:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_SECONDS)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-            conn.row_factory = sqlite3.Row
-            self.conn = conn
-            if not readonly:
-                self._migrate()
-                self._probe_writable()
+            conn = open_ledger(self.path, readonly=readonly, timeout=BUSY_TIMEOUT_SECONDS)
         except LedgerError:
             raise
         except (sqlite3.Error, OSError) as exc:
             raise _storage_error(self.path, exc) from None
+        conn.row_factory = sqlite3.Row
+        self.conn = conn
 
     @cached_property
     def db(self) -> Database:
@@ -105,13 +97,6 @@ class Ledger:
         from sqlite_utils import Database
 
         return Database(self.conn, execute_plugins=False)
-
-    def _probe_writable(self) -> None:
-        """Fail before any model call is paid for when the file cannot take a write (read-only, disk full)."""
-        with self.write() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS _probe (x)")
-            conn.execute("INSERT INTO _probe VALUES (randomblob(8192))")
-            conn.execute("DELETE FROM _probe")
 
     def close(self) -> None:
         self.conn.close()
@@ -121,22 +106,6 @@ class Ledger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _migrate(self) -> None:
-        """Apply pending migrations inside one immediate transaction, so processes racing to create
-        a fresh ledger take turns (the others wait on the busy timeout, then find nothing pending)."""
-        from .schema import migrations
-
-        if not migrations.pending(self.db):
-            return
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            migrations.apply(self.db)  # sqlite-utils nests its own transactions as savepoints
-            self.conn.execute("COMMIT")
-        except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
-            raise
 
     def write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """One immediate transaction; raises LedgerError when the disk or location refuses it."""
