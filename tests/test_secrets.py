@@ -128,6 +128,14 @@ def test_scrub_leaves_ordinary_text_alone(monkeypatch: pytest.MonkeyPatch) -> No
     assert scrub("") == "" and scrub(None) is None
 
 
+def test_a_secret_set_or_changed_after_a_scrub_is_still_hidden(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LATE_API_KEY", "first-value-123456")
+    assert scrub("first-value-123456") == MASK  # the scrubber is reused until the environment changes
+    monkeypatch.setenv("LATE_API_KEY", "second-value-123456")
+    monkeypatch.setenv("LATER_TOKEN", "third-value-123456")
+    assert scrub("first-value-123456 second-value-123456 third-value-123456") == f"first-value-123456 {MASK} {MASK}"
+
+
 def test_scrub_hides_registered_and_passed_secrets_and_their_escaped_forms() -> None:
     register_secret("odd/key+with\"quote")
     assert scrub('{"error": "bad key odd/key+with\\"quote"}') == '{"error": "bad key [REDACTED]"}'

@@ -40,6 +40,11 @@ _HEADER_PATTERN = re.compile(r"(?i)\b(bearer|x-api-key:?|api[_-]?key[\"']?\s*[:=
 
 _registered: set[str] = set()
 _lock = threading.Lock()
+# The last scrubber built, with what it was built from: (environment, how many secrets were registered
+# (they are only ever added), extra secrets, scrubber). The environment is compared as the raw mapping
+# os.environ keeps (one C-level dict comparison), so a variable set or changed since is seen without
+# rescanning every name on every call.
+_last: tuple[dict[Any, Any], int, tuple[str, ...], Callable[[str | None], str | None]] | None = None
 
 
 def is_secret_name(name: str) -> bool:
@@ -75,7 +80,21 @@ def _secret_values(extra: tuple[str, ...]) -> list[str]:
 
 def scrubber(*secrets: str) -> Callable[[str | None], str | None]:
     """A `scrub` for many texts at once: the secret values are gathered once (the ledger builds one per
-    write, the engine one per call) and matched by one compiled pattern, longest first."""
+    write, the engine one per call) and matched by one compiled pattern, longest first. Rebuilt only
+    when the environment, the registered secrets or `secrets` changed since the last one."""
+    global _last
+    environ = getattr(os.environ, "_data", None)
+    registered = len(_registered)
+    last = _last
+    if environ is not None and last is not None and last[1] == registered and last[2] == secrets and last[0] == environ:
+        return last[3]
+    clean = _build_scrubber(secrets)
+    if environ is not None:
+        _last = (dict(environ), registered, secrets, clean)
+    return clean
+
+
+def _build_scrubber(secrets: tuple[str, ...]) -> Callable[[str | None], str | None]:
     values = _secret_values(secrets)
     literal = re.compile("|".join(map(re.escape, values))) if values else None
 
