@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import loopkit
 
 SPEC = """
@@ -16,9 +18,34 @@ checkers: [{name: exact, type: equals, expected: "{{ case.n * 2 }}"}]
 """
 
 
-def test_every_public_name_resolves():
+def test_star_import_gives_exactly_the_public_names_and_each_is_loopkits_own():
+    namespace: dict = {}
+    exec("from loopkit import *", namespace)
+    assert set(namespace) - {"__builtins__"} == set(loopkit.__all__)
     for name in loopkit.__all__:
-        assert getattr(loopkit, name) is not None, name
+        assert namespace[name].__module__.startswith("loopkit."), name  # not a stray re-export of a dependency
+
+
+def test_the_public_names_work_together_as_a_user_writes_them(tmp_path):
+    import asyncio
+
+    from loopkit.inputs import Case
+    from loopkit.models import ModelPool
+
+    spec = loopkit.parse_spec(SPEC)
+    assert isinstance(spec, loopkit.LoopSpec) and spec.name == "api"
+    ledger = loopkit.Ledger(tmp_path / "l.db")
+    outcome = asyncio.run(loopkit.run_case(spec, Case("solo", {"n": 3}), clients=ModelPool().client, recorder=ledger))
+    assert (outcome.status, outcome.iterations) == ("passed", 2)
+    detail = loopkit.show(outcome.run_id, ledger=ledger)
+    assert isinstance(detail, loopkit.RunDetail) and [i["output"] for i in detail.iterations] == ["3", "6"]
+    result = loopkit.run_batch(spec, ledger=ledger)
+    with pytest.raises(loopkit.LoopkitError, match="is a run"):
+        loopkit.resume(outcome.run_id, ledger=ledger)
+    assert loopkit.resume(result.batch_id, ledger=ledger).passed == 2  # nothing left to run: both cases had passed
+    with pytest.raises(loopkit.LoopkitError) as refused:
+        loopkit.show("ffffffff", ledger=ledger)
+    assert refused.value.exit_code == 2 and "no run or batch" in str(refused.value)
 
 
 def test_import_loopkit_is_light():
@@ -68,3 +95,41 @@ def test_check_returns_every_problem_and_the_worst_case_per_case(tmp_path):
     assert (good.name, good.cases, good.worst_case.usd, good.worst_case.calls, good.worst_case.case_id) == ("good", 2, 0.0, 3, "a")
     assert any("needs `max_tokens`" in p for p in bad.problems) and report.problems == bad.problems
     assert report.to_dict()["specs"][0]["worst_case_tokens_per_case"] == good.worst_case.tokens
+
+
+def test_show_reads_back_a_batch_its_runs_and_an_ab_test(tmp_path):
+    path = tmp_path / "l.db"
+    spec = loopkit.parse_spec(SPEC.replace('replies: [', 'price: {input_per_mtok: 1000, output_per_mtok: 1000}, replies: ['))
+    first = loopkit.run_batch(spec, ledger=loopkit.Ledger(path))
+
+    summary = loopkit.show(first.batch_id[:8], ledger=path)  # a prefix, like the CLI
+    assert isinstance(summary, loopkit.BatchSummary)
+    assert (summary.id, summary.spec_name, summary.status, summary.runs, summary.passed) == (first.batch_id, "api", "done", 2, 2)
+    assert (summary.pass_rate, summary.statuses, summary.stop_reasons, summary.errors) == (1.0, {"passed": 2}, {"passed": 2}, [])
+    assert summary.cost_usd == first.cost_usd > 0 and summary.cache.cached == 0
+    assert sorted(r["case_id"] for r in summary.first_runs) == ["a", "b"]
+
+    run = loopkit.show(summary.first_runs[0]["id"], ledger=path)
+    assert isinstance(run, loopkit.RunDetail)
+    assert (run.status, run.success, run.batch_id, len(run.iterations), len(run.calls)) == ("passed", True, first.batch_id, 2, 2)
+    assert run.cost_usd == sum(c["cost_usd"] for c in run.calls)
+
+    again = loopkit.run_batch(spec, ledger=loopkit.Ledger(path))  # every call answered from the cache
+    repeat = loopkit.show(again.batch_id, ledger=path)
+    assert (repeat.cost_usd, repeat.cache.calls, repeat.cache.cached) == (0.0, 4, 4)
+    assert abs(repeat.cache.would_have_cost_usd - first.cost_usd) < 1e-12
+
+    b = loopkit.parse_spec(SPEC.replace("name: api", "name: api-b").replace('["{{ case.n }}", ', "["))
+    live = loopkit.run_ab(spec, b, ledger=loopkit.Ledger(path), options=loopkit.ABOptions(no_cache=True))
+    ab = loopkit.show(live["batch_id"], ledger=path)
+    assert isinstance(ab, loopkit.ABReport)
+    assert (ab.batch_id, ab.winner, ab.verdict, ab.variants["B"]["mean_iterations"]) == (
+        live["batch_id"], live["verdict"]["winner"], live["verdict"], 1)
+
+
+def test_show_reads_without_loading_a_model_library(tmp_path):
+    loopkit.run_batch(loopkit.parse_spec(SPEC), ledger=loopkit.Ledger(tmp_path / "l.db"))
+    code = ("import sys, loopkit; s = loopkit.show(loopkit.Ledger(sys.argv[1]).query('SELECT id FROM batches')[0]['id'], "
+            "ledger=sys.argv[1]); print(s.passed, 'litellm' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "l.db")], capture_output=True, text=True)
+    assert done.stdout.split() == ["2", "False"], done.stderr

@@ -3,6 +3,7 @@
     import loopkit
     spec = loopkit.load_spec("examples/taxes/taxes.yaml")
     result = loopkit.run_batch(spec, ledger=loopkit.Ledger("ledger.db"))
+    summary = loopkit.show(result.batch_id, ledger="ledger.db")   # a BatchSummary (or a RunDetail, an ABReport)
 
 Attributes are imported on first use, so `import loopkit` (and the CLI's query commands) stay fast.
 """
@@ -16,10 +17,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ABOptions",
+    "ABReport",
+    "BatchSummary",
     "CheckResult",
     "Ledger",
     "LoopSpec",
     "LoopkitError",
+    "RunDetail",
     "check",
     "load_spec",
     "parse_spec",
@@ -27,14 +31,18 @@ __all__ = [
     "run_ab",
     "run_batch",
     "run_case",
+    "show",
 ]
 
 _WHERE = {
     "ABOptions": "ab",
+    "ABReport": "views",
+    "BatchSummary": "views",
     "CheckResult": "checkers",
     "Ledger": "ledger",
     "LoopSpec": "spec",
     "LoopkitError": "errors",
+    "RunDetail": "views",
     "check": "api",
     "load_spec": "spec",
     "parse_spec": "spec",
@@ -42,6 +50,7 @@ _WHERE = {
     "run_ab": "ab",
     "run_batch": "api",
     "run_case": "engine",
+    "show": "views",
 }
 
 if TYPE_CHECKING:
@@ -52,6 +61,7 @@ if TYPE_CHECKING:
     from .errors import LoopkitError
     from .ledger import Ledger
     from .spec import LoopSpec, load_spec, parse_spec
+    from .views import ABReport, BatchSummary, RunDetail, show
 
 
 def __getattr__(name: str) -> Any:

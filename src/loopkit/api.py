@@ -11,6 +11,7 @@ from .batch import Batch, BatchOptions, BatchResult, Progress, spec_of_batch
 from .errors import UsageError
 from .ledger import Ledger
 from .spec import LoopSpec
+from .views import ABReport, BatchSummary, RunDetail, show  # noqa: F401 - reading a run, batch or A/B test back
 
 if TYPE_CHECKING:
     from .budget import WorstCase

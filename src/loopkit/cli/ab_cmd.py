@@ -13,7 +13,8 @@ from .app import JsonOpt, LedgerOpt, app, err, ledger_option, print_json
 from .report_cmd import report_option
 
 
-def _print(report: dict[str, Any], *, as_json: bool) -> None:
+def print_ab(report: dict[str, Any], *, as_json: bool) -> None:
+    """An A/B report as JSON or as the terminal table (`ab`, `ab --show`, `show` of an ab batch)."""
     from .render_ab import render_ab
 
     if as_json:
@@ -25,17 +26,18 @@ def _print(report: dict[str, Any], *, as_json: bool) -> None:
 def show_ab(store: Any, batch_id: str, *, as_json: bool) -> dict[str, Any]:
     """Recompute and print the report of a stored ab batch."""
     from ..ab_report import ab_report
+    from ..views import ABReport
 
-    report = ab_report(store, batch_id)
-    _print(report, as_json=as_json)
-    return report
+    shown = ABReport.of(ab_report(store, batch_id))  # as `loopkit.show` reads an ab batch
+    print_ab(shown.to_dict(), as_json=as_json)
+    return shown.to_dict()
 
 
 def _finish(report: dict[str, Any], *, as_json: bool) -> NoReturn:
     """Print the report of a test that just ran, append it to $GITHUB_STEP_SUMMARY, exit with its code."""
     from .render_ab import append_ab_summary
 
-    _print(report, as_json=as_json)
+    print_ab(report, as_json=as_json)
     append_ab_summary(report)
     raise typer.Exit(report["exit_code"])
 

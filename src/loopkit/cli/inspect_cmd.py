@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.table import Table
@@ -14,6 +14,9 @@ from ..formatting import duration, local_time
 from ..timewindow import seconds_between
 from .app import JsonOpt, LedgerOpt, app, ledger_option, money, out, print_json, print_json_streaming
 from .render import cache_line, error_lines, more_runs_line, pass_mark, public_run, runs_table, status_text, suspect_lines
+
+if TYPE_CHECKING:
+    from ..views import BatchSummary, RunDetail
 
 RUN_STATUSES = ("passed", "failed", "needs_review", "error", "interrupted", "running")
 
@@ -58,25 +61,22 @@ def runs(
         out.print(Text(f"showing {limit:,} of {total:,} runs; --limit N for more", style="dim"))
 
 
-def _show_run(detail: dict[str, Any], *, calls: bool) -> None:
-    r = detail
-    out.print(Text.assemble((f"run {r['id']}", "bold"), f" · spec {r['spec_name']} · case {r['case_id']}",
-                            f" · variant {r['variant']}" if r.get("variant") else "",
-                            f" · batch {r['batch_id'][:10]}" if r.get("batch_id") else ""))
-    out.print(Text.assemble("status ", status_text(r["status"]), f" ({r.get('stop_reason') or '-'}) · reward {r.get('reward') or 0:.2f} · "
-                            f"best iteration {r.get('best_iteration') or '-'} of {len(r['iterations'])} · cost {money(r.get('cost_usd'))} · "
-                            f"tokens {r.get('prompt_tokens') or 0}+{r.get('completion_tokens') or 0}"))
-    took = seconds_between(r.get("started_at"), r.get("ended_at"))
-    out.print(Text(f"started {local_time(r.get('started_at'))}" + (f" · took {duration(took)}" if took is not None else "")))
-    if r.get("cache", {}).get("cached"):
-        out.print(Text(cache_line(r["cache"])))
-    if r.get("message"):
-        out.print(Text(f"message: {r['message']}"))
-    if r.get("suspect"):
-        out.print(Text(f"⚠ {r['suspect']}", style="yellow"))
-    out.print(Text(f"case: {json.dumps(r['case'], ensure_ascii=False)}"))
-    run_calls = r["calls"]
-    for it in r["iterations"]:
+def _show_run(r: RunDetail, *, calls: bool) -> None:
+    out.print(Text.assemble((f"run {r.id}", "bold"), f" · spec {r.spec_name} · case {r.case_id}",
+                            f" · variant {r.variant}" if r.variant else "", f" · batch {r.batch_id[:10]}" if r.batch_id else ""))
+    out.print(Text.assemble("status ", status_text(r.status), f" ({r.stop_reason or '-'}) · reward {r.reward or 0:.2f} · "
+                            f"best iteration {r.best_iteration or '-'} of {len(r.iterations)} · cost {money(r.cost_usd)} · "
+                            f"tokens {r.prompt_tokens or 0}+{r.completion_tokens or 0}"))
+    took = seconds_between(r.started_at, r.ended_at)
+    out.print(Text(f"started {local_time(r.started_at)}" + (f" · took {duration(took)}" if took is not None else "")))
+    if r.cache.cached:
+        out.print(Text(cache_line(r.cache.__dict__)))
+    if r.message:
+        out.print(Text(f"message: {r.message}"))
+    if r.suspect:
+        out.print(Text(f"⚠ {r.suspect}", style="yellow"))
+    out.print(Text(f"case: {json.dumps(r.case, ensure_ascii=False)}"))
+    for it in r.iterations:
         out.print()
         out.print(Text.assemble((f"iteration {it['n']}", "bold"), f" · {it['model']} · reward {it['reward']:.2f} ", pass_mark(it["passed"]),
                                 f" · cost {money(it['cost_usd'])} · tokens {it['prompt_tokens']}+{it['completion_tokens']}"))
@@ -88,7 +88,7 @@ def _show_run(detail: dict[str, Any], *, calls: bool) -> None:
             name = c["checker"] + (" (audit)" if c["audit"] else "")
             table.add_row(Text(name), f"{c['score']:.2f}", Text("yes") if c["passed"] else Text("no", style="red"), Text(c["feedback"] or ""))
         out.print(table)
-        for call in (c for c in run_calls if c["iteration"] == it["n"]):
+        for call in (c for c in r.calls if c["iteration"] == it["n"]):
             cached = " (cached)" if call["cached"] else ""
             out.print(Text(f"  call {call['role']} {call['model']}: {call['prompt_tokens']}+{call['completion_tokens']} tokens, "
                            f"{money(call['cost_usd'])}, {call['latency_ms'] or 0:.0f} ms{cached}"))
@@ -96,43 +96,34 @@ def _show_run(detail: dict[str, Any], *, calls: bool) -> None:
                 for m in call["messages"]:
                     out.print(Text(f"    [{m['role']}] {m['content']}"))
                 out.print(Text(f"    [response] {call['response'] or call['error'] or ''}"))
-    for e in r["events"]:
+    for e in r.events:
         out.print(Text(f"event {e['kind']}: {json.dumps(e['detail'], ensure_ascii=False)}"))
 
 
-def _show_batch(store: Any, batch_id: str, *, as_json: bool) -> None:
-    from ..ledger.queries import bare_run, batch_summary, iter_batch_runs
-
-    if (store.batch(batch_id) or {}).get("kind") == "ab":  # an A/B test: its report, as `loopkit ab --show`
-        from .ab_cmd import show_ab
-
-        show_ab(store, batch_id, as_json=as_json)
-        return
-    summary = batch_summary(store, batch_id)
+def _show_batch(store: Any, s: BatchSummary, *, as_json: bool) -> None:
     if as_json:  # every run, as before, streamed: one row in memory at a time
-        rows = (bare_run(r) for r in iter_batch_runs(store, batch_id))
-        print_json_streaming({k: v for k, v in summary.items() if k != "first_runs"}, "run_rows", rows)
+        from ..ledger.queries import bare_run, iter_batch_runs
+
+        print_json_streaming(s.to_dict(), "run_rows", (bare_run(r) for r in iter_batch_runs(store, s.id)))
         return
-    b = summary["batch"]
-    out.print(Text.assemble((f"batch {b['id']}", "bold"), f" · {b['kind']} · {summary['spec_name'] or '-'} · {b['status']} · "
-                            f"started {local_time(b['started_at'])}" + (f" · ended {local_time(b['ended_at'])}" if b.get("ended_at") else "")))
-    if b.get("resume"):
-        out.print(Text(f"its process is gone: finish it with `{b['resume']}`", style="yellow"))
-    out.print(f"runs {summary['runs']} · passed {summary['passed']} ({summary['pass_rate']:.0%}) · cost {money(summary['cost_usd'])}"
-              f" · cost per passed case {money(summary['cost_per_pass'])}")
-    out.print(Text("stop reasons: " + ", ".join(f"{k} {v}" for k, v in summary["stop_reasons"].items())))
-    for line in error_lines(summary["error_kinds"]):
+    out.print(Text.assemble((f"batch {s.id}", "bold"), f" · {s.batch_kind} · {s.spec_name or '-'} · {s.status} · "
+                            f"started {local_time(s.started_at)}" + (f" · ended {local_time(s.ended_at)}" if s.ended_at else "")))
+    if s.resume:
+        out.print(Text(f"its process is gone: finish it with `{s.resume}`", style="yellow"))
+    out.print(f"runs {s.runs:,} · passed {s.passed:,} ({s.pass_rate:.0%}) · cost {money(s.cost_usd)} · cost per passed case {money(s.cost_per_pass)}")
+    out.print(Text("stop reasons: " + ", ".join(f"{k} {v:,}" for k, v in s.stop_reasons.items())))
+    for line in error_lines([e.__dict__ for e in s.errors]):
         out.print(line)
-    if summary["cache"]["cached"]:
-        out.print(Text(cache_line(summary["cache"])))
-    if summary["slowest"]:
-        out.print(Text("slowest: " + ", ".join(f"{r['case_id']} ({r['seconds']:.1f}s)" for r in summary["slowest"])))
-    if summary["most_expensive"]:
-        out.print(Text("most expensive: " + ", ".join(f"{r['case_id']} ({money(r['cost_usd'])})" for r in summary["most_expensive"])))
-    for line in suspect_lines(summary["suspects"], summary["suspect_runs"]):
+    if s.cache.cached:
+        out.print(Text(cache_line(s.cache.__dict__)))
+    if s.slowest:
+        out.print(Text("slowest: " + ", ".join(f"{r['case_id']} ({r['seconds']:.1f}s)" for r in s.slowest)))
+    if s.most_expensive:
+        out.print(Text("most expensive: " + ", ".join(f"{r['case_id']} ({money(r['cost_usd'])})" for r in s.most_expensive)))
+    for line in suspect_lines(s.suspects, s.suspect_runs):
         out.print(line)
-    out.print(runs_table(summary["first_runs"], one_batch=True))
-    for line in more_runs_line(len(summary["first_runs"]), summary["runs"], b["id"]):
+    out.print(runs_table(s.first_runs, one_batch=True))
+    for line in more_runs_line(len(s.first_runs), s.runs, s.id):
         out.print(line)
 
 
@@ -146,18 +137,19 @@ def show(
 ) -> None:
     """One run (iterations, outputs, checker scores, feedback, escalations, cost) or one batch."""
     from ..ledger import Ledger
-    from ..ledger.queries import cache_use
+    from ..views import BatchSummary, RunDetail
+    from ..views import show as read
 
     store = Ledger(ledger_option(ctx, ledger), readonly=True)
-    kind, full = store.resolve(id)
-    if kind == "batch":
-        _show_batch(store, full, as_json=as_json)
-        return
-    detail = store.run_detail(full)
-    detail["cache"] = cache_use(store, run_id=full)
-    if as_json:
-        if not calls:
-            detail["calls"] = [{k: v for k, v in c.items() if k not in ("messages",)} for c in detail["calls"]]
-        print_json(detail)
-        return
-    _show_run(detail, calls=calls)
+    shown = read(id, ledger=store)
+    if isinstance(shown, RunDetail):
+        if as_json:
+            print_json(shown.to_dict(messages=calls))
+        else:
+            _show_run(shown, calls=calls)
+    elif isinstance(shown, BatchSummary):
+        _show_batch(store, shown, as_json=as_json)
+    else:  # an A/B test: its report, as `loopkit ab --show` prints it
+        from .ab_cmd import print_ab
+
+        print_ab(shown.to_dict(), as_json=as_json)
