@@ -183,3 +183,21 @@ def test_calls_paid_in_an_iteration_the_budget_then_stopped_count_in_the_run_cos
     assert run["stop_reason"] == "budget_usd" and paid["n"] == 1 and paid["s"] > 0
     assert run["cost_usd"] == pytest.approx(paid["s"])
     assert ledger.batch(run["batch_id"])["cost_usd"] == pytest.approx(paid["s"])
+
+
+def test_ctrl_c_before_any_case_ran_is_exit_130_and_says_nothing_was_recorded(write_spec, cli, monkeypatch, tmp_path):
+    """Ctrl-C while the batch still checks its cases and models (litellm loading, say): no batch row, one line."""
+    from loopkit.batch import Batch
+
+    write_spec('model: {id: loopkit/scripted, replies: ["42"]}\ntask: {prompt: go}\ninputs: [{id: a}]\n'
+               'checkers: [{name: c, type: equals, expected: "42"}]\n')
+
+    def interrupted(self: Batch) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Batch, "prepare", interrupted)
+    done = cli("run", "spec.yaml")
+    assert done.returncode == 130
+    assert done.stderr.strip().splitlines()[-1] == "interrupted before any case ran; nothing was recorded"
+    assert "Traceback" not in done.stderr
+    assert Ledger(tmp_path / "ledger.db").query("SELECT id FROM batches") == []

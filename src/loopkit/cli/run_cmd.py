@@ -100,7 +100,11 @@ def run(
         try:
             result = batch.run()
         except KeyboardInterrupt:
-            err.print(f"interrupted: batch {batch.batch_id[:10]} saved; finish it with `loopkit resume {batch.batch_id[:10]}`", markup=False)
+            if not batch.batch_id:  # stopped while checking the cases and models: nothing ran, nothing was paid
+                err.print("interrupted before any case ran; nothing was recorded", markup=False)
+            else:
+                err.print(f"interrupted: batch {batch.batch_id[:10]} saved; finish it with `loopkit resume {batch.batch_id[:10]}`",
+                          markup=False)
             raise typer.Exit(130) from None
     _ci_outputs(store, result, junit=junit, spec_name=batch.spec.name)  # first: a failure here is the exit code
     report_option(store, html, result.batch_id)
