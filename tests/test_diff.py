@@ -264,3 +264,16 @@ def test_spec_text_hash_matches_load_spec(tmp_path):
     from loopkit.ledger.diffs import _read_spec
 
     assert spec_hash_of_text(_read_spec(path)) == load_spec(path).hash
+
+
+def test_a_key_written_into_a_spec_file_is_not_printed_by_its_diff(cli, tmp_path):
+    key = "sk-proj-abcdefghijklmnop1234567890"
+    text = ('model: {id: loopkit/scripted, replies: ["42"]}\ntask: {prompt: "six times seven?"}\n'
+            f"params: {{api_key: {key}}}\n")
+    (tmp_path / "a.yaml").write_text(text)
+    (tmp_path / "b.yaml").write_text(text.replace("six", "6"))
+    for args in (["diff", "a.yaml", "b.yaml"], ["diff", "a.yaml", "b.yaml", "--json"]):
+        done = cli(*args)
+        assert done.returncode == 0, done.stderr
+        assert key not in done.stdout + done.stderr
+        assert "[REDACTED]" in done.stdout and "6 times seven" in done.stdout

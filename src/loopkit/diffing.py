@@ -19,6 +19,8 @@ import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .redact import scrubber
+
 __all__ = [
     "CHANGE_ORDER",
     "METRICS",
@@ -52,11 +54,13 @@ _EPS = 1e-9
 
 
 def text_diff(a: str | None, b: str | None, a_name: str = "a", b_name: str = "b", *, context: int = 3) -> list[str]:
-    """A unified diff of two texts (lines without newlines); empty when they are equal."""
+    """A unified diff of two texts (lines without newlines); empty when they are equal. Keys in either text
+    (a spec file read from disk may hold one) are shown as [REDACTED]."""
     if (a or "") == (b or ""):
         return []
-    return list(difflib.unified_diff((a or "").splitlines(), (b or "").splitlines(), fromfile=a_name, tofile=b_name,
-                                     n=context, lineterm=""))
+    clean = scrubber()
+    return list(difflib.unified_diff((clean(a) or "").splitlines(), (clean(b) or "").splitlines(), fromfile=a_name,
+                                     tofile=b_name, n=context, lineterm=""))
 
 
 def _passed(row: Row | None) -> bool:
