@@ -474,3 +474,35 @@ def test_check_of_a_case_without_a_prompt_field_is_exit_2_naming_the_case(tmp_pa
         assert proc.returncode == 2 and "cases.jsonl" in proc.stderr and "'x'" in proc.stderr, proc.stderr
     else:  # no case at all: refused, so a CI gate cannot pass on nothing
         assert proc.returncode == 2 and "no cases" in proc.stderr, proc.stderr
+
+
+def test_sigterm_and_resume_cycles_never_let_the_provider_bill_past_the_cap(fake_llm: FakeLLM, tmp_path: Path) -> None:
+    """Interrupted three times with calls in flight, then finished: every request the provider answered is
+    billed (even those whose reply the client never read), and neither that bill nor the ledger passes the cap.
+    A call cut off in flight is recorded at its reserved worst case, so the ledger never under-counts."""
+    per_call = (1 * 1 + 50 * 2) / 1e6  # 1 prompt token at $1/M, max_tokens 50 at $2/M: the worst case, billed
+    fake_llm.default = Reply("42", prompt_tokens=1, completion_tokens=50, latency=0.3)
+    cap = 0.0015
+    write_fake_spec(tmp_path, fake_llm.base_url, [f"c{i:02d}" for i in range(40)], extra=f"budget: {{total_usd: {cap}}}\n")
+    db = tmp_path / "ledger.db"
+    batch_id = None
+    for cycle in range(3):
+        args = ["run", "spec.yaml", "--concurrency", "4"] if batch_id is None else ["resume", batch_id, "--concurrency", "4"]
+        before = fake_llm.count
+        proc = start(args, cwd=tmp_path, env=env_for(db))
+        with killed_at_exit(proc):
+            wait_until(lambda: fake_llm.count >= before + 3 or proc.poll() is not None, proc=None, what="calls in flight")
+            if proc.poll() is not None:
+                break  # the cap was reached: nothing left to interrupt
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=60)
+        assert proc.returncode in (130, 3), err
+        assert_no_traceback(err)
+        batch_id = batch_id or query(db, "SELECT id FROM batches WHERE kind='run'")[0]["id"]
+    final = subprocess.run([LOOPKIT, "resume", batch_id], cwd=tmp_path, env=env_for(db), capture_output=True, text=True, timeout=120)
+    assert final.returncode in (0, 3), final.stderr
+    billed = fake_llm.count * per_call
+    recorded = query(db, "SELECT COALESCE(SUM(cost_usd), 0) AS usd FROM calls")[0]["usd"]
+    assert billed <= cap + 1e-12, f"the provider billed ${billed:.6f} against a ${cap} cap"
+    assert billed - 1e-12 <= recorded <= cap + 1e-12, f"ledger ${recorded:.6f}, billed ${billed:.6f}, cap ${cap}"
+    assert rows_per_case(db, batch_id) and max(rows_per_case(db, batch_id).values()) == 1

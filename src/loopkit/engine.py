@@ -135,11 +135,17 @@ class Loop:
             try:  # retries and their back-off included, cut at the case's deadline
                 completion = await self.budget.within_deadline(client.complete(messages, params, variables), f"calling {model.label}")
             except BaseException as exc:
-                self.budget.settle(reservation, 0.0, 0)
-                if isinstance(exc, (ModelCallError, BudgetStop, asyncio.CancelledError, KeyboardInterrupt)):
-                    error = str(exc) if isinstance(exc, (ModelCallError, BudgetStop)) else "interrupted before the reply arrived"
+                # A call cut off in flight may still be billed: it is charged its reserved worst case, so the
+                # caps hold against what the provider bills however often a batch is interrupted and resumed.
+                cut_off = isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt))
+                charged = reservation.usd if cut_off and reservation is not None else 0.0
+                self.budget.settle(reservation, charged, 0)
+                step.cost += charged
+                if cut_off or isinstance(exc, (ModelCallError, BudgetStop)):
+                    error = (f"interrupted before the reply arrived; charged its worst case, ${charged:.6f}, as the provider "
+                             "may bill it") if cut_off else str(exc)
                     step.calls.append(CallRecord(new_id(), self.state.iterations + 1, role, model.label, messages, None,
-                                                 0, 0, 0.0, 0.0, False, error, key, stored, model.api_base))
+                                                 0, 0, charged, 0.0, False, error, key, stored, model.api_base))
                 raise
         text = safe_text(completion.text)  # a lone surrogate in a paid reply is kept, escaped, not a crash later
         step.calls.append(CallRecord(new_id(), self.state.iterations + 1, role, model.label, messages, text,
