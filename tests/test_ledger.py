@@ -322,3 +322,18 @@ def test_a_ledger_in_a_folder_with_uri_characters_is_read_where_it_was_written(t
     listed = cli("--ledger", str(path), "runs", "--json")
     assert listed.returncode == 0, listed.stderr
     assert len(json.loads(listed.stdout)) == 2
+
+
+def test_an_id_prefix_is_looked_up_as_a_range_of_the_primary_key_not_a_scan(tmp_path, monkeypatch):
+    ledger = Ledger(tmp_path / "l.db")
+    plans: list[str] = []
+    query = ledger.query
+
+    def explained(sql, args=()):  # noqa: ANN001, ANN202
+        plans.extend(" ".join(str(v) for v in row.values()) for row in query("EXPLAIN QUERY PLAN " + sql, args))
+        return query(sql, args)
+
+    monkeypatch.setattr(ledger, "query", explained)
+    with pytest.raises(UsageError):
+        ledger.resolve("abc")
+    assert len(plans) == 2 and all("SEARCH" in p and "id>? AND id<?" in p for p in plans), plans

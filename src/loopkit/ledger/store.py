@@ -214,9 +214,11 @@ class Ledger:
         """('run' | 'batch', full id) for a unique ID prefix, like git."""
         if not prefix or not all(ch in "0123456789abcdef" for ch in prefix.lower()):
             raise UsageError(f"{prefix!r} is not a run or batch ID (hex, or a unique prefix of one)")
-        like = prefix.lower() + "%"
-        found = [("run", r["id"]) for r in self.query("SELECT id FROM runs WHERE id LIKE ? LIMIT 2", (like,))]
-        found += [("batch", r["id"]) for r in self.query("SELECT id FROM batches WHERE id LIKE ? LIMIT 2", (like,))]
+        # A range on the primary key, not LIKE 'p%' (which scans): IDs are lowercase hex, and 'g' sorts after every hex digit.
+        low = prefix.lower()
+        span = (low, low + "g")
+        found = [("run", r["id"]) for r in self.query("SELECT id FROM runs WHERE id >= ? AND id < ? LIMIT 2", span)]
+        found += [("batch", r["id"]) for r in self.query("SELECT id FROM batches WHERE id >= ? AND id < ? LIMIT 2", span)]
         if not found:
             raise UsageError(f"no run or batch with ID {prefix!r}")
         if len(found) > 1:
