@@ -506,3 +506,192 @@ def test_sigterm_and_resume_cycles_never_let_the_provider_bill_past_the_cap(fake
     assert billed <= cap + 1e-12, f"the provider billed ${billed:.6f} against a ${cap} cap"
     assert billed - 1e-12 <= recorded <= cap + 1e-12, f"ledger ${recorded:.6f}, billed ${billed:.6f}, cap ${cap}"
     assert rows_per_case(db, batch_id) and max(rows_per_case(db, batch_id).values()) == 1
+
+
+# --- a ledger that can be read but not written ----------------------------------------------------
+
+
+def _ledger_made_read_only(kind: str, tmp_path: Path, mounts) -> Path:  # noqa: ANN001
+    """A ledger of three finished runs, then made read-only the way `kind` says."""
+    if kind.startswith("chmod") and os.geteuid() == 0:
+        pytest.skip("root reads and writes through file modes; the read-only mount cases cover root")
+    folder = mounts(tmp_path / "ro-mount", "size=8m") if kind.startswith("mount") else tmp_path / "data"
+    folder.mkdir(exist_ok=True)
+    db = folder / "ledger.db"
+    (tmp_path / "busy.yaml").write_text(BUSY)
+    (tmp_path / "busy.jsonl").write_text("".join(json.dumps({"id": c}) + "\n" for c in "abc"))
+    if kind == "mount-with-wal":  # the writer dies without closing: every row is still in the -wal only
+        code = ("import os, sys\nfrom loopkit.cli import main\nsys.argv = ['loopkit', 'run', 'busy.yaml']\n"
+                "try:\n    main()\nfinally:\n    os._exit(0)\n")
+        subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env_for(db), capture_output=True, timeout=60, check=True)
+        assert Path(f"{db}-wal").stat().st_size > 0
+    else:
+        done = subprocess.run([LOOPKIT, "run", "busy.yaml"], cwd=tmp_path, env=env_for(db), capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert not Path(f"{db}-wal").exists(), "the last connection checkpointed and removed the -wal"
+    if kind.startswith("mount"):
+        ro = subprocess.run(["mount", "-o", "remount,ro", str(folder)], capture_output=True, text=True, timeout=30)
+        if ro.returncode != 0:
+            pytest.skip(f"cannot remount the tmpfs read-only ({ro.stderr.strip()})")
+    elif kind == "chmod-file":
+        db.chmod(0o444)
+    else:
+        folder.chmod(0o555)
+    return db
+
+
+@pytest.mark.parametrize("kind", ["mount-clean", "mount-with-wal", "chmod-file", "chmod-folder"])
+def test_a_read_only_ledger_is_read_and_a_write_is_one_line_exit_2_before_any_call(
+        fake_llm: FakeLLM, tmp_path: Path, mounts, kind: str) -> None:  # noqa: ANN001
+    db = _ledger_made_read_only(kind, tmp_path, mounts)
+    try:
+        env = env_for(db)
+        listed = subprocess.run([LOOPKIT, "runs", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert listed.returncode == 0, listed.stderr
+        runs = json.loads(listed.stdout)
+        assert sorted(r["case_id"] for r in runs) == ["a", "b", "c"], "every committed run, the -wal's included"
+        shown = subprocess.run([LOOPKIT, "show", runs[0]["batch_id"], "--json"], cwd=tmp_path, env=env, capture_output=True,
+                               text=True, timeout=60)
+        assert shown.returncode == 0, shown.stderr
+        cost = subprocess.run([LOOPKIT, "cost", "--json"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert cost.returncode == 0, cost.stderr
+        assert json.loads(cost.stdout)["total"]["calls"] == 6
+
+        fake_llm.default = Reply("42")
+        write_fake_spec(tmp_path, fake_llm.base_url, ["x"])
+        for args in (["run", "spec.yaml"], ["resume", runs[0]["batch_id"]], ["review"]):
+            done = subprocess.run([LOOPKIT, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+            assert_no_traceback(done.stderr)
+            assert done.returncode == 2, (args, done.stderr)
+            lines = done.stderr.strip().splitlines()
+            assert len(lines) == 1 and lines[0] == (f"error: {db}: cannot write the ledger: the location is read-only; "
+                                                    "pass --ledger PATH or set $LOOPKIT_LEDGER to a writable file"), lines
+        assert fake_llm.count == 0, "nothing is paid for when the ledger cannot record it"
+    finally:
+        if kind == "chmod-file":
+            db.chmod(0o644)
+        elif kind == "chmod-folder":
+            db.parent.chmod(0o755)
+
+
+# --- a reader that stays open (issue #15) ---------------------------------------------------------
+
+PARKED = BUSY.replace("name: busy", "name: parked").replace(
+    "checkers:", "escalate:\n  - when: {iterations: 1}\n    human: look at it\ncheckers:")
+PRICED = BUSY.replace("name: busy", "name: priced").replace(
+    'replies: ["no", "{{ case.id }}"]}', 'replies: ["no", "{{ case.id }}"], price: {input_per_mtok: 1, output_per_mtok: 2}}'
+    "\nparams: {max_tokens: 50}")
+
+_FRESH = ("import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\n"
+          "print(*(c.execute(f'SELECT count(*) FROM {t}').fetchone()[0] for t in ('batches', 'runs', 'iterations', 'calls')))")
+
+
+def test_a_reader_that_stays_open_reads_every_kind_of_write_as_a_fresh_process_does(tmp_path: Path, cli) -> None:
+    """Issue #15: a long-lived reader (Datasette, a dashboard) saw "database disk image is malformed" on
+    every query after Ctrl-C + resume, budget-refused batches and scripted runs, while a fresh process
+    read the file fine. A live connection reads stale pages once its -wal/-shm are deleted under it (a
+    process that wrongly believed it was the last to close); so the -wal must stay the same file, and
+    every reader must agree with a fresh process after every kind of write."""
+    from loopkit.ledger import Ledger
+    from loopkit.ledger.queries import list_runs
+
+    db = tmp_path / "ledger.db"
+    (tmp_path / "busy.yaml").write_text(BUSY)
+    (tmp_path / "twin.yaml").write_text(BUSY.replace("name: busy", "name: twin"))
+    (tmp_path / "parked.yaml").write_text(PARKED)
+    (tmp_path / "priced.yaml").write_text(PRICED)
+    (tmp_path / "busy.jsonl").write_text("".join(json.dumps({"id": f"c{i}"}) + "\n" for i in range(6)))
+    (tmp_path / "many.jsonl").write_text("".join(json.dumps({"id": f"m{i}"}) + "\n" for i in range(3000)))
+    env = env_for(db)
+
+    def loopkit(*args: str, code: int = 0) -> None:
+        done = subprocess.run([LOOPKIT, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert_no_traceback(done.stderr)
+        assert done.returncode == code, (args, done.stderr)
+
+    loopkit("run", "busy.yaml")
+    ledger = Ledger(db, readonly=True)
+    plain = sqlite3.connect(db)
+    uri = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+    readers = {"Ledger(readonly=True)": ledger.conn, "sqlite3.connect": plain, "mode=ro": uri}
+    wal = Path(f"{db}-wal")
+
+    def counts(conn: sqlite3.Connection) -> list[int]:
+        return [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("batches", "runs", "iterations", "calls")]
+
+    for conn in readers.values():
+        counts(conn)
+    wal_inode = wal.stat().st_ino
+
+    def check(after: str) -> None:
+        fresh = subprocess.run([sys.executable, "-c", _FRESH, str(db)], capture_output=True, text=True, timeout=60, check=True)
+        expected = [int(n) for n in fresh.stdout.split()]
+        for name, conn in readers.items():
+            assert counts(conn) == expected, f"{name} after {after}"
+            conn.execute("SELECT max(length(output)), sum(cost_usd) FROM iterations").fetchone()
+        assert len(list_runs(ledger, limit=10_000)) == expected[1]
+        assert wal.stat().st_ino == wal_inode, f"the -wal was replaced under the readers by {after}"
+
+    def stopped(sig: signal.Signals) -> str:
+        """A long batch stopped by `sig` once the readers have seen it write; its batch id."""
+        before = counts(plain)[1]
+        proc = start(["run", "busy.yaml", "--inputs", "many.jsonl", "--no-cache", "--concurrency", "2"], cwd=tmp_path, env=env)
+        with killed_at_exit(proc):
+            wait_until(lambda: counts(ledger.conn)[1] >= before + 20, proc=proc, what="twenty runs seen by the reader")
+            proc.send_signal(sig)
+            _, err = proc.communicate(timeout=30)
+        assert proc.returncode == (130 if sig == signal.SIGINT else -signal.SIGKILL), err
+        return plain.execute("SELECT id FROM batches ORDER BY started_at DESC LIMIT 1").fetchone()[0]
+
+    check("the readers opened")
+    loopkit("run", "busy.yaml", "--no-cache")
+    check("run")
+    loopkit("run", "priced.yaml", "--no-cache", "--max-usd", "0.0000001", code=3)
+    check("a budget-refused batch")
+    loopkit("ab", "busy.yaml", "twin.yaml", "--no-cache")
+    check("ab")
+    loopkit("run", "parked.yaml", "--no-cache")
+    check("a batch parked for review")
+    parked = [r[0] for r in plain.execute("SELECT id FROM runs WHERE status='needs_review' ORDER BY id")]
+    loopkit("review", parked[0], "--feedback", "try again")
+    check("review --feedback")
+    loopkit("review", parked[1], "--approve")
+    check("review --approve")
+    batch = stopped(signal.SIGINT)
+    check("Ctrl-C")
+    loopkit("resume", batch)
+    check("resume after Ctrl-C")
+    batch = stopped(signal.SIGKILL)
+    check("kill -9")
+    loopkit("resume", batch)
+    check("resume after kill -9")
+    for readonly in (False, True):  # the reader's own process opens and closes the ledger too, as a dashboard may
+        Ledger(db, readonly=readonly).close()
+    loopkit("run", "busy.yaml", "--no-cache")
+    check("a run after this process opened the ledger itself")
+    for conn in readers.values():
+        conn.close()
+
+
+def test_a_read_only_view_of_a_ledger_that_then_changes_says_so_instead_of_reading_stale_pages(
+        tmp_path: Path, mounts) -> None:  # noqa: ANN001
+    """A clean WAL ledger on a read-only mount can only be read as immutable (SQLite cannot create its
+    -shm); a reader kept open across a write made through another mount must not read on as if
+    nothing happened (stale pages are issue #15's "malformed")."""
+    from loopkit.errors import LedgerError
+    from loopkit.ledger import Ledger
+
+    db = _ledger_made_read_only("mount-clean", tmp_path, mounts)
+    reader = Ledger(db, readonly=True)
+    assert len(reader.query("SELECT id FROM runs")) == 3
+    rw = subprocess.run(["mount", "-o", "remount,rw", str(db.parent)], capture_output=True, text=True, timeout=30)
+    if rw.returncode != 0:
+        pytest.skip(f"cannot remount the tmpfs read-write ({rw.stderr.strip()})")
+    done = subprocess.run([LOOPKIT, "run", "busy.yaml", "--no-cache"], cwd=tmp_path, env=env_for(db), capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(LedgerError, match="changed since it was opened read-only"):
+        reader.query("SELECT id FROM runs")
+    reader.close()
+    with Ledger(db, readonly=True) as fresh:
+        assert len(fresh.query("SELECT id FROM runs")) == 6

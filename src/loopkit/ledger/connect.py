@@ -35,7 +35,7 @@ from ..errors import LedgerError, NewerLedgerError, NotALedgerError
 # steps, and nothing is paid for that cannot be recorded. A full disk mid-batch is still handled.
 MIN_FREE_BYTES = 64 * 1024
 
-_CORRUPT, _CANTOPEN, _NOTADB = 11, 14, 26  # SQLite's primary result codes
+_READONLY, _CORRUPT, _CANTOPEN, _NOTADB = 8, 11, 14, 26  # SQLite's primary result codes
 _HINT = "point --ledger or $LOOPKIT_LEDGER at a loopkit ledger, or at a new file"
 
 
@@ -80,10 +80,21 @@ def open_ledger(path: Path, *, readonly: bool, timeout: float) -> sqlite3.Connec
         conn.execute("PRAGMA synchronous=NORMAL")
         migrate(conn)
         probe_writable(conn, path)
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        if _code(exc) in (_CANTOPEN, _READONLY) and not _writable(path):  # SQLite says "unable to open database file"
+            raise PermissionError(errno.EROFS, "read-only", str(path)) from None
+        raise
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _writable(path: Path) -> bool:
+    """Whether this process may write the file and create its -wal and -shm beside it (a read-only
+    mount says no even to root; file modes say no to everyone else)."""
+    return os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
 
 
 def connect_for_writes(path: Path, *, timeout: float) -> sqlite3.Connection:
@@ -221,7 +232,33 @@ def _connect_readonly(path: Path, timeout: float) -> sqlite3.Connection:
             raise _read_error(path, exc) from None
     except sqlite3.DatabaseError:
         return conn  # inspect() words it
-    return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, timeout=timeout)
+    immutable = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, timeout=timeout, factory=_Immutable)
+    immutable.watch(path)
+    return immutable
+
+
+class _Immutable(sqlite3.Connection):
+    """A connection SQLite was promised the file never changes under. Should it change after all (the
+    folder made writable again, a read-only mount of a folder written elsewhere), reading on would
+    mix stale pages with new ones, so each statement first checks the file is as it was."""
+
+    def watch(self, path: Path) -> None:
+        self._path, self._stamp = path, _stamp(path)
+
+    def execute(self, sql: str, parameters: object = (), /) -> sqlite3.Cursor:  # type: ignore[override]
+        try:
+            same = _stamp(self._path) == self._stamp
+        except OSError:  # gone, or moved away
+            same = False
+        if not same:
+            raise LedgerError("the ledger changed since it was opened read-only (immutable); open it again",
+                              location=str(self._path))
+        return super().execute(sql, parameters)  # type: ignore[arg-type]
+
+
+def _stamp(path: Path) -> tuple[int, int, int, bool]:
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns, Path(f"{path}-wal").exists()
 
 
 def _empty_ledger() -> sqlite3.Connection:
