@@ -337,3 +337,29 @@ def test_an_id_prefix_is_looked_up_as_a_range_of_the_primary_key_not_a_scan(tmp_
     with pytest.raises(UsageError):
         ledger.resolve("abc")
     assert len(plans) == 2 and all("SEARCH" in p and "id>? AND id<?" in p for p in plans), plans
+
+
+def test_opening_a_ledger_never_opens_its_files_outside_sqlite(tmp_path, monkeypatch):
+    """Issue #15. POSIX locks belong to the process: closing any descriptor on the file drops the locks
+    every SQLite connection of this process holds on it, and another process's clean close then deletes
+    -wal and -shm under a live reader, which reads stale pages ("malformed") from then on."""
+    import builtins
+    import io
+    import os
+
+    path = tmp_path / "ledger.db"
+    Ledger(path).close()
+    opened: list[str] = []
+
+    def spy(real):  # noqa: ANN001, ANN202
+        def wrapper(file, *args, **kwargs):  # noqa: ANN001, ANN202
+            opened.append(str(file))
+            return real(file, *args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(builtins, "open", spy(builtins.open))
+    monkeypatch.setattr(io, "open", spy(io.open))
+    monkeypatch.setattr(os, "open", spy(os.open))
+    for readonly in (False, True):
+        Ledger(path, readonly=readonly).close()
+    assert not [f for f in opened if f.startswith(str(path))], opened
