@@ -102,8 +102,16 @@ class Loop:
         self.prompt = ""
         self._started = state is not None
         self._interrupted = False
+        self._known_clients: dict[int, tuple[ModelRef, ModelClient]] = {}
 
     # -- helpers --
+
+    def _client(self, model: ModelRef) -> ModelClient:
+        """The client for `model`, asked of `clients` once per model and run (a pool keys it by the model's JSON)."""
+        known = self._known_clients.get(id(model))
+        if known is None or known[0] is not model:  # the ref is held, so its id is not reused while it is known
+            known = self._known_clients[id(model)] = (model, self.clients(model))
+        return known[1]
 
     def _variables(self, **extra: Any) -> dict[str, Any]:
         return {"case": self.info.case, **extra}
@@ -121,7 +129,7 @@ class Loop:
     async def _call(self, step: _Iteration, role: str, model: ModelRef, messages: Messages, variables: dict[str, Any]) -> str:
         """One model call through cache and budget; recorded in `step` whatever happens."""
         messages = scrub_messages(messages)  # no key reaches a provider, whichever text carried it
-        client = self.clients(model)
+        client = self._client(model)
         params = self.spec.params_for(model)
         key = cache_key(self.spec.name, model, messages, params, self.info.repeat, client.cache_salt(variables))
         stored = key if self.cache.stores else None
