@@ -7,6 +7,8 @@ Standard library only. Use it as a context manager (or via the `fake_llm` fixtur
         litellm.completion(model="openai/gpt-4o-mini", api_base=fake.base_url, ...)
 
 Replies come from the FIFO queue first, then from `responder(body)` if set, else `default`.
+A request with `"stream": true` is answered as server-sent events (the content in a few chunks, then
+the finish reason; a usage chunk when `stream_options.include_usage` asks for one), as OpenAI does.
 Run standalone for benchmarks: `python tests/fake_llm.py --port 0 --latency 0.05` prints the
 base URL on the first line of stdout and serves until killed.
 """
@@ -37,6 +39,7 @@ class Reply:
     status: int = 200  # e.g. 429, 500 or 503 for faults
     retry_after: float | None = None  # sent as a Retry-After header when set
     latency: float = 0.0  # seconds to wait before answering
+    chunks: int = 3  # how many pieces a streamed answer's content comes in
 
 
 Responder = Callable[[dict], "Reply | str"]
@@ -186,6 +189,20 @@ class FakeLLM:
             },
         }
 
+    def _chunks(self, body: dict, reply: Reply) -> list[dict[str, Any]]:
+        """The streamed form of `_completion`: one `chat.completion.chunk` per piece of the content."""
+        whole = self._completion(body, reply)
+        base = {k: whole[k] for k in ("id", "created", "model", "system_fingerprint")} | {"object": "chat.completion.chunk"}
+        text, n = reply.content, max(1, reply.chunks)
+        size = -(-len(text) // n) or 1
+        pieces = [text[i:i + size] for i in range(0, len(text), size)] or [""]
+        deltas = [{"role": "assistant", "content": pieces[0]}] + [{"content": p} for p in pieces[1:]]
+        chunks = [{**base, "choices": [{"index": 0, "delta": d, "logprobs": None, "finish_reason": None}]} for d in deltas]
+        chunks.append({**base, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]})
+        if (body.get("stream_options") or {}).get("include_usage"):
+            chunks.append({**base, "choices": [], "usage": whole["usage"]})
+        return chunks
+
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         fake = self
 
@@ -241,7 +258,25 @@ class FakeLLM:
                     message = reply.content if reply.content != "ok" else f"fake error {reply.status}"
                     self._error(reply.status, message, headers)
                     return
+                if body.get("stream"):
+                    self._send_events(fake._chunks(body, reply), headers)
+                    return
                 self._send_json(200, fake._completion(body, reply), headers)
+
+            def _send_events(self, chunks: list[dict[str, Any]], headers: dict[str, str]) -> None:
+                """Server-sent events, one `data:` line per chunk and `[DONE]`; the connection closes after."""
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Cache-Control", "no-cache")
+                self.send_header("Connection", "close")
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                for chunk in chunks:
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self.wfile.flush()
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.close_connection = True
 
         return Handler
 

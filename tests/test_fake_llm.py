@@ -221,3 +221,19 @@ def test_latency_is_applied(fake_llm: FakeLLM) -> None:
     start = time.perf_counter()
     assert call(fake_llm).choices[0].message.content == "slow"
     assert time.perf_counter() - start >= 0.05
+
+
+def test_litellm_streaming_reads_the_chunks_and_the_usage(fake_llm: FakeLLM) -> None:
+    fake_llm.queue(Reply("Hello there, streaming world", prompt_tokens=11, completion_tokens=7, chunks=3))
+
+    async def stream() -> list:
+        response = await litellm.acompletion(model="openai/gpt-4o-mini", api_base=fake_llm.base_url, api_key="sk-test",
+                                             messages=MESSAGES, max_retries=0, stream=True, stream_options={"include_usage": True})
+        return [chunk async for chunk in response]
+
+    chunks = asyncio.run(stream())
+    assert [c.choices[0].delta.content for c in chunks[:3]] == ["Hello ther", "e, streami", "ng world"]
+    whole = litellm.stream_chunk_builder(chunks)
+    assert whole.choices[0].message.content == "Hello there, streaming world"
+    assert (whole.usage.prompt_tokens, whole.usage.completion_tokens) == (11, 7)
+    assert fake_llm.requests[-1]["stream"] is True
