@@ -389,3 +389,75 @@ def test_show_batch_lists_its_first_runs_and_json_keeps_every_run(cli, write_spe
     assert sorted(r["id"] for r in listed["run_rows"]) == sorted(r["id"] for r in report["runs"])
     assert listed["runs"] == 60 and listed["statuses"] == {"passed": 60}
     assert all("state" not in r and "case_json" not in r for r in listed["run_rows"])
+
+
+# -- a reader that leaves early, a terminal that cannot print every character ----------------------
+
+
+def _first_line_then_close(args: list[str], env: dict[str, str], cwd) -> tuple[bytes, int, str]:
+    """Run the console script into a small pipe, read its first line, close the pipe (as `| head -1` does)
+    and return (that line, the exit code, stderr). The output is larger than the pipe, so the script is still
+    writing when the pipe closes."""
+    import fcntl
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen([str(Path(sys.executable).with_name("loopkit")), *args], stdout=write_end, stderr=errors,
+                                env={**os.environ, **env}, cwd=cwd)
+        os.close(write_end)
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = os.read(read_end, 1)
+            if not chunk:
+                break
+            line += chunk
+        os.close(read_end)
+        code = proc.wait(timeout=120)
+        errors.seek(0)
+        return line, code, errors.read().decode()
+
+
+def test_a_reader_that_stops_early_ends_output_quietly_and_the_batch_is_kept(write_spec, tmp_path):
+    spec = write_spec("""
+        model: {id: loopkit/scripted, replies: ["x"]}
+        task: {prompt: "{{ case.n }}"}
+        inputs: [{id: a-rather-long-case-name-to-fill-the-table-row, n: 1}, {id: b-rather-long-case-name-to-fill-the-row, n: 2}]
+        """)
+    env = {"LOOPKIT_LEDGER": str(tmp_path / "ledger.db"), "COLUMNS": "200"}
+    line, code, errors = _first_line_then_close(["run", str(spec), "--repeat", "40"], env, tmp_path)
+    assert line.startswith(b"batch ") and code == 0, errors  # the batch passed: its own exit code, not 1
+    assert "Traceback" not in errors and "BrokenPipe" not in errors
+    line, code, errors = _first_line_then_close(["run", str(spec), "--repeat", "40", "--json"], env, tmp_path)
+    assert line == b"{\n" and code == 0 and "Traceback" not in errors, errors
+    line, code, errors = _first_line_then_close(["runs", "--limit", "1000"], env, tmp_path)
+    assert code == 0 and "Traceback" not in errors, errors
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "ledger.db") as db:  # both batches were recorded whole
+        assert db.execute("SELECT status, COUNT(*) FROM batches GROUP BY status").fetchall() == [("done", 2)]
+        assert db.execute("SELECT status, COUNT(*) FROM runs GROUP BY status").fetchall() == [("passed", 160)]
+
+
+def test_a_terminal_that_cannot_encode_a_character_gets_it_escaped(cli_proc, write_spec):
+    spec = write_spec("""
+        model: {id: loopkit/scripted, replies: ["café ⚠ naïve"]}
+        task: {prompt: go}
+        inputs: [{id: "résumé"}]
+        """)
+    for env, encoding in (({"PYTHONIOENCODING": "ascii"}, "ascii"), ({"PYTHONIOENCODING": "latin-1"}, "latin-1"),
+                          ({"LANG": "C", "LC_ALL": "C"}, "utf-8")):
+        done = cli_proc("run", str(spec), env=env, encoding=encoding)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, (env, done.stderr)
+        run_id = json.loads(cli_proc("runs", "--json", "--limit", "1", env=env, encoding=encoding).stdout)[0]["id"]
+        shown = cli_proc("show", run_id, env=env, encoding=encoding)
+        assert shown.returncode == 0 and "UnicodeEncodeError" not in shown.stderr, (env, shown.stderr)
+        assert "caf" in shown.stdout and ("\\u26a0" in shown.stdout or "⚠" in shown.stdout)
+        assert json.loads(cli_proc("show", run_id, "--json", env=env, encoding=encoding).stdout)["output"] == "café ⚠ naïve"
+    unknown = cli_proc("show", "ffffffff", env={"PYTHONIOENCODING": "ascii"})
+    assert unknown.returncode == 2 and unknown.stderr.startswith("error: ")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+import io
 import json
 import os
 import sys
@@ -32,6 +34,41 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+def _silence(stream: Any) -> None:
+    """Point a closed pipe's file descriptor at /dev/null, so the writes still to come (and Python's flush at
+    exit) land nowhere instead of raising BrokenPipeError again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):  # not a real file (a test's StringIO)
+        pass
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """Whoever reads our output stopped (`loopkit runs | head -1`): stop printing, quietly, and let the
+        command finish and exit with its own code; what it recorded in the ledger is untouched. (rich's
+        default exits 1, the quality-gate code.)"""
+        self.quiet = True
+        _silence(sys.stderr if self.stderr else sys.stdout)
+
+
+def _tolerant_streams() -> None:
+    """On a terminal or pipe that cannot encode a character (PYTHONIOENCODING=ascii, a latin-1 locale), print
+    it escaped (`\\xe9`) rather than fail with UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
+def _utf(stream: Any) -> bool:
+    try:
+        return codecs.lookup(getattr(stream, "encoding", None) or "utf-8").name.startswith("utf")
+    except LookupError:
+        return False
+
+
 def _console(stderr: bool) -> Console:
     """Wide enough for tables when output goes to a file or a CI log rather than a terminal (unless
     $COLUMNS says how wide).
@@ -39,7 +76,7 @@ def _console(stderr: bool) -> Console:
     Markup and emoji codes are off: model output, case ids and feedback print as they are (a reply
     with `[/]` or `:x:` in it is text, not a style); what loopkit styles itself it styles with `Text`."""
     probe = Console(stderr=stderr)
-    return Console(stderr=stderr, highlight=False, soft_wrap=True, markup=False, emoji=False,
+    return _Console(stderr=stderr, highlight=False, soft_wrap=True, markup=False, emoji=False,
                    width=None if probe.is_terminal or os.environ.get("COLUMNS") else max(probe.width, 140))
 
 
@@ -71,23 +108,34 @@ def ledger_option(ctx: typer.Context, value: Path | None) -> Path | None:
 
 
 def _dumps(data: Any) -> str:
-    return json.dumps(data, indent=2, default=str, ensure_ascii=False)
+    """JSON text; \\u escapes where stdout cannot encode a character, so the document stays valid JSON."""
+    return json.dumps(data, indent=2, default=str, ensure_ascii=not _utf(sys.stdout))
+
+
+def _write(text: str) -> None:
+    try:
+        sys.stdout.write(text)
+    except BrokenPipeError:  # the reader left: the rest goes nowhere, the command ends with its own code
+        out.quiet = True
+        _silence(sys.stdout)
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(_dumps(data) + "\n")
+    _write(_dumps(data) + "\n")
 
 
 def print_json_streaming(data: dict[str, Any], key: str, items: Iterable[Any]) -> None:
     """`print_json({**data, key: list(items)})`, the same text, without holding the items: a batch's every run
     under --json takes the memory of one run at a time."""
     head = _dumps({**{k: v for k, v in data.items() if k != key}, key: []})
-    sys.stdout.write(head[:-len("[]\n}")] + "[")
+    _write(head[:-len("[]\n}")] + "[")
     count = 0
     for item in items:
-        sys.stdout.write(("\n" if count == 0 else ",\n") + textwrap.indent(_dumps(item), "    "))
+        _write(("\n" if count == 0 else ",\n") + textwrap.indent(_dumps(item), "    "))
         count += 1
-    sys.stdout.write(("\n  ]" if count else "]") + "\n}\n")
+        if out.quiet:  # nobody reads any more: no need to fetch the rest
+            return
+    _write(("\n  ]" if count else "]") + "\n}\n")
 
 
 def _wants_json(argv: list[str]) -> bool:
@@ -129,7 +177,17 @@ def _run() -> int:
 
 
 def main() -> None:
-    """Console-script entry: exits with the command's code (SPEC.md §3)."""
+    """Console-script entry: exits with the command's code (SPEC.md §3), whether or not anyone still reads stdout."""
     from . import commands  # noqa: F401 - registers the commands on `app`
 
-    sys.exit(_run())
+    _tolerant_streams()
+    try:
+        code = _run()
+    except BrokenPipeError:  # a write outside rich and _write (typer's help, a usage message) found the pipe closed
+        _silence(sys.stdout)
+        code = 0
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence(sys.stdout)
+    sys.exit(code)
