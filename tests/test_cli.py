@@ -149,11 +149,30 @@ def test_review_approve_and_reject_record_the_decision(cli, write_spec):
 
 
 def test_unknown_and_ambiguous_ids_are_usage_errors(cli, write_spec):
+    import itertools
+    import os
+
     spec = write_spec("""
         model: {id: loopkit/scripted, replies: ["x"]}
-        task: {prompt: go}
+        task: {prompt: "{{ case.n }}"}
+        inputs: [{n: 1}, {n: 2}, {n: 3}, {n: 4}, {n: 5}, {n: 6}, {n: 7}, {n: 8}]
         """)
-    cli("run", str(spec))
+    for _ in range(10):  # nine new ids a batch (its runs and itself): two soon share a first character
+        assert cli("run", str(spec)).returncode == 0
+        runs = json.loads(cli("runs", "--json", "--limit", "1000").stdout)
+        ids = {r["id"] for r in runs} | {r["batch_id"] for r in runs}
+        a, b = max(itertools.combinations(sorted(ids), 2), key=lambda pair: len(os.path.commonprefix(pair)))
+        if os.path.commonprefix((a, b)):
+            break
+    prefix = os.path.commonprefix((a, b))
+    assert prefix, "ten batches and still no two ids sharing a first character"
+    done = cli("show", prefix)
+    assert done.returncode == 2
+    assert f"ID prefix {prefix!r} is ambiguous" in done.stderr and "give more characters" in done.stderr
+    assert a in done.stderr or b in done.stderr
+    assert cli("show", a).returncode == 0 and cli("show", b).returncode == 0  # each whole id is still unique
+    unique = a[:len(prefix) + 1]
+    assert cli("show", unique).returncode == 0
     done = cli("show", "ffffffffffff")
     assert done.returncode == 2 and "no run or batch" in done.stderr
 
