@@ -11,12 +11,12 @@ loses at most the steps of that window; `resume` re-runs only those. Ctrl-C and 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
 import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from .connect import connect_for_writes
 from .rows import Step, write_step
 from .store import BUSY_TIMEOUT_SECONDS, immediate
 
@@ -132,8 +132,7 @@ class Writer:
             return group
 
     def _run(self) -> None:
-        conn = sqlite3.connect(str(self.ledger.path), timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False)
-        conn.execute("PRAGMA synchronous=NORMAL")
+        conn = connect_for_writes(self.ledger.path, timeout=BUSY_TIMEOUT_SECONDS)
         try:
             while True:
                 group = self._next_group()
