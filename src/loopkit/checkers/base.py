@@ -52,6 +52,7 @@ class CheckContext:
     prompt: str
     judge: JudgeCall
     time_left: Callable[[], float | None] = _unlimited  # seconds left in the case's budget; None: no limit
+    workdir: Path | None = None  # the outside agent's work directory (`worker:`), if the worker is one
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import os
 import signal
 import time
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..redact import is_secret_name
@@ -31,10 +32,15 @@ _PROC = Path("/proc")
 _SWEEP_SECONDS = 5.0  # how long the sweep keeps killing a tree that keeps forking
 
 
+def clean_environment(allowed: Iterable[str] = ()) -> dict[str, str]:
+    """The caller's environment without its secrets (`*_KEY`, `*_TOKEN`, ...), except the names in `allowed`."""
+    keep = set(allowed)
+    return {k: v for k, v in os.environ.items() if k in keep or not is_secret_name(k)}
+
+
 def command_environment(checker: CommandChecker) -> dict[str, str]:
-    """The caller's environment without its secrets (`*_KEY`, `*_TOKEN`, ...), except those `env:` names."""
-    allowed = set(checker.env)
-    return {k: v for k, v in os.environ.items() if k in allowed or not is_secret_name(k)}
+    """The caller's environment without its secrets, except those the checker's `env:` names."""
+    return clean_environment(checker.env)
 
 
 def tagged_processes(tag: str) -> list[int]:
@@ -68,7 +74,7 @@ def kill_tagged(tag: str) -> None:
         time.sleep(0.001)  # let the kernel finish the kills (and any exec) before looking again
 
 
-def _kill_group(proc: asyncio.subprocess.Process) -> None:
+def kill_group(proc: asyncio.subprocess.Process) -> None:
     """Kill the command and everything still in its process group."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -82,6 +88,8 @@ async def check_command(checker: CommandChecker, output: str, ctx: CheckContext)
     data = output.encode()
     tag = uuid.uuid4().hex
     env = {**command_environment(checker), "LOOPKIT_CASE": json.dumps(ctx.case, default=str), TAG: tag}
+    if ctx.workdir is not None:  # an outside agent's work directory (`worker:`), where its work is to be checked
+        env["LOOPKIT_WORKDIR"] = str(ctx.workdir)
     note = ""
     if len(data) <= MAX_ENV_OUTPUT:
         env["LOOPKIT_OUTPUT"] = output.replace("\0", "")  # a variable cannot hold a NUL byte; stdin can
@@ -103,7 +111,7 @@ async def check_command(checker: CommandChecker, output: str, ctx: CheckContext)
         timed_out = True
     finally:  # timed out, interrupted (Ctrl-C) or done: nothing the command started lives on
         if proc.returncode is None:
-            _kill_group(proc)
+            kill_group(proc)
         kill_tagged(tag)
     if timed_out:
         # asyncio's wait() also waits for the pipes to close; a process that hid from the sweep may hold them
