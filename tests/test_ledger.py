@@ -363,3 +363,24 @@ def test_opening_a_ledger_never_opens_its_files_outside_sqlite(tmp_path, monkeyp
     for readonly in (False, True):
         Ledger(path, readonly=readonly).close()
     assert not [f for f in opened if f.startswith(str(path))], opened
+
+
+def test_damage_deep_in_a_ledger_is_one_line_and_exit_2_not_a_traceback(tmp_path, cli):
+    (tmp_path / "spec.yaml").write_text(
+        'model: {id: loopkit/scripted, replies: ["{{ case.id }}"]}\ntask: {prompt: "say {{ case.id }}"}\n'
+        "inputs: [" + ", ".join(f'{{id: "case-{i:04d}-{"x" * 200}"}}' for i in range(300)) + "]\n"
+        'checkers: [{name: echo, type: equals, expected: "{{ case.id }}"}]\n')
+    assert cli("run", "spec.yaml").returncode == 0
+    path = tmp_path / "ledger.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    data = bytearray(path.read_bytes())
+    assert len(data) > 20 * page_size
+    for page in range(len(data) // page_size // 2, len(data) // page_size - 1):  # the back half's pages, not the header
+        data[page * page_size:(page + 1) * page_size] = b"\xa5" * page_size
+    path.write_bytes(bytes(data))
+    done = cli("runs", "--limit", "1000")
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr and done.stderr.startswith("error:") and len(done.stderr.splitlines()) == 1
+    assert "integrity_check" in done.stderr

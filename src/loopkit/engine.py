@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .agents import AgentWorker
 from .budget import BudgetStop, CaseBudget, Reservation
 from .cache import CallCache, NoCache, cache_key
 from .checkers import CheckContext, CheckerError, CheckResult, run_checker
@@ -103,6 +104,7 @@ class Loop:
         self._started = state is not None
         self._interrupted = False
         self._known_clients: dict[int, tuple[ModelRef, ModelClient]] = {}
+        self._agent: AgentWorker | None = None  # the outside agent (`worker:`), made at its first iteration
 
     # -- helpers --
 
@@ -188,6 +190,14 @@ class Loop:
         return render(self.spec.task.feedback, case=self.info.case, feedback=feedback, reward=reward,
                       iteration=self.state.iterations)
 
+    async def _outside_agent(self, step: _Iteration, model: ModelRef, feedback_message: str | None, n: int,
+                             variables: dict[str, Any]) -> str:
+        """The iteration's work done by an outside agent program (agents/); its model calls are metered into `step`."""
+        if self._agent is None:
+            self._agent = AgentWorker(self.spec, self.info)
+        return await self._agent.turn(step, self._client(model), model, self.budget, self._opening_messages(), feedback_message,
+                                      n, variables)
+
     # -- the loop --
 
     async def run(self) -> RunResult:
@@ -224,6 +234,8 @@ class Loop:
     def _commit(self, result: RunResult, record: IterationRecord | None, calls: list[CallRecord], events: list[EventRecord]) -> None:
         self.recorder.commit(result, record, calls, events, start=None if self._started else self.info)
         self._started = True
+        if self._agent is not None and result.status != RunStatus.RUNNING:  # its folder stays while the run may go on
+            self._agent.close(keep=result.status in (RunStatus.INTERRUPTED, RunStatus.NEEDS_REVIEW))
 
     def _finish(self, status: RunStatus, reason: StopReason, events: list[EventRecord], *, message: str | None = None,
                 step: _Iteration | None = None) -> RunResult:
@@ -245,7 +257,10 @@ class Loop:
         messages = self._next_messages(feedback_message)
         variables = self._variables(iteration=n, feedback=s.last_feedback)
         try:
-            output = await self._call(step, "worker", model, messages, variables)
+            if spec.worker is not None:
+                output = await self._outside_agent(step, model, feedback_message, n, variables)
+            else:
+                output = await self._call(step, "worker", model, messages, variables)
             scored = await self._check(step, output, n)
         except BudgetStop as stop:
             if stop.reason == StopReason.BUDGET_TOTAL_USD and not self._started and not step.calls:
@@ -279,7 +294,8 @@ class Loop:
         s.completion_tokens += step.completion_tokens
         if reward >= s.best_reward or s.best_iteration == 0:
             s.best_iteration, s.best_reward, s.best_output = n, reward, output
-        repeated = s.last_output is not None and output == s.last_output
+        # an agent's report may well repeat while its work directory changes: only a model's answer can repeat
+        repeated = spec.worker is None and s.last_output is not None and output == s.last_output
         s.last_output = output
         s.last_feedback = feedback
 
@@ -332,7 +348,8 @@ class Loop:
             model = checker.model or spec.model
             return await self._call(step, "judge", model, messages, self._variables(iteration=n, feedback=self.state.last_feedback, output=output))
 
-        ctx = CheckContext(self.info.case, spec.base_dir, spec.reward.pass_, self.prompt, judge, self.budget.time_left)
+        ctx = CheckContext(self.info.case, spec.base_dir, spec.reward.pass_, self.prompt, judge, self.budget.time_left,
+                           workdir=self._agent.workdir if self._agent else None)
         graded: list[tuple[Any, CheckResult]] = []
         audits: list[tuple[Any, CheckResult]] = []
         for checker in spec.checkers:

@@ -245,9 +245,9 @@ class LiteLLMClient:
             self.limit.succeeded()
             return response
 
-    async def complete(self, messages: Messages, params: dict[str, Any], variables: dict[str, Any]) -> Completion:
-        kwargs = self._kwargs(messages, params)
-        started = time.perf_counter()
+    async def _with_retries(self, kwargs: dict[str, Any]) -> Any:
+        """The provider's response, retried on rate limits, timeouts, 5xx and lost connections; ModelCallError
+        once it failed for good."""
         attempts = 0
         try:
             async for attempt in AsyncRetrying(
@@ -264,8 +264,23 @@ class LiteLLMClient:
         except Exception as exc:  # noqa: BLE001 - every provider failure becomes a recorded run error
             message = f"{type(exc).__name__}: {exc}"
             raise ModelCallError(scrub(message, self._api_key or "") or "", attempts=attempts) from None
-        latency_ms = (time.perf_counter() - started) * 1000
-        return self._completion(response, latency_ms)
+        return response
+
+    async def complete(self, messages: Messages, params: dict[str, Any], variables: dict[str, Any]) -> Completion:
+        started = time.perf_counter()
+        response = await self._with_retries(self._kwargs(messages, params))
+        return self._completion(response, (time.perf_counter() - started) * 1000)
+
+    async def open_stream(self, messages: Messages, params: dict[str, Any]) -> Any:
+        """A streamed call, for an outside agent that asked for one (agents/metering.py): litellm's async iterator
+        of chunks, opened with the same retries as `complete` (a stream broken after it began is not retried).
+        The provider is asked for the usage in a last chunk."""
+        return await self._with_retries(self._kwargs(messages, {**params, "stream": True, "stream_options": {"include_usage": True}}))
+
+    def streamed(self, chunks: list[Any], messages: Messages, latency_ms: float) -> Completion:
+        """What a finished stream said and cost: its chunks rebuilt into one response by litellm, which counts the
+        usage itself when the provider sent none."""
+        return self._completion(litellm().stream_chunk_builder(chunks, messages=messages), latency_ms)
 
     def _completion(self, response: Any, latency_ms: float) -> Completion:
         usage = getattr(response, "usage", None)

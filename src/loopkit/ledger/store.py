@@ -204,11 +204,24 @@ class Ledger:
     # --- reads -------------------------------------------------------------------------------
 
     def query(self, sql: str, args: tuple[Any, ...] | list[Any] = ()) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.conn.execute(sql, args).fetchall()]
+        with self._reading():
+            return [dict(r) for r in self.conn.execute(sql, args).fetchall()]
 
     def one(self, sql: str, args: tuple[Any, ...] | list[Any] = ()) -> dict[str, Any] | None:
-        row = self.conn.execute(sql, args).fetchone()
+        with self._reading():
+            row = self.conn.execute(sql, args).fetchone()
         return dict(row) if row else None
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Damage that opening the file could not see (a page deep in it) is one line and exit 2, not a traceback."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+                raise
+            raise LedgerError(f"cannot read the ledger: {exc}; check it with `sqlite3 {self.path} 'PRAGMA integrity_check'`",
+                              location=str(self.path)) from None
 
     def resolve(self, prefix: str) -> tuple[str, str]:
         """('run' | 'batch', full id) for a unique ID prefix, like git."""

@@ -18,6 +18,7 @@ from .schema import Budget, ModelSpec
 PROMPT_VARIABLES = ("case",)
 FEEDBACK_VARIABLES = ("case", "feedback", "reward", "iteration")
 REPLY_VARIABLES = ("case", "iteration", "feedback", "output")
+WORKER_VARIABLES = ("task_file", "workdir", "spec_dir", "iteration")  # not `case`: case data never reaches a shell string
 
 
 def _dicts(value: Any) -> list[tuple[int, dict[str, Any]]]:
@@ -61,6 +62,8 @@ def semantic_problems(data: dict[str, Any], base_dir: Path, where: Located, sour
     templates += [(("task", "system"), task.get("system"), PROMPT_VARIABLES),
                   (("task", "prompt"), task.get("prompt"), PROMPT_VARIABLES),
                   (("task", "feedback"), task.get("feedback"), FEEDBACK_VARIABLES)]
+    worker = data.get("worker") if isinstance(data.get("worker"), dict) else {}
+    templates.append((("worker", "run"), worker.get("run"), WORKER_VARIABLES))
     for i, c in checkers:
         if c.get("type") in ("equals", "contains", "number"):
             templates.append((("checkers", i, "expected"), c.get("expected"), PROMPT_VARIABLES))
@@ -99,6 +102,7 @@ def semantic_problems(data: dict[str, Any], base_dir: Path, where: Located, sour
             out.add(where.value_at(("inputs",)), ("inputs",), f"found {inputs!r}, but {file} does not exist")
     _budget_problems(data, checkers, where, out)
     _key_problems(data, checkers, where, out)
+    _worker_problems(data, worker, checkers, base_dir, where, out)
 
 
 _FUNCTION = re.compile(r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
@@ -180,6 +184,29 @@ def _budget_problems(data: dict[str, Any], checkers: list[tuple[int, dict[str, A
             continue
         for problem in model_budget_problems(model, {**spec_params, **model.params}, budget):
             out.add(where.value_at(path), path, problem)
+
+
+def _worker_problems(data: dict[str, Any], worker: dict[str, Any], checkers: list[tuple[int, dict[str, Any]]],
+                     base_dir: Path, where: Located, out: Problems) -> None:
+    """An outside agent's folder to copy must exist, and the agent is never handed a model's key."""
+    workdir = worker.get("workdir")
+    copy = workdir.get("copy") if isinstance(workdir, dict) else None
+    if isinstance(copy, str) and not (base_dir / copy).is_dir():
+        path: Path_ = ("worker", "workdir", "copy")
+        out.add(where.value_at(path), path, f"found {copy!r}, but {base_dir / copy} is not a folder")
+    keys = {"OPENAI_API_KEY"}  # the agent's is the run's token for the metering endpoint
+    for _, model in _model_mappings(data, checkers):
+        model_id = model.get("id") if isinstance(model, dict) else model
+        if isinstance(model, dict) and isinstance(model.get("api_key_env"), str):
+            keys.add(model["api_key_env"])
+        elif isinstance(model_id, str) and "/" in model_id:
+            keys.add(f"{model_id.split('/', 1)[0].upper()}_API_KEY")
+    env = worker.get("env")
+    for i, name in enumerate(env if isinstance(env, list) else []):
+        if name in keys:
+            path = ("worker", "env", i)
+            out.add(where.value_at(path), path, f"found {name!r}, which holds a model's key: an outside agent reaches models "
+                                                "only through loopkit's metering endpoint and is never given a model's key")
 
 
 _USE_ENV = ("; a spec is shared and committed, so keep keys out of it: put the key in an environment variable "

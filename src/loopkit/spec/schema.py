@@ -203,6 +203,26 @@ class Budget(_Strict):
         return any(v is not None for v in (self.usd, self.tokens, self.seconds, self.total_usd))
 
 
+class WorkdirCopy(_Strict):
+    copy_: str = Field(alias="copy", min_length=1)  # a folder, relative to the spec: each run works in its own copy of it
+
+
+class OutputFile(_Strict):
+    file: str = Field(min_length=1)  # a file the agent writes, relative to its work directory
+
+
+class CommandWorker(_Strict):
+    """An outside agent program as the worker: loopkit writes the task to a file, runs the program in its
+    work directory and checks what it printed (or wrote); its model calls go through a metering endpoint."""
+
+    type: Literal["command"]
+    run: str = Field(min_length=1)  # a template: {{ task_file }}, {{ workdir }}, {{ spec_dir }} (shell-quoted), {{ iteration }}
+    workdir: Literal["fresh"] | WorkdirCopy = "fresh"  # iterations of one run share it
+    output: Literal["stdout"] | OutputFile = "stdout"
+    timeout: float = Field(default=600, gt=0)  # seconds per iteration; the program's process group is killed past it
+    env: list[str] = Field(default_factory=list)  # secret-named variables to pass through (never a model's key)
+
+
 class LoopSpec(_Strict):
     version: Literal[1] = 1
     name: str = ""
@@ -216,6 +236,7 @@ class LoopSpec(_Strict):
     stop: Stop = Field(default_factory=Stop)
     escalate: list[Escalation] = Field(default_factory=list)
     budget: Budget = Field(default_factory=Budget)
+    worker: CommandWorker | None = None  # an outside agent instead of one model call per iteration
 
     # Not from YAML (NOT_FROM_YAML): where the spec came from, for relative paths and the ledger.
     path: Path | None = Field(default=None, exclude=True)
