@@ -18,16 +18,21 @@ if TYPE_CHECKING:
 
 
 def run_batch(spec: LoopSpec, *, ledger: Ledger, options: BatchOptions | None = None, argv: list[str] | None = None,
-              tags: dict[str, str] | None = None, on_progress: Callable[[Progress], None] | None = None) -> BatchResult:
-    """Run a spec over its cases into `ledger`; see SPEC.md §2."""
-    return Batch(spec, ledger, options or BatchOptions(), argv=argv, tags=tags, on_progress=on_progress).run()
+              tags: dict[str, str] | None = None, on_progress: Callable[[Progress], None] | None = None,
+              engine: Any = None) -> BatchResult:
+    """Run a spec over its cases into `ledger`; see SPEC.md §2. `engine`: where cases run (None: this process;
+    `loopkit.ray_engine.engine_for("ray", address)`: a Ray cluster)."""
+    batch = Batch(spec, ledger, options or BatchOptions(), argv=argv, tags=tags, on_progress=on_progress)
+    batch.engine = engine
+    return batch.run()
 
 
 def resume(batch_id: str, *, ledger: Ledger, retry_errors: bool = False, concurrency: int | None = None,
            max_usd: float | None = None, fail_under: float | None = None, argv: list[str] | None = None,
-           on_progress: Callable[[Progress], None] | None = None) -> BatchResult:
+           on_progress: Callable[[Progress], None] | None = None, engine: Any = None) -> BatchResult:
     """Finish an interrupted `run` batch under its own id, with its saved options unless given again
-    (SPEC.md §2). A unique prefix is enough; a `resume` row resumes the batch it was resuming."""
+    (SPEC.md §2), on `engine` (see `run_batch`; never inherited). A unique prefix is enough; a `resume` row
+    resumes the batch it was resuming."""
     import json
 
     kind, full = ledger.resolve(batch_id)
@@ -45,6 +50,7 @@ def resume(batch_id: str, *, ledger: Ledger, retry_errors: bool = False, concurr
         if value is not None:
             setattr(options, name, value)
     batch = Batch(spec_of_batch(ledger, row), ledger, options, argv=argv, on_progress=on_progress)
+    batch.engine = engine
     return batch.resume(full, retry_errors=retry_errors)
 
 

@@ -173,6 +173,7 @@ class Batch:
         self.refused = 0
         self.batch_id = ""
         self.writer: Writer | None = None  # the batch's one writer, while it runs
+        self.engine: Any = None  # where cases run: None in this process (asyncio), else e.g. ray_engine.RayEngine
 
     def _clients(self):  # noqa: ANN202
         if self.options.replay:
@@ -231,7 +232,8 @@ class Batch:
 
     async def _execute(self, work: Iterator[tuple[Case, int, str | None, RunState | None]]) -> BatchResult:
         self.writer = self.ledger.writer()
-        await interruptible(self.ledger, self.batch_id, self._drive(work), self.writer)
+        drive = self._drive(work) if self.engine is None else self.engine.drive(self, work)
+        await interruptible(self.ledger, self.batch_id, drive, self.writer)
         status = BatchStatus.BUDGET if self.refused else BatchStatus.DONE
         self.ledger.finish_batch(self.batch_id, status)
         return self._result(status)

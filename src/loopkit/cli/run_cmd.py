@@ -15,6 +15,8 @@ from .render import cache_line, error_lines, more_runs_line, public_run, runs_ta
 from .report_cmd import report_option
 
 SUMMARY_ROWS = 50
+EngineOpt = Annotated[str, typer.Option("--engine", help="Where cases run: asyncio (in this process) or ray (a Ray cluster; needs loopkit[ray]).")]
+AddressOpt = Annotated[Optional[str], typer.Option("--address", help="With --engine ray: the cluster (auto, HOST:PORT, ray://HOST:PORT); default: a local Ray on this machine's CPUs.")]
 
 
 def _tags(values: list[str] | None) -> dict[str, str]:
@@ -78,15 +80,19 @@ def run(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the response cache.")] = False,
     replay: Annotated[Optional[str], typer.Option("--replay", help="Answer every call from this batch's recorded responses.")] = None,
     max_retries: Annotated[int, typer.Option("--max-retries", min=1, help="Attempts per model call (rate limits, 5xx, timeouts).")] = 6,
+    engine: EngineOpt = "asyncio",
+    address: AddressOpt = None,
     as_json: JsonOpt = False,
     ledger: LedgerOpt = None,
 ) -> None:
     """Run the loop over every case; exit 1 under --fail-under, 3 when the batch budget stopped cases, 4 on errors."""
     from ..batch import Batch, BatchOptions
     from ..ledger import Ledger
+    from ..ray_engine import engine_for
     from ..spec import load_spec
     from .progress import batch_progress
 
+    runner = engine_for(engine, address)  # a missing Ray is exit 2 before anything else
     loop_spec = load_spec(spec)
     store = Ledger(ledger_option(ctx, ledger))
     if replay:
@@ -97,7 +103,10 @@ def run(
                            max_retries=max_retries, fail_under=fail_under, inputs=inputs, model=model)
     with batch_progress(not as_json) as on_progress:
         batch = Batch(loop_spec, store, options, argv=sys.argv[1:], tags=_tags(tag), on_progress=on_progress)
+        batch.engine = runner
         try:
+            if runner is not None:
+                runner.connect()  # a bad --address fails before the batch is recorded
             result = batch.run()
         except KeyboardInterrupt:
             if not batch.batch_id:  # stopped while checking the cases and models: nothing ran, nothing was paid
@@ -127,25 +136,33 @@ def resume(
     concurrency: Annotated[Optional[int], typer.Option("--concurrency", min=1, help="Override the batch's concurrency.")] = None,
     max_usd: Annotated[Optional[float], typer.Option("--max-usd", min=0, help="Override the batch budget.")] = None,
     fail_under: Annotated[Optional[float], typer.Option("--fail-under", min=0, max=1, help="Override the quality gate.")] = None,
+    engine: EngineOpt = "asyncio",
+    address: AddressOpt = None,
     as_json: JsonOpt = False,
     ledger: LedgerOpt = None,
 ) -> None:
     """Finish an interrupted batch: finished cases are neither run nor paid for again."""
     from ..api import resume as resume_batch
     from ..ledger import Ledger
+    from ..ray_engine import engine_for
     from .progress import batch_progress
 
+    runner = engine_for(engine, address)
     store = Ledger(ledger_option(ctx, ledger))
     kind, full = store.resolve(batch_id)
     row = store.batch(full) if kind == "batch" else None
     if row is not None and row["kind"] == "ab":  # the A/B runner resumes its own batches (same seed, same order)
         from .ab_cmd import resume_ab_batch
 
+        if runner is not None:
+            raise UsageError("--engine ray does not run A/B experiments yet; resume this one without it")
         resume_ab_batch(store, full, concurrency=concurrency, max_usd=max_usd, retry_errors=retry_errors, as_json=as_json)
     with batch_progress(not as_json) as on_progress:
         try:
+            if runner is not None:
+                runner.connect()
             result = resume_batch(batch_id, ledger=store, retry_errors=retry_errors, concurrency=concurrency, max_usd=max_usd,
-                                  fail_under=fail_under, argv=sys.argv[1:], on_progress=on_progress)
+                                  fail_under=fail_under, argv=sys.argv[1:], on_progress=on_progress, engine=runner)
         except KeyboardInterrupt:
             err.print(f"interrupted again: `loopkit resume {full[:10]}` continues", markup=False)
             raise typer.Exit(130) from None

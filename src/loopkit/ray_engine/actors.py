@@ -1,0 +1,261 @@
+"""The Ray engine's actors, as plain classes (driver.py makes them remote, so this module imports no Ray):
+
+- `CaseWorker`: an async actor on any node that runs cases through the same `Loop` as the asyncio engine,
+  many at once, and streams each run's steps back to the driver;
+- `BudgetActor`: the batch's one `BatchPool` at the driver, asked before and after every model call;
+- `LimiterActor`: one adaptive concurrency limit per model for the whole cluster;
+- `LedgerReader`: the cache's lookups, on the driver's machine where the ledger file is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..budget import BatchPool, CaseBudget
+from ..cache import LedgerCache, NoCache, ReplayMiss
+from ..engine import BatchBudgetRefused, run_case
+from ..inputs import Case
+from ..models import AdaptiveLimit, LiteLLMClient, ModelClient, ModelPool, RetryPolicy, ScriptedClient
+from ..records import RunState
+from ..spec import LoopSpec, ModelRef
+from .proxies import ActorLedger, PoolProxy, SharedLimit, ShippingRecorder, StoreOnlyCache
+from .scheduler import REFUSED
+
+_DONE = object()
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What every worker of a batch is built from (sent once, at its creation)."""
+
+    spec: bytes  # the LoopSpec, pickled, `--model` applied
+    batch_id: str
+    cap: float | None  # the batch cap (the pool itself lives in the budget actor)
+    concurrency: int  # per model, across the cluster (the adaptive limits' ceiling)
+    max_retries: int = 6
+    no_cache: bool = False
+    replay: str | None = None
+    shipped_name: str | None = None  # the spec's file name inside the shipped working_dir; None: paths as they are
+    ledger_path: str | None = None  # the ledger, readable by workers on the driver's node
+    driver_node: str | None = None
+
+
+class SharedModelPool(ModelPool):
+    """A worker's model clients: as `ModelPool`, but each real model's adaptive limit is the cluster's."""
+
+    def __init__(self, limiter: Any, owner: str, *, retry: RetryPolicy, concurrency: int) -> None:
+        super().__init__(retry=retry, concurrency=concurrency)
+        self.limiter = limiter
+        self.owner = owner
+
+    def client(self, ref: ModelRef) -> ModelClient:
+        key = ref.model_dump_json()
+        if key not in self._clients:
+            if ref.scripted:
+                self._clients[key] = ScriptedClient(ref)
+            else:
+                limit = SharedLimit(self.limiter, key, self.owner) if self.limiter is not None else AdaptiveLimit(self.concurrency)
+                self._clients[key] = LiteLLMClient(ref, retry=self.retry, limit=limit)  # type: ignore[arg-type]
+        return self._clients[key]
+
+
+class CaseWorker:
+    """Runs cases on one node; `run_case` is an async generator: the run's steps, in order, as they commit."""
+
+    def __init__(self, config: WorkerConfig, budget: Any, limiter: Any, reader: Any) -> None:
+        self.config = config
+        spec: LoopSpec = pickle.loads(config.spec)
+        if config.shipped_name:  # the spec's directory arrived as this worker's working_dir
+            spec = spec.model_copy(update={"path": Path.cwd() / config.shipped_name})
+        self.spec = spec
+        self.id = uuid.uuid4().hex
+        self.budget = budget
+        b = spec.budget
+        self.local_pool = config.cap is None and b.usd is None and b.tokens is None
+        self.models = SharedModelPool(limiter, self.id, retry=RetryPolicy(attempts=max(1, config.max_retries)),
+                                      concurrency=config.concurrency)
+        self.cache = self._cache(reader)
+        self.loops: set[asyncio.Task[Any]] = set()
+
+    def _cache(self, reader: Any) -> Any:
+        c = self.config
+        if c.no_cache and not c.replay:
+            return NoCache()
+        here = None
+        if c.ledger_path and Path(c.ledger_path).exists() and _node_id() == c.driver_node:
+            from ..ledger import Ledger
+
+            here = Ledger(c.ledger_path, readonly=True)  # same machine: read the file, no round trip
+        source = here or (ActorLedger(reader) if reader is not None else None)
+        if source is None:
+            return StoreOnlyCache()
+        return LedgerCache(source, replay_batch=c.replay)  # type: ignore[arg-type]
+
+    def _clients(self, ref: ModelRef) -> ModelClient:
+        if self.config.replay:
+            return ReplayMiss(ref, self.config.replay)  # type: ignore[return-value]
+        return self.models.client(ref)
+
+    def ready(self) -> dict[str, Any]:
+        """Where this worker runs, once its spec loaded and its models' clients (and keys) are ready."""
+        for _, model in self.spec.models():
+            self._clients(model)
+        return {"id": self.id, "host": socket.gethostname(), "pid": os.getpid(), "cwd": os.getcwd()}
+
+    async def run_case(self, case: Case, repeat: int, run_id: str, state: RunState | None) -> AsyncIterator[list[bytes] | str]:
+        """Run one case from `state` (None: from its start); yield its steps (pickled `Shipped`) as they commit,
+        several at once when they queue up; REFUSED when the batch budget refused its first call."""
+        recorder = ShippingRecorder()
+        budget = CaseBudget(self.spec.budget, PoolProxy(self.budget, run_id, cap=self.config.cap, local=self.local_pool))  # type: ignore[arg-type]
+
+        async def loop() -> None:
+            try:
+                await run_case(self.spec, case, clients=self._clients, recorder=recorder, budget=budget, cache=self.cache,
+                               batch_id=self.config.batch_id, repeat=repeat, run_id=run_id, state=state)
+                recorder.queue.put_nowait(_DONE)
+            except BatchBudgetRefused:
+                recorder.queue.put_nowait(REFUSED)
+            except BaseException as exc:  # noqa: BLE001 - handed to the stream, raised there (after the steps before it)
+                recorder.queue.put_nowait(exc)
+
+        task = asyncio.create_task(loop())
+        self.loops.add(task)
+        task.add_done_callback(self.loops.discard)
+        try:
+            while True:
+                items = [await recorder.queue.get()]
+                while not recorder.queue.empty():
+                    items.append(recorder.queue.get_nowait())
+                steps = [i for i in items if isinstance(i, bytes)]
+                if steps:
+                    yield steps
+                end = items[-1]
+                if end is _DONE:
+                    return
+                if end == REFUSED:
+                    yield REFUSED
+                    return
+                if isinstance(end, asyncio.CancelledError):  # interrupted: the run's last step was yielded
+                    return
+                if isinstance(end, BaseException):
+                    raise end
+        finally:
+            if not task.done():
+                task.cancel()
+
+    def interrupt(self) -> int:
+        """Stop every case: each records its run `interrupted` (paid calls included) and its stream ends."""
+        for task in list(self.loops):
+            task.cancel()
+        return len(self.loops)
+
+
+class BudgetActor:
+    """The batch's pool (budget.BatchPool, unchanged) behind an actor. It remembers which run holds which
+    reservation, so a lost worker's are charged and freed (`release`) rather than held forever."""
+
+    def __init__(self, cap: float | None, spent: float) -> None:
+        self.pool = BatchPool(cap=cap, spent=spent)
+        self.held: dict[str, list[float]] = {}
+
+    async def reserve(self, owner: str, amount: float, timeout: float | None) -> tuple[bool | None, float | None, Any]:
+        """(admitted, remaining, overrun); admitted None when `timeout` passed waiting for room."""
+        try:
+            admitted = await self.pool.reserve(amount, timeout=timeout)
+        except TimeoutError:
+            return None, self.pool.remaining, self.pool.overrun
+        if admitted:
+            self.held.setdefault(owner, []).append(amount)
+        return admitted, self.pool.remaining, self.pool.overrun
+
+    def settle(self, owner: str, reserved: float, actual: float) -> None:
+        held = self.held.get(owner)
+        if held is None or reserved not in held:
+            return  # already charged by `release` (its worker was given up for lost)
+        held.remove(reserved)
+        if not held:
+            del self.held[owner]
+        self.pool.settle(reserved, actual)
+
+    def set_overrun(self, overrun: dict[str, Any]) -> None:
+        self.pool.overrun = self.pool.overrun or overrun
+
+    def release(self, owner: str) -> float:
+        """A run's worker is gone: its calls in flight may still be billed, so each is charged its worst case."""
+        charged = 0.0
+        for amount in self.held.pop(owner, []):
+            self.pool.settle(amount, amount)
+            charged += amount
+        return charged
+
+    def totals(self) -> dict[str, Any]:
+        return {"cap": self.pool.cap, "spent": self.pool.spent, "reserved": self.pool.reserved, "held": len(self.held)}
+
+
+class LimiterActor:
+    """One `AdaptiveLimit` per model for the cluster; slots a dead worker held are freed by `forget`."""
+
+    def __init__(self, concurrency: int) -> None:
+        self.concurrency = concurrency
+        self.limits: dict[str, AdaptiveLimit] = {}
+        self.holding: dict[str, dict[str, int]] = {}  # worker → model → slots
+
+    def _limit(self, key: str) -> AdaptiveLimit:
+        if key not in self.limits:
+            self.limits[key] = AdaptiveLimit(self.concurrency)
+        return self.limits[key]
+
+    async def acquire(self, key: str, owner: str) -> None:
+        await self._limit(key).__aenter__()
+        slots = self.holding.setdefault(owner, {})
+        slots[key] = slots.get(key, 0) + 1
+
+    async def release(self, key: str, owner: str) -> None:
+        slots = self.holding.get(owner, {})
+        if slots.get(key, 0) <= 0:
+            return
+        slots[key] -= 1
+        await self._limit(key).__aexit__()
+
+    def rate_limited(self, key: str) -> None:
+        self._limit(key).rate_limited()
+
+    def succeeded(self, key: str) -> None:
+        self._limit(key).succeeded()
+
+    async def forget(self, owner: str) -> None:
+        for key, n in self.holding.pop(owner, {}).items():
+            for _ in range(n):
+                await self._limit(key).__aexit__()
+
+    def limit(self, key: str) -> float:
+        return self._limit(key).limit
+
+
+class LedgerReader:
+    """Cache lookups against the ledger file, for workers on other machines (pinned to the driver's node)."""
+
+    def __init__(self, path: str) -> None:
+        from ..ledger import Ledger
+
+        self.ledger = Ledger(path, readonly=True)
+
+    def lookup(self, key: str, replay_batch: str | None, variant_of: tuple[str, str] | None) -> Any:
+        return self.ledger.lookup(key, replay_batch=replay_batch, variant_of=variant_of)
+
+
+def _node_id() -> str | None:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - outside Ray (a unit test): no node
+        return None

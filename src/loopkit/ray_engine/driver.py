@@ -1,0 +1,258 @@
+"""The Ray engine's driver: connects to Ray, starts the batch's actors, and drives the scheduler over them.
+
+The driver is the ledger's only writer: workers stream each step back and the driver commits it through
+the batch's one `Writer`, as the asyncio engine does. Everything else of a batch (its inputs, budgets,
+`resume`, the batch row, the exit code) is `batch.Batch`'s, unchanged: only where cases run differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import pickle
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import LoopkitError, UsageError
+from ..records import RunInfo, RunState, new_id
+from ..status import RunStatus
+from . import require_ray
+from .actors import BudgetActor, CaseWorker, LedgerReader, LimiterActor, WorkerConfig
+from .scheduler import DRAIN_SECONDS, REFUSED, CaseTask, Scheduler, Shipped
+
+if TYPE_CHECKING:
+    from ..batch import Batch
+    from ..inputs import Case
+
+STARTUP_SECONDS = 300.0  # for the workers to be placed, receive the spec's directory and import loopkit
+# Never shipped with the spec's directory: the ledger, caches and environments (Ray also honours .gitignore).
+SHIP_EXCLUDES = [".loopkit/", ".git/", ".venv/", "venv/", "__pycache__/", "node_modules/", "*.db-wal", "*.db-shm"]
+
+
+class RayError(LoopkitError):
+    """Ray could not be reached, or its workers could not start; one line, exit 2."""
+
+
+@dataclass
+class _Worker:
+    actor: Any
+    id: str = ""
+    load: int = 0
+    alive: bool = True
+
+
+@dataclass
+class RayExecutor:
+    """The scheduler's executor on Ray: a pool of `CaseWorker` actors, each case sent to the least loaded one;
+    a worker found dead is replaced, and the cases it held go elsewhere."""
+
+    ray: Any
+    make_worker: Any  # () -> actor handle
+    budget: Any
+    limiter: Any
+    workers: list[_Worker] = field(default_factory=list)
+    spares: int = 0  # replacements still allowed
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
+    _spawning: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def add(self, count: int) -> None:
+        """Start `count` workers and wait until each is ready (spec loaded, clients and keys checked)."""
+        fresh = [_Worker(self.make_worker()) for _ in range(count)]
+        try:
+            found = await asyncio.wait_for(asyncio.gather(*(w.actor.ready.remote() for w in fresh)), STARTUP_SECONDS)
+        except TimeoutError:
+            raise RayError(f"Ray workers were not ready within {STARTUP_SECONDS:g}s (is the cluster out of CPUs?)") from None
+        except self.ray.exceptions.RayTaskError as exc:
+            cause = exc.cause if isinstance(exc.cause, BaseException) else exc
+            if isinstance(cause, LoopkitError):
+                raise cause from None
+            raise RayError(f"a Ray worker could not start: {_first_line(cause)}") from None
+        except self.ray.exceptions.RayActorError as exc:
+            raise RayError(f"a Ray worker could not start (is loopkit[ray] installed on every node?): {_first_line(exc)}") from None
+        for worker, info in zip(fresh, found):
+            worker.id = info["id"]
+        self.workers += fresh
+        self._changed.set()
+
+    async def _pick(self) -> _Worker:
+        while True:
+            alive = [w for w in self.workers if w.alive]
+            if alive:
+                return min(alive, key=lambda w: w.load)
+            if not self._spawning:
+                raise RayError("every Ray worker was lost and no replacement could start")
+            self._changed.clear()
+            await self._changed.wait()
+
+    def _lose(self, worker: _Worker) -> None:
+        if not worker.alive:
+            return
+        worker.alive = False
+        self.limiter.forget.remote(worker.id)  # its model slots
+        if self.spares > 0:
+            self.spares -= 1
+            task = asyncio.create_task(self._replace())
+            self._spawning.add(task)
+            task.add_done_callback(self._spawning.discard)
+
+    async def _replace(self) -> None:
+        try:
+            await self.add(1)
+        except Exception:  # noqa: BLE001 - the others carry on; with none left, _pick says so
+            pass
+        finally:
+            self._changed.set()
+
+    async def run(self, task: CaseTask) -> AsyncIterator[list[Shipped] | str]:
+        worker = await self._pick()
+        worker.load += 1
+        try:
+            stream = worker.actor.run_case.remote(task.case, task.repeat, task.run_id, task.state)
+            async for ref in stream:
+                item = await ref
+                yield item if item == REFUSED else [pickle.loads(b) for b in item]
+        except self.ray.exceptions.RayTaskError as exc:  # the case itself raised: the original, not Ray's wrapper
+            raise (exc.cause if isinstance(exc.cause, BaseException) else exc) from None
+        except Exception as exc:
+            if self.lost(exc):
+                self._lose(worker)
+            raise
+        finally:
+            worker.load -= 1
+
+    def lost(self, exc: BaseException) -> bool:
+        e = self.ray.exceptions
+        return isinstance(exc, (e.RayActorError, e.WorkerCrashedError, e.ObjectLostError, e.NodeDiedError))
+
+    async def release(self, task: CaseTask) -> None:
+        await self.budget.release.remote(task.run_id)
+
+    async def interrupt(self) -> None:
+        calls = [w.actor.interrupt.remote() for w in self.workers if w.alive]
+        await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), DRAIN_SECONDS)
+
+    def stop(self) -> None:
+        for task in self._spawning:
+            task.cancel()
+        for handle in [w.actor for w in self.workers] + [self.budget, self.limiter]:
+            try:
+                self.ray.kill(handle)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__
+
+
+class RayEngine:
+    """Runs a `Batch`'s cases on Ray. Without an address a local Ray is started with the machine's CPUs (and
+    stopped at the end); with one (`auto`, `HOST:PORT`, `ray://HOST:PORT`) the cluster is joined and the
+    spec's directory is shipped to the workers as their working_dir."""
+
+    def __init__(self, address: str | None = None, *, workers: int | None = None, ship: bool | None = None) -> None:
+        self.address = address
+        self.workers = workers
+        self.ship = address is not None if ship is None else ship
+        self.client_mode = bool(address and address.startswith("ray://"))
+        self._started = False
+
+    def connect(self) -> None:
+        """Join (or start) Ray now, so a bad address fails before the batch is recorded."""
+        ray = require_ray()
+        if ray.is_initialized():
+            return
+        quiet: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
+        try:
+            if self.address is None:
+                ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, **quiet)
+                self._started = True
+            else:
+                ray.init(address=self.address, **quiet)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise RayError(f"--address {self.address}: could not join Ray: {_first_line(exc)}" if self.address
+                           else f"could not start a local Ray: {_first_line(exc)}") from None
+
+    def close(self) -> None:
+        if self._started:
+            require_ray().shutdown()
+            self._started = False
+
+    def _config(self, batch: Batch) -> tuple[WorkerConfig, dict[str, Any] | None]:
+        spec = batch.spec
+        runtime_env = None
+        shipped = None
+        if spec.path is not None:
+            if self.ship:
+                shipped = spec.path.name
+                runtime_env = {"working_dir": str(spec.path.resolve().parent), "excludes": SHIP_EXCLUDES}
+            else:
+                spec = spec.model_copy(update={"path": spec.path.resolve()})  # the workers' cwd may differ
+        opts = batch.options
+        if opts.replay and self.client_mode:
+            raise UsageError("--replay reads the ledger, which Ray Client workers cannot reach: run the driver on the cluster")
+        ray = require_ray()
+        config = WorkerConfig(pickle.dumps(spec), batch.batch_id, batch.pool.cap, opts.concurrency, opts.max_retries,
+                              opts.no_cache, opts.replay, shipped, None if self.client_mode else str(batch.ledger.path.resolve()),
+                              None if self.client_mode else ray.get_runtime_context().get_node_id())
+        return config, runtime_env
+
+    async def _executor(self, batch: Batch) -> RayExecutor:
+        ray = require_ray()
+        config, runtime_env = self._config(batch)
+        count = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        zero = {"num_cpus": 0}
+        budget = ray.remote(BudgetActor).options(**zero).remote(batch.pool.cap, batch.pool.spent)
+        limiter = ray.remote(LimiterActor).options(**zero).remote(batch.options.concurrency)
+        reader = None
+        if not self.client_mode and len([n for n in ray.nodes() if n.get("Alive")]) > 1 and (config.replay or not config.no_cache):
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            here = NodeAffinitySchedulingStrategy(node_id=config.driver_node, soft=False)
+            reader = ray.remote(LedgerReader).options(num_cpus=0, scheduling_strategy=here).remote(config.ledger_path)
+        worker_class = ray.remote(CaseWorker).options(num_cpus=1, **({"runtime_env": runtime_env} if runtime_env else {}))
+        executor = RayExecutor(ray, lambda: worker_class.remote(config, budget, limiter, reader), budget, limiter, spares=count * 2)
+        try:
+            await executor.add(count)
+        except BaseException:
+            executor.stop()
+            raise
+        return executor
+
+    async def drive(self, batch: Batch, work: Iterator[tuple[Case, int, str | None, RunState | None]]) -> None:
+        """Run every case of `work` on the workers; called by `Batch` in place of its in-process drive."""
+        self.connect()
+        try:
+            executor = await self._executor(batch)
+            scheduler = Scheduler(executor, window=batch.options.concurrency, commit=lambda s: self._commit(batch, s),
+                                  info=lambda t: RunInfo(t.run_id, batch.batch_id, batch.spec.hash, batch.spec.name, t.case.id,
+                                                         t.case.data, t.repeat))
+            self._scheduler = scheduler
+            try:
+                await scheduler.drive(CaseTask(case, repeat, run_id or new_id(), state) for case, repeat, run_id, state in work)
+            finally:
+                batch.refused += scheduler.refused
+                executor.stop()
+        finally:
+            self.close()
+
+    def _commit(self, batch: Batch, shipped: Shipped) -> None:
+        """A step from a worker, written through the batch's writer (as the asyncio engine's steps are)."""
+        writer = batch.writer or batch.ledger
+        writer.commit(shipped.result, shipped.iteration, shipped.calls, shipped.events, start=shipped.start)
+        p = batch.progress
+        p.spent += sum(c.cost_usd for c in shipped.calls)
+        p.in_flight = len(self._scheduler.running)
+        result = shipped.result
+        if result.status != RunStatus.RUNNING:
+            p.done += 1
+            p.passed += int(result.success)
+            p.statuses[result.status] = p.statuses.get(result.status, 0) + 1
+            batch.on_progress(p)
+
+
+__all__ = ["RayEngine", "RayError", "RayExecutor", "SHIP_EXCLUDES", "STARTUP_SECONDS"]

@@ -1,0 +1,172 @@
+"""The Ray engine's scheduler: a bounded window of cases over an executor, each step committed once.
+
+Kept apart from Ray (it imports none) so it is tested on a fake executor. An executor runs one case
+somewhere and streams back the steps its worker's recorder handed over; the scheduler commits each
+step as it arrives (the driver is the ledger's only writer), remembers where every case stands, and:
+
+- a worker lost mid-case (a node gone, an actor killed): its reservations are charged and freed, and
+  the case runs again elsewhere from its last step that arrived, under the same run id, so nothing
+  is recorded twice and nothing committed is paid twice;
+- the batch budget refused a case's first call: no case starts after it (as the asyncio engine);
+- Ctrl-C (the drive cancelled): every worker is told to stop its cases, their last steps are drained
+  for a few seconds, and every run still without a final step is marked `interrupted`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..inputs import Case
+from ..records import CallRecord, EventRecord, IterationRecord, RunInfo, RunResult, RunState
+from ..status import RunStatus, StopReason
+from ..timewindow import utcnow_iso
+
+MAX_WORKER_LOSSES = 3  # a case whose worker died this often is recorded as an error, not retried forever
+DRAIN_SECONDS = 5.0  # after Ctrl-C, how long the last steps of the cases in flight may take to arrive
+REFUSED = "refused"  # what an executor streams when the batch budget refused a case's first call
+
+
+@dataclass
+class Shipped:
+    """One step of a run as a worker's recorder handed it over: the arguments of `Recorder.commit`."""
+
+    result: RunResult
+    iteration: IterationRecord | None
+    calls: list[CallRecord]
+    events: list[EventRecord]
+    start: RunInfo | None
+
+
+@dataclass
+class CaseTask:
+    """One case × repeat and where its run stands: `state` is None until its first step is committed."""
+
+    case: Case
+    repeat: int
+    run_id: str
+    state: RunState | None = None
+    status: RunStatus | None = None  # of the last committed step
+    losses: int = 0  # workers lost while running it
+
+    @property
+    def finished(self) -> bool:
+        return self.status is not None and self.status != RunStatus.RUNNING
+
+
+class Executor(Protocol):
+    """Where cases run (Ray actors; a fake in the tests)."""
+
+    def run(self, task: CaseTask) -> AsyncIterator[list[Shipped] | str]:
+        """Run the case from `task.state` (or from the start); stream its steps in order, or REFUSED."""
+
+    def lost(self, exc: BaseException) -> bool:
+        """Whether `exc` (raised by a stream) means the worker is gone, so the case may run elsewhere."""
+
+    async def release(self, task: CaseTask) -> None:
+        """A lost case's reservations: charged at their worst case (the provider may bill them) and freed."""
+
+    async def interrupt(self) -> None:
+        """Ask every worker to stop its cases now; their last steps still arrive through the streams."""
+
+
+def stopped(task: CaseTask, status: RunStatus, reason: StopReason, message: str | None = None) -> RunResult:
+    """The run as it stood at its last committed step, ended by the driver (interrupted, or lost for good)."""
+    s = task.state or RunState()
+    return RunResult(task.run_id, status, reason, False, s.best_reward, s.iterations, s.best_iteration, s.best_output,
+                     s.cost_usd, s.prompt_tokens, s.completion_tokens, s, ended_at=utcnow_iso(), message=message)
+
+
+class Scheduler:
+    """Streams tasks through an executor, at most `window` at once. `commit` gets every step, once, in order."""
+
+    def __init__(self, executor: Executor, *, window: int, commit: Callable[[Shipped], None],
+                 info: Callable[[CaseTask], RunInfo], drain_seconds: float = DRAIN_SECONDS,
+                 max_losses: int = MAX_WORKER_LOSSES) -> None:
+        self.executor = executor
+        self.window = max(1, window)
+        self.commit = commit
+        self.info = info  # the run's fixed facts, for a run the driver must write itself
+        self.drain_seconds = drain_seconds
+        self.max_losses = max_losses
+        self.refused = 0
+        self.crash: BaseException | None = None
+        self.stopping = False
+        self.running: dict[asyncio.Task[None], CaseTask] = {}
+
+    async def drive(self, tasks: Iterable[CaseTask]) -> None:
+        """Run every task; cases are drawn from `tasks` only as the window frees, never all at once."""
+        gate = asyncio.Semaphore(self.window)
+        try:
+            for task in tasks:
+                await gate.acquire()
+                if self.refused or self.crash:  # once the batch budget refused a case, start no more
+                    gate.release()
+                    self.refused += int(bool(self.refused))
+                    continue
+                runner = asyncio.create_task(self._one(task))
+                self.running[runner] = task
+                runner.add_done_callback(lambda done: (self.running.pop(done, None), gate.release()))
+            while self.running:  # asyncio.wait, not gather: cancelling this wait must not cancel the cases
+                await asyncio.wait(list(self.running))
+        except asyncio.CancelledError:
+            await self._interrupt()
+            raise
+        if self.crash is not None:
+            raise self.crash
+
+    def _record(self, task: CaseTask, shipped: Shipped) -> None:
+        self.commit(shipped)
+        task.state = shipped.result.state
+        task.status = shipped.result.status
+
+    async def _one(self, task: CaseTask) -> None:
+        while True:
+            try:
+                async for item in self.executor.run(task):
+                    if item == REFUSED:
+                        self.refused += 1
+                        return
+                    for shipped in item:
+                        self._record(task, shipped)
+                if not task.finished and not self.stopping:
+                    raise RuntimeError(f"case {task.case.id!r}: its worker ended it without a result")
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a lost worker is retried; anything else stops the batch
+                if not self.executor.lost(exc):
+                    self.crash = self.crash or exc
+                    return
+                await self.executor.release(task)
+                if task.finished or self.stopping:
+                    return
+                task.losses += 1
+                if task.losses >= self.max_losses:
+                    self._give_up(task, exc)
+                    return
+
+    def _give_up(self, task: CaseTask, exc: BaseException) -> None:
+        message = f"its worker was lost {task.losses} times (last: {type(exc).__name__}); not retried again"
+        result = stopped(task, RunStatus.ERROR, StopReason.ERROR, message)
+        start = self.info(task) if task.state is None else None
+        self._record(task, Shipped(result, None, [], [EventRecord("error", {"message": message, "worker_losses": task.losses})],
+                                   start))
+
+    async def _interrupt(self) -> None:
+        """Stop every worker's cases, drain their last steps (a second Ctrl-C cuts this short), and mark
+        each run still without a final step `interrupted`."""
+        self.stopping = True
+        try:
+            await self.executor.interrupt()
+            if self.running:
+                await asyncio.wait(list(self.running), timeout=self.drain_seconds)
+        finally:
+            for runner, task in list(self.running.items()):
+                runner.cancel()
+                if task.state is not None and not task.finished:
+                    self._record(task, Shipped(stopped(task, RunStatus.INTERRUPTED, StopReason.INTERRUPTED), None, [], [], None))
+            if self.running:
+                await asyncio.wait(list(self.running), timeout=self.drain_seconds)
