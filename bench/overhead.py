@@ -1,11 +1,12 @@
 """loopkit's CPU per model call over bare `litellm.acompletion`, against the same fake server.
 
-    .venv/bin/python bench/overhead.py [--calls 400] [--rounds 3] [--concurrency 16]
+    .venv/bin/python bench/overhead.py [--calls 1000] [--rounds 7] [--concurrency 16]
 
 Starts tests/fake_llm.py in its own process (its CPU is not counted), imports litellm once, warms
-both paths up, then runs alternating rounds in this process — bare, loopkit, loopkit with a budget,
-bare, loopkit, … — each of `--calls` calls at the same concurrency with the same messages and
-max_tokens, and takes the process's CPU time (`time.process_time`, every thread included) of each:
+both paths up, then runs rounds in this process — bare, loopkit, loopkit with a budget, in an order
+that rotates each round so each goes first in turn — each of `--calls` calls at the same concurrency
+with the same messages and max_tokens, and takes the process's CPU time (`time.process_time`, every
+thread included) of each:
 
 - bare: `litellm.acompletion` under a semaphore + `asyncio.gather`, as a script would call it;
 - loopkit: `loopkit.run_batch` over as many one-call cases (render, cache lookup, call, checker,
@@ -111,8 +112,8 @@ class LoopkitPath:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=400, help="Calls per round and path.")
-    parser.add_argument("--rounds", type=int, default=3, help="Alternating rounds (>= 3); medians are reported.")
+    parser.add_argument("--calls", type=int, default=1000, help="Calls per round and path.")
+    parser.add_argument("--rounds", type=int, default=7, help="Alternating rounds (>= 3); medians are reported.")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--latency", type=float, default=0.01, help="The fake server's seconds per answer.")
     parser.add_argument("--max-tokens", type=int, default=64)
@@ -133,11 +134,15 @@ def main() -> None:
             bare(base_url, args.concurrency * 2, args.concurrency, args.max_tokens)  # warm: connections, lazy imports
             plain.run()
             capped.run()
+            paths = {"bare": lambda: bare(base_url, args.calls, args.concurrency, args.max_tokens),
+                     "loopkit": plain.run, "budget": capped.run}
+            order = list(paths)
             rounds: list[dict[str, float]] = []
             for r in range(max(3, args.rounds)):
-                row = {"bare": bare(base_url, args.calls, args.concurrency, args.max_tokens),
-                       "loopkit": plain.run(), "budget": capped.run()}
-                rounds.append({k: v / args.calls for k, v in row.items()})
+                row = {}
+                for name in order[r % 3:] + order[:r % 3]:  # each path goes first, second and third in turn
+                    row[name] = paths[name]() / args.calls
+                rounds.append(row)
                 print(f"round {r + 1}: bare {rounds[-1]['bare'] * 1000:.2f} ms/call · loopkit {rounds[-1]['loopkit'] * 1000:.2f} · "
                       f"with budget {rounds[-1]['budget'] * 1000:.2f}", flush=True)
     finally:
