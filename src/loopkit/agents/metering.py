@@ -133,7 +133,12 @@ class Meter:
 
     async def handle(self, request: Request, response: Response) -> None:
         try:
-            await self._route(request, response)
+            try:
+                await self._route(request, response)
+            except (RequestError, ConnectionError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - a request loopkit could not serve is the agent's error to see, not a crash
+                raise RequestError(500, f"loopkit's metering endpoint failed: {type(exc).__name__}: {exc}", "api_error") from None
         except RequestError as exc:
             headers = {"x-should-retry": "false"} if exc.status == BUDGET_SPENT else {}
             if not response.started:
