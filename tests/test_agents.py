@@ -24,7 +24,7 @@ from loopkit.agents.http import Server
 from loopkit.agents.metering import Meter, MeterContext
 from loopkit.agents.worker import agents_root
 from loopkit.budget import BatchPool, CaseBudget
-from loopkit.engine import run_case
+from loopkit.engine import BatchBudgetRefused, run_case
 from loopkit.inputs import Case
 from loopkit.models import ModelPool
 from loopkit.redact import MASK, scrub
@@ -176,6 +176,15 @@ def test_an_agent_that_keeps_calling_is_stopped_by_the_budget_and_spends_no_more
     assert [e.kind for e in recorder.events] == ["budget_stop"]
     assert result.cost_usd == pytest.approx(spent)
     assert recorder.iterations == []  # the stop ends the run in the middle of its iteration: no checking of half a job
+
+
+def test_an_agent_whose_first_request_the_batch_budget_refuses_leaves_no_run_and_no_folder(fake_llm, tmp_path, recorder):
+    spec = load_spec(write_agent(tmp_path, KEEPS_CALLING, model=model_yaml(fake_llm)))
+    budget = CaseBudget(spec.budget, BatchPool(cap=0.01))  # below one call's worst case (about $0.05)
+    with pytest.raises(BatchBudgetRefused):
+        asyncio.run(run_case(spec, Case("c1", {}), clients=ModelPool().client, recorder=recorder, budget=budget, run_id="r1"))
+    assert (recorder.started, recorder.calls, fake_llm.count) == ([], [], 0)
+    assert not (agents_root() / "r1").exists()
 
 
 # --- the endpoint itself -------------------------------------------------------------------

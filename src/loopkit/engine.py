@@ -264,6 +264,8 @@ class Loop:
             scored = await self._check(step, output, n)
         except BudgetStop as stop:
             if stop.reason == StopReason.BUDGET_TOTAL_USD and not self._started and not step.calls:
+                if self._agent is not None:  # the case is not written as a run, and nothing of it stays
+                    self._agent.close(keep=False)
                 raise BatchBudgetRefused(stop.detail) from None
             # calls already paid in this iteration are recorded with the stop
             detail = {"reason": stop.reason, "detail": stop.detail, **({"overrun": stop.overrun} if stop.overrun else {})}
