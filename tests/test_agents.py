@@ -231,6 +231,16 @@ def test_the_endpoint_wants_the_runs_token_and_passes_on_only_chat_parameters(fa
     assert "mock_response" not in sent and "api_key" not in sent
 
 
+def test_a_provider_error_reaches_the_agent_as_an_error_and_is_recorded_at_no_cost(fake_llm):
+    fake_llm.queue(Reply("no such model here", status=404))
+    stream = {"messages": [{"role": "user", "content": "hello"}], "stream": True}
+    meter, [(status, _, body)] = _serve(fake_llm, Budget(usd=1), (stream, "sk-loopkit-token"))
+    assert status == 502 and "no such model here" in body["error"]["message"]
+    (call,) = meter.ctx.tally.calls
+    assert (call.role, call.response, call.cost_usd) == ("agent", None, 0.0) and "no such model here" in call.error
+    assert meter.ctx.budget.spent_usd == 0.0 and meter.stop is None  # not billed, and the agent may go on
+
+
 def test_a_request_that_could_cross_a_cap_is_refused_with_an_error_saying_the_budget_is_spent(fake_llm):
     hello = {"messages": [{"role": "user", "content": "hello"}]}
     meter, answers = _serve(fake_llm, Budget(usd=0.01), (hello, "sk-loopkit-token"), (hello, "sk-loopkit-token"))
