@@ -160,10 +160,10 @@ class AgentWorker:
         elif answer_file.is_file():
             answer = safe_text(answer_file.read_text(encoding="utf-8", errors="replace"))
         else:
-            return self._failed(tally, iteration, command, f"wrote no {self.worker.output.file}", out, err, 0)  # type: ignore[union-attr]
+            return self._failed(tally, iteration, command, f"wrote no {os.path.relpath(answer_file, self.workdir)}", out, err, 0)
         if not answer.strip():
-            return self._failed(tally, iteration, command, "printed nothing" if answer_file is None
-                                else f"left {self.worker.output.file} empty", out, err, 0)  # type: ignore[union-attr]
+            what = "printed nothing" if answer_file is None else f"left {os.path.relpath(answer_file, self.workdir)} empty"
+            return self._failed(tally, iteration, command, what, out, err, 0)
         return answer
 
     async def _wait(self, proc: asyncio.subprocess.Process, meter: Meter, limit: float,
