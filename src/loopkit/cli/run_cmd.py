@@ -12,6 +12,7 @@ from rich.text import Text
 from ..errors import UsageError
 from .app import JsonOpt, LedgerOpt, app, err, ledger_option, money, out, print_json, print_json_streaming
 from .render import cache_line, error_lines, more_runs_line, public_run, runs_table, suspect_lines
+from .render_human import human_line
 from .report_cmd import report_option
 
 SUMMARY_ROWS = 50
@@ -53,6 +54,8 @@ def _report(ledger: Any, result: Any, *, as_json: bool, fail_under: float | None
         out.print(line)
     if (use := cache_use(ledger, batch_id=result.batch_id))["cached"]:
         out.print(Text(cache_line(use)))
+    if people := human_line(ledger, batch_id=result.batch_id):
+        out.print(Text(people))
     suspects = suspect_runs(ledger, result.batch_id)
     flagged = count_runs(ledger, batch_id=result.batch_id, suspect=True) if len(suspects) >= SHOWN_SUSPECTS else len(suspects)
     for line in suspect_lines(suspects, flagged):
@@ -82,10 +85,17 @@ def run(
     max_retries: Annotated[int, typer.Option("--max-retries", min=1, help="Attempts per model call (rate limits, 5xx, timeouts).")] = 6,
     engine: EngineOpt = "asyncio",
     address: AddressOpt = None,
+    human_usd_per_hour: Annotated[Optional[float], typer.Option("--human-usd-per-hour", min=0, help="Price a person's review "
+                                                                "minutes at this rate (instead of the spec's human_rate).")] = None,
+    explore: Annotated[Optional[str], typer.Option("--explore", metavar="M1,M2", help="Run every case on each of these models "
+                                                   "alone (one batch each, no escalation), so `loopkit plan` has data; "
+                                                   "names of the spec's models keep their mappings.")] = None,
     as_json: JsonOpt = False,
     ledger: LedgerOpt = None,
 ) -> None:
-    """Run the loop over every case; exit 1 under --fail-under, 3 when the batch budget stopped cases, 4 on errors."""
+    """Run the loop over every case; exit 1 under --fail-under, 3 when the batch budget stopped cases, 4 on errors.
+
+    To plan a loop from data, start with `--explore cheap-model,strong-model --repeat 3`, then `loopkit plan SPEC`."""
     from ..batch import Batch, BatchOptions
     from ..ledger import Ledger
     from ..ray_engine import engine_for
@@ -100,13 +110,18 @@ def run(
         if kind != "batch":
             raise UsageError("--replay takes a batch ID")
     options = BatchOptions(concurrency=concurrency, repeat=repeat, max_usd=max_usd, no_cache=no_cache, replay=replay,
-                           max_retries=max_retries, fail_under=fail_under, inputs=inputs, model=model)
+                           max_retries=max_retries, fail_under=fail_under, inputs=inputs, model=model,
+                           human_usd_per_hour=human_usd_per_hour)
+    if explore is not None:
+        from .plan_cmd import run_explore
+
+        raise typer.Exit(run_explore(store, loop_spec, explore, options, tags=_tags(tag), as_json=as_json, engine=runner))
     with batch_progress(not as_json) as on_progress:
         batch = Batch(loop_spec, store, options, argv=sys.argv[1:], tags=_tags(tag), on_progress=on_progress)
         batch.engine = runner
         try:
             if runner is not None:
-                runner.connect()  # a bad --address fails before the batch is recorded
+                runner.connect(loop_spec.base_dir)  # a bad --address fails before the batch is recorded
             result = batch.run()
         except KeyboardInterrupt:
             if not batch.batch_id:  # stopped while checking the cases and models: nothing ran, nothing was paid
@@ -159,8 +174,6 @@ def resume(
         resume_ab_batch(store, full, concurrency=concurrency, max_usd=max_usd, retry_errors=retry_errors, as_json=as_json)
     with batch_progress(not as_json) as on_progress:
         try:
-            if runner is not None:
-                runner.connect()
             result = resume_batch(batch_id, ledger=store, retry_errors=retry_errors, concurrency=concurrency, max_usd=max_usd,
                                   fail_under=fail_under, argv=sys.argv[1:], on_progress=on_progress, engine=runner)
         except KeyboardInterrupt:

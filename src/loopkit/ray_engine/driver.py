@@ -14,6 +14,7 @@ import os
 import pickle
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import LoopkitError, UsageError
@@ -159,20 +160,27 @@ class RayEngine:
         self.workers = workers
         self.ship = address is not None if ship is None else ship
         self.client_mode = bool(address and address.startswith("ray://"))
+        self.shipped_dir: Path | None = None  # the spec's directory, when it is the workers' working_dir
         self._started = False
 
-    def connect(self) -> None:
-        """Join (or start) Ray now, so a bad address fails before the batch is recorded."""
+    def connect(self, spec_dir: Path | None = None) -> None:
+        """Join (or start) Ray now, so a bad address fails before the batch is recorded. With shipping on, the
+        spec's directory becomes the job's working_dir (Ray accepts a local one only here, for the whole job);
+        a Ray already initialised by the caller is used as it is, paths unshipped."""
         ray = require_ray()
         if ray.is_initialized():
             return
         quiet: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
+        if self.ship and spec_dir is not None:
+            quiet["runtime_env"] = {"working_dir": str(spec_dir.resolve()), "excludes": SHIP_EXCLUDES}
         try:
             if self.address is None:
                 ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, **quiet)
                 self._started = True
             else:
                 ray.init(address=self.address, **quiet)
+            if "runtime_env" in quiet:
+                self.shipped_dir = spec_dir.resolve()  # type: ignore[union-attr]
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise RayError(f"--address {self.address}: could not join Ray: {_first_line(exc)}" if self.address
                            else f"could not start a local Ray: {_first_line(exc)}") from None
@@ -182,14 +190,12 @@ class RayEngine:
             require_ray().shutdown()
             self._started = False
 
-    def _config(self, batch: Batch) -> tuple[WorkerConfig, dict[str, Any] | None]:
+    def _config(self, batch: Batch) -> WorkerConfig:
         spec = batch.spec
-        runtime_env = None
         shipped = None
         if spec.path is not None:
-            if self.ship:
+            if self.shipped_dir is not None and spec.path.resolve().parent == self.shipped_dir:
                 shipped = spec.path.name
-                runtime_env = {"working_dir": str(spec.path.resolve().parent), "excludes": SHIP_EXCLUDES}
             else:
                 spec = spec.model_copy(update={"path": spec.path.resolve()})  # the workers' cwd may differ
         opts = batch.options
@@ -199,11 +205,11 @@ class RayEngine:
         config = WorkerConfig(pickle.dumps(spec), batch.batch_id, batch.pool.cap, opts.concurrency, opts.max_retries,
                               opts.no_cache, opts.replay, shipped, None if self.client_mode else str(batch.ledger.path.resolve()),
                               None if self.client_mode else ray.get_runtime_context().get_node_id())
-        return config, runtime_env
+        return config
 
     async def _executor(self, batch: Batch) -> RayExecutor:
         ray = require_ray()
-        config, runtime_env = self._config(batch)
+        config = self._config(batch)
         count = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         zero = {"num_cpus": 0}
         budget = ray.remote(BudgetActor).options(**zero).remote(batch.pool.cap, batch.pool.spent)
@@ -214,7 +220,7 @@ class RayEngine:
 
             here = NodeAffinitySchedulingStrategy(node_id=config.driver_node, soft=False)
             reader = ray.remote(LedgerReader).options(num_cpus=0, scheduling_strategy=here).remote(config.ledger_path)
-        worker_class = ray.remote(CaseWorker).options(num_cpus=1, **({"runtime_env": runtime_env} if runtime_env else {}))
+        worker_class = ray.remote(CaseWorker).options(num_cpus=1)
         executor = RayExecutor(ray, lambda: worker_class.remote(config, budget, limiter, reader), budget, limiter, spares=count * 2)
         try:
             await executor.add(count)
@@ -225,7 +231,7 @@ class RayEngine:
 
     async def drive(self, batch: Batch, work: Iterator[tuple[Case, int, str | None, RunState | None]]) -> None:
         """Run every case of `work` on the workers; called by `Batch` in place of its in-process drive."""
-        self.connect()
+        self.connect(batch.spec.base_dir if batch.spec.path else None)
         try:
             executor = await self._executor(batch)
             scheduler = Scheduler(executor, window=batch.options.concurrency, commit=lambda s: self._commit(batch, s),

@@ -133,6 +133,7 @@ class Scheduler:
                         self._record(task, shipped)
                 if not task.finished and not self.stopping:
                     raise RuntimeError(f"case {task.case.id!r}: its worker ended it without a result")
+                self._settle_stopped(task)
                 return
             except asyncio.CancelledError:
                 raise
@@ -142,6 +143,7 @@ class Scheduler:
                     return
                 await self.executor.release(task)
                 if task.finished or self.stopping:
+                    self._settle_stopped(task)
                     return
                 task.losses += 1
                 if task.losses >= self.max_losses:
@@ -155,6 +157,12 @@ class Scheduler:
         self._record(task, Shipped(result, None, [], [EventRecord("error", {"message": message, "worker_losses": task.losses})],
                                    start))
 
+    def _settle_stopped(self, task: CaseTask) -> None:
+        """Once the batch is stopping, a run whose final step will not arrive is marked `interrupted` (one
+        never started has no row: resume runs it from the start)."""
+        if self.stopping and task.state is not None and not task.finished:
+            self._record(task, Shipped(stopped(task, RunStatus.INTERRUPTED, StopReason.INTERRUPTED), None, [], [], None))
+
     async def _interrupt(self) -> None:
         """Stop every worker's cases, drain their last steps (a second Ctrl-C cuts this short), and mark
         each run still without a final step `interrupted`."""
@@ -166,7 +174,6 @@ class Scheduler:
         finally:
             for runner, task in list(self.running.items()):
                 runner.cancel()
-                if task.state is not None and not task.finished:
-                    self._record(task, Shipped(stopped(task, RunStatus.INTERRUPTED, StopReason.INTERRUPTED), None, [], [], None))
+                self._settle_stopped(task)
             if self.running:
                 await asyncio.wait(list(self.running), timeout=self.drain_seconds)

@@ -1,0 +1,297 @@
+"""`--engine ray`: the scheduler on a fake executor (fast), then a real local Ray (started once for the module):
+every case recorded exactly once, the batch cap held across workers, a worker killed mid-case, Ctrl-C then
+resume. Figures come from the ledger (rows counted), never from timings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from loopkit.inputs import Case
+from loopkit.ray_engine.scheduler import REFUSED, CaseTask, Scheduler, Shipped
+from loopkit.records import IterationRecord, RunInfo, RunResult, RunState
+from loopkit.status import RunStatus, StopReason
+
+# --- the scheduler on a fake executor ----------------------------------------------------------------
+
+
+class Lost(Exception):
+    """The fake's stand-in for Ray's ActorDiedError."""
+
+
+def step(task: CaseTask, n: int, status: RunStatus) -> Shipped:
+    """Iteration `n` of the task's run, as a worker's recorder ships it."""
+    state = RunState(iterations=n, rewards=[0.0] * (n - 1) + [1.0 if status == RunStatus.PASSED else 0.0])
+    result = RunResult(task.run_id, status, StopReason.PASSED if status == RunStatus.PASSED else None,
+                       status == RunStatus.PASSED, 1.0, n, n, "out", 0.0, 0, 0, state)
+    start = RunInfo(task.run_id, "b", "h", "s", task.case.id, task.case.data) if n == 1 else None
+    return Shipped(result, IterationRecord(n, "m", "out", 1.0, True, "", 0.0, 0, 0, 0.0, []), [], [], start)
+
+
+class FakeExecutor:
+    """Runs each case in two iterations. `lose` maps a case id to how often its worker dies after iteration 1;
+    `refuse` is a case id whose first call the batch budget refuses; `hang` cases wait until interrupted."""
+
+    def __init__(self, *, lose: dict[str, int] | None = None, refuse: str | None = None, hang: bool = False) -> None:
+        self.lose = dict(lose or {})
+        self.refuse = refuse
+        self.hang = hang
+        self.started: list[tuple[str, int]] = []  # (case id, iterations it started from)
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.released: list[str] = []
+        self.interrupted = asyncio.Event()
+
+    async def run(self, task: CaseTask) -> AsyncIterator[list[Shipped] | str]:
+        done = task.state.iterations if task.state else 0
+        self.started.append((task.case.id, done))
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(0)
+            if task.case.id == self.refuse:
+                yield REFUSED
+                return
+            if done == 0:
+                yield [step(task, 1, RunStatus.RUNNING)]
+            if self.lose.get(task.case.id):
+                self.lose[task.case.id] -= 1
+                raise Lost()
+            if self.hang:
+                await self.interrupted.wait()
+                yield [step(task, 2, RunStatus.INTERRUPTED)] if task.case.id == "1" else []
+                return
+            yield [step(task, 2, RunStatus.PASSED)]
+        finally:
+            self.in_flight -= 1
+
+    def lost(self, exc: BaseException) -> bool:
+        return isinstance(exc, Lost)
+
+    async def release(self, task: CaseTask) -> None:
+        self.released.append(task.case.id)
+
+    async def interrupt(self) -> None:
+        self.interrupted.set()
+
+
+def schedule(executor: FakeExecutor, cases: int, *, window: int = 3, drawn: list[int] | None = None) -> tuple[Scheduler, list[Shipped]]:
+    committed: list[Shipped] = []
+    scheduler = Scheduler(executor, window=window, commit=committed.append,
+                          info=lambda t: RunInfo(t.run_id, "b", "h", "s", t.case.id, t.case.data), drain_seconds=1.0)
+
+    def tasks():
+        for i in range(1, cases + 1):
+            if drawn is not None:
+                drawn.append(i)
+            yield CaseTask(Case(str(i), {"n": i}), 0, f"run{i}")
+
+    scheduler.tasks = tasks()  # type: ignore[attr-defined]
+    return scheduler, committed
+
+
+def iterations_of(committed: list[Shipped]) -> list[tuple[str, int]]:
+    return sorted((s.result.run_id, s.iteration.n) for s in committed if s.iteration is not None)
+
+
+def test_every_case_is_committed_once_within_the_window_and_cases_are_drawn_as_it_frees():
+    executor = FakeExecutor()
+    drawn: list[int] = []
+    scheduler, committed = schedule(executor, 20, window=3, drawn=drawn)
+    asyncio.run(scheduler.drive(scheduler.tasks))
+    assert iterations_of(committed) == sorted((f"run{i}", n) for i in range(1, 21) for n in (1, 2))
+    assert executor.most_in_flight <= 3
+    assert len(drawn) == 20 and not scheduler.refused
+
+
+def test_a_lost_worker_retries_the_case_from_its_last_committed_iteration_under_the_same_run():
+    executor = FakeExecutor(lose={"2": 1})
+    scheduler, committed = schedule(executor, 4)
+    asyncio.run(scheduler.drive(scheduler.tasks))
+    assert [s for s in executor.started if s[0] == "2"] == [("2", 0), ("2", 1)]  # the retry starts after iteration 1
+    assert [s.iteration.n for s in committed if s.result.run_id == "run2"] == [1, 2]  # each once
+    assert [s for s in committed if s.result.run_id == "run2"][-1].result.status == RunStatus.PASSED
+    assert executor.released == ["2"]  # its reservations were charged and freed before the retry
+
+
+def test_a_case_whose_worker_keeps_dying_ends_in_error_instead_of_looping():
+    executor = FakeExecutor(lose={"1": 99})
+    scheduler, committed = schedule(executor, 2)
+    asyncio.run(scheduler.drive(scheduler.tasks))
+    last = [s for s in committed if s.result.run_id == "run1"][-1]
+    assert last.result.status == RunStatus.ERROR and "lost 3 times" in (last.result.message or "")
+    assert len([s for s in executor.started if s[0] == "1"]) == 3
+
+
+def test_a_refused_case_stops_the_batch_from_starting_more():
+    executor = FakeExecutor(refuse="1")
+    scheduler, committed = schedule(executor, 10, window=1)
+    asyncio.run(scheduler.drive(scheduler.tasks))
+    assert not committed and scheduler.refused == 10  # not written as runs; counted as kept from running
+    assert [s[0] for s in executor.started] == ["1"]
+
+
+def test_ctrl_c_drains_the_last_steps_and_marks_runs_without_one_interrupted():
+    executor = FakeExecutor(hang=True)
+    scheduler, committed = schedule(executor, 5, window=3)
+
+    async def main() -> None:
+        drive = asyncio.create_task(scheduler.drive(scheduler.tasks))
+        while len(committed) < 3:  # the three cases in flight committed iteration 1
+            await asyncio.sleep(0)
+        drive.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await drive
+
+    asyncio.run(main())
+    final = {s.result.run_id: s.result.status for s in committed}
+    assert final == {"run1": RunStatus.INTERRUPTED, "run2": RunStatus.INTERRUPTED, "run3": RunStatus.INTERRUPTED}
+    assert [s.iteration.n for s in committed if s.result.run_id == "run1" and s.iteration] == [1, 2]  # its own last step arrived
+    assert [s.iteration for s in committed if s.result.run_id == "run2"][-1] is None  # marked by the driver
+
+
+# --- without Ray installed ----------------------------------------------------------------------------
+
+
+def test_engine_ray_without_ray_names_the_extra(cli, write_spec, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    write_spec(SPEC.format(replies='["x"]', extra=""))
+    proc = cli("run", "spec.yaml", "--engine", "ray")
+    assert proc.returncode == 2
+    assert "pip install 'loopkit[ray]'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_address_without_the_ray_engine_is_a_usage_error(cli, write_spec):
+    write_spec(SPEC.format(replies='["x"]', extra=""))
+    proc = cli("run", "spec.yaml", "--address", "auto")
+    assert proc.returncode == 2 and "--engine ray" in proc.stderr
+
+
+# --- a real local Ray -----------------------------------------------------------------------------------
+
+SPEC = """\
+version: 1
+name: doubling
+model: {{id: loopkit/scripted, replies: {replies}, price: {{input_per_mtok: 1, output_per_mtok: 2}}}}
+params: {{max_tokens: 20}}
+task:
+  prompt: "Double {{{{ case.n }}}}"
+inputs: cases.jsonl
+checkers:
+  - {{name: exact, type: equals, expected: "{{{{ case.n * 2 }}}}"}}
+{extra}"""
+TWO_TRIES = '["wrong {{ case.n }}", "{{ case.n * 2 }}"]'
+
+
+def cases(folder: Path, n: int) -> None:
+    (folder / "cases.jsonl").write_text("".join(json.dumps({"id": str(i), "n": i}) + "\n" for i in range(1, n + 1)))
+
+
+def rows(db: Path, sql: str, *args: object) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql, args).fetchall()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local Ray (2 CPUs) for every test below; stopped after the last."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def test_every_case_is_recorded_exactly_once(ray_cluster, cli, write_spec, tmp_path):
+    write_spec(SPEC.format(replies=TWO_TRIES, extra=""))
+    cases(tmp_path, 30)
+    proc = cli("run", "spec.yaml", "--engine", "ray", "--concurrency", "8", "--json")
+    assert proc.returncode == 0, proc.stderr
+    db = tmp_path / "ledger.db"
+    assert rows(db, "SELECT COUNT(*), COUNT(DISTINCT case_id) FROM runs") == [(30, 30)]
+    assert rows(db, "SELECT COUNT(*) FROM iterations") == [(60,)]
+    assert rows(db, "SELECT COUNT(*) FROM calls") == [(60,)]
+    assert rows(db, "SELECT DISTINCT status FROM runs") == [("passed",)]
+    assert json.loads(proc.stdout)["passed"] == 30
+
+
+def test_a_worker_killed_mid_case_leaves_each_case_once_and_the_cap_holds(ray_cluster, write_spec, tmp_path):
+    """Case 1's checker kills its worker (SIGKILL to the actor's process) once, in iteration 2: the case
+    runs again on another worker from iteration 2, and the batch cap still holds over every worker."""
+    from loopkit.api import run_batch
+    from loopkit.batch import BatchOptions
+    from loopkit.ledger import Ledger
+    from loopkit.ray_engine import engine_for
+    from loopkit.spec import load_spec
+
+    marker = tmp_path / "killed"
+    kill = (f'  - {{name: node_loss, type: command, run: "if [ \\"$LOOPKIT_OUTPUT\\" = 2 ] && [ ! -e {marker} ]; '
+            f'then touch {marker}; kill -9 $PPID; fi"}}\n')
+    cap = 0.0006  # about half of the 24 cases' two iterations
+    cases(tmp_path, 24)
+    spec = load_spec(write_spec(SPEC.format(replies=TWO_TRIES, extra=kill + f"budget: {{total_usd: {cap}}}\n")))
+    ledger = Ledger(tmp_path / "ledger.db")
+    result = run_batch(spec, ledger=ledger, options=BatchOptions(concurrency=4), engine=engine_for("ray"))
+
+    db = tmp_path / "ledger.db"
+    assert marker.exists()  # the worker really was killed
+    per_case = rows(db, "SELECT case_id, COUNT(*) FROM runs GROUP BY case_id")
+    assert per_case and all(n == 1 for _, n in per_case)
+    assert ("1", 1) in per_case
+    assert rows(db, "SELECT n FROM iterations i JOIN runs r ON r.id = i.run_id WHERE r.case_id = '1' ORDER BY n") == [(1,), (2,)]
+    assert rows(db, "SELECT COUNT(*) FROM calls c JOIN runs r ON r.id = c.run_id WHERE r.case_id = '1'") == [(2,)]
+    recorded = rows(db, "SELECT COALESCE(SUM(cost_usd), 0) FROM calls")[0][0]
+    assert 0 < recorded <= cap
+    assert result.refused > 0 and result.exit_code(None) == 3
+    assert rows(db, "SELECT COUNT(*) FROM runs WHERE status NOT IN ('passed', 'failed')") == [(0,)]  # failed: its budget stop
+
+
+def test_sigint_of_the_driver_marks_runs_interrupted_and_resume_finishes(ray_cluster, write_spec, tmp_path, tmp_path_factory):
+    """A separate driver process joins the module's Ray (--address: the spec's folder is shipped); its checkers
+    block until the test says go, so the SIGINT lands with cases in flight. (The FIFO lives outside the spec's
+    folder: Ray reads every file it ships, and opening a FIFO blocks.)"""
+    gates = tmp_path_factory.mktemp("gates")
+    fifo, go = gates / "started", gates / "go"
+    os.mkfifo(fifo)
+    gate = (f'  - {{name: gate, type: command, timeout: 120, run: "[ -e {go} ] && exit 0; echo started > {fifo}; sleep 100"}}\n')
+    write_spec(SPEC.format(replies='["{{ case.n * 2 }}"]', extra=gate))
+    cases(tmp_path, 6)
+    exe = Path(sys.executable).with_name("loopkit")
+    env = {**os.environ, "LOOPKIT_LEDGER": str(tmp_path / "ledger.db")}
+    args = ["--engine", "ray", "--address", ray_cluster, "--json"]
+    driver = subprocess.Popen([str(exe), "run", "spec.yaml", "--concurrency", "2", *args], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started: list[str] = []
+    reader = threading.Thread(target=lambda: started.append(fifo.read_text()), daemon=True)
+    reader.start()
+    while reader.is_alive() and driver.poll() is None:  # until a checker started, or the driver ended early
+        reader.join(timeout=0.5)
+    if not started:
+        driver.kill()
+        pytest.fail(f"no checker started: {driver.communicate()[1][-2000:]}")
+    driver.send_signal(signal.SIGINT)
+    _, stderr = driver.communicate(timeout=120)
+    assert driver.returncode == 130, stderr[-2000:]
+
+    db = tmp_path / "ledger.db"
+    (batch_id, status), = rows(db, "SELECT id, status FROM batches WHERE kind = 'run'")
+    assert status == "interrupted"
+    assert rows(db, "SELECT COUNT(*) FROM runs WHERE status = 'interrupted'")[0][0] >= 1
+    assert rows(db, "SELECT COUNT(*) FROM runs WHERE status = 'running'") == [(0,)]
+
+    go.touch()
+    resumed = subprocess.run([str(exe), "resume", batch_id, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert rows(db, "SELECT COUNT(*), COUNT(DISTINCT case_id) FROM runs") == [(6, 6)]
+    assert rows(db, "SELECT DISTINCT status FROM runs") == [("passed",)]
+    assert rows(db, "SELECT status FROM batches WHERE id = ?", batch_id) == [("done",)]
