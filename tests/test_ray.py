@@ -160,6 +160,25 @@ def test_ctrl_c_drains_the_last_steps_and_marks_runs_without_one_interrupted():
     assert [s.iteration for s in committed if s.result.run_id == "run2"][-1] is None  # marked by the driver
 
 
+def test_a_lost_runs_reservations_are_charged_at_their_worst_case_and_its_late_settle_is_ignored():
+    """The budget actor's bookkeeping (plain class here): a worker gone mid-call may still be billed."""
+    from loopkit.ray_engine.actors import BudgetActor
+
+    budget = BudgetActor(cap=1.0, spent=0.0)
+
+    async def main() -> None:
+        assert (await budget.reserve("run1", 0.3, None))[0] is True
+        assert (await budget.reserve("run2", 0.2, None))[0] is True
+        budget.settle("run2", 0.2, 0.05)
+        assert budget.release("run1") == 0.3
+        budget.settle("run1", 0.3, 0.01)  # its worker's settle arriving after all: already charged
+        admitted, remaining, _ = await budget.reserve("run3", 0.7, None)
+        assert admitted is False and remaining == pytest.approx(0.65)  # 0.3 + 0.05 spent: 0.7 no longer fits
+
+    asyncio.run(main())
+    assert budget.pool.spent == pytest.approx(0.35) and budget.pool.reserved == 0.0
+
+
 # --- without Ray installed ----------------------------------------------------------------------------
 
 
