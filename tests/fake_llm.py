@@ -7,6 +7,8 @@ Standard library only. Use it as a context manager (or via the `fake_llm` fixtur
         litellm.completion(model="openai/gpt-4o-mini", api_base=fake.base_url, ...)
 
 Replies come from the FIFO queue first, then from `responder(body)` if set, else `default`.
+A reply may call tools: `Reply(tool_calls=[{"name": "add", "arguments": {"a": 1}}])` answers with
+OpenAI-style `tool_calls` (ids `call_<request number>_<index>` unless given) and finish_reason `tool_calls`.
 A request with `"stream": true` is answered as server-sent events (the content in a few chunks, then
 the finish reason; a usage chunk when `stream_options.include_usage` asks for one), as OpenAI does.
 Run standalone for benchmarks: `python tests/fake_llm.py --port 0 --latency 0.05` prints the
@@ -39,6 +41,7 @@ class Reply:
     status: int = 200  # e.g. 429, 500 or 503 for faults
     retry_after: float | None = None  # sent as a Retry-After header when set
     latency: float = 0.0  # seconds to wait before answering
+    tool_calls: list[dict[str, Any]] | None = None  # [{"name", "arguments" (dict or JSON text), "id" (optional)}]
     chunks: int = 3  # how many pieces a streamed answer's content comes in
 
 
@@ -72,6 +75,19 @@ def _message_text(body: dict) -> str:
         elif isinstance(content, list):  # content parts: [{"type": "text", "text": ...}, ...]
             parts.extend(p.get("text", "") for p in content if isinstance(p, dict))
     return "".join(parts)
+
+
+def _tool_calls(reply: Reply, request: int) -> list[dict[str, Any]] | None:
+    """The reply's tool calls in OpenAI format (arguments as JSON text)."""
+    if not reply.tool_calls:
+        return None
+    found = []
+    for i, call in enumerate(reply.tool_calls):
+        arguments = call.get("arguments", {})
+        found.append({"id": call.get("id") or f"call_{request}_{i}", "type": "function",
+                      "function": {"name": call["name"],
+                                   "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments)}})
+    return found
 
 
 def _format_retry_after(seconds: float) -> str:
@@ -165,9 +181,13 @@ class FakeLLM:
         prompt = reply.prompt_tokens
         if prompt is None:
             prompt = max(1, len(_message_text(body)) // 4)
+        tool_calls = _tool_calls(reply, self.count)
         completion = reply.completion_tokens
         if completion is None:
-            completion = max(1, len(reply.content) // 4)
+            completion = max(1, (len(reply.content) + len(json.dumps(tool_calls or ""))) // 4)
+        message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+        if tool_calls:
+            message = {"role": "assistant", "content": reply.content if reply.content != "ok" else None, "tool_calls": tool_calls}
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
             "object": "chat.completion",
@@ -177,9 +197,9 @@ class FakeLLM:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": reply.content},
+                    "message": message,
                     "logprobs": None,
-                    "finish_reason": "stop",
+                    "finish_reason": "tool_calls" if tool_calls else "stop",
                 }
             ],
             "usage": {

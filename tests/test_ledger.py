@@ -282,7 +282,7 @@ def test_an_older_ledger_is_migrated_by_the_first_write(tmp_path):
     conn.close()
     with Ledger(path) as ledger:
         assert "call_key" in ledger.db["calls"].columns_dict
-        assert [m.name for m in migrations().applied(ledger.db)] == list(NAMES)
+        assert sorted(m.name for m in migrations().applied(ledger.db)) == sorted(NAMES)  # later ones were kept
 
 
 def test_opening_a_ledger_leaves_no_probe_table_and_drops_the_old_one(tmp_path):

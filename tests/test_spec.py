@@ -224,7 +224,7 @@ def test_a_bom_at_the_start_of_the_file_is_not_part_of_the_spec(tmp_path):
 def test_an_unknown_top_level_key_is_located_at_the_key_with_a_did_you_mean(write_spec):
     assert only_problem(write_spec, SCRIPTED + "task: {prompt: go}\nchekers: []\n") == (
         "3:1: chekers: unknown key; did you mean `checkers`? (expected one of: version, name, description, "
-        "model, params, task, inputs, checkers, reward, stop, escalate, budget, worker)")
+        "model, params, task, inputs, checkers, reward, stop, escalate, human_rate, budget, tools, agent, worker)")
 
 
 def test_an_unknown_key_inside_a_checker_lists_that_checker_type_keys(write_spec):
@@ -338,7 +338,7 @@ escalate:
 """)
     assert found == [
         "4:5: escalate.0: found both `model:` and `human:`, expected one of them (an escalation takes one action)",
-        "7:5: escalate.1: found neither `model:` nor `human:`, expected one of them (the escalation's action)",
+        "7:5: escalate.1: found none of `model:`, `human:`, `cheapest:`, expected one of them (the escalation's action)",
     ]
 
 

@@ -11,12 +11,18 @@ import dataclasses
 import json
 import math
 import random
+import statistics
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from loopkit.stats.cost import MIN_CASES
+from loopkit.stats.noninferiority import BET_FRACTIONS
 from loopkit.stats import (
+    VERDICT_KINDS,
+    CostConfidenceSequence,
+    NonInferiorityTest,
     RewardConfidenceSequence,
     SequentialMonitor,
     SuccessEValue,
@@ -29,6 +35,8 @@ from loopkit.stats import (
     mcnemar_exact,
     mcnemar_test,
     mean_ci,
+    ni_log_wealth,
+    ni_lower_bound,
     norm_cdf,
     norm_ppf,
     norm_sf,
@@ -553,3 +561,272 @@ def test_required_pairs_grows_as_the_effect_shrinks() -> None:
 def test_required_pairs_rejects_a_zero_effect() -> None:
     with pytest.raises(ValueError):
         required_pairs_for(0.0, 0.3)
+
+
+# --------------------------------------------------------------------------- non-inferiority (ab --margin)
+#
+# H0: B's success rate is lower than A's by the margin or more (mean paired difference mu <= -margin).
+# Unlike superiority, the discordant pairs alone cannot decide it (how often the variants disagree
+# matters), so the test bets on every case; its wealth is a function of how often each difference
+# occurred, and the exact false-claim rate is again a sum over lattice paths.
+
+
+def _ni_fires(margin: float, alpha: float):
+    """The non-inferiority rule as a function of (b, c, t): cases B lost, won, and tied."""
+    logs = [(math.log1p(-f) + 0.0, math.log((1 - f) + f / (1 - margin)), math.log((1 - f) + 2 * f / (1 - margin)))
+            for f in BET_FRACTIONS]
+    threshold = math.log(1 / alpha)
+
+    def fires(b: int, c: int, t: int) -> bool:
+        ws = [b * lm + t * l0 + c * lp for lm, l0, lp in logs]
+        top = max(ws)
+        return top + math.log(sum(math.exp(w - top) for w in ws) / len(ws)) >= threshold
+
+    return fires
+
+
+def _exact_ni_rate(q: float, r: float, fires, n_max: int) -> float:
+    """P(fires at some n <= n_max) when each case is B-only-passes (d = +1) w.p. q, A-only (d = -1) w.p. r, else a tie."""
+    tie = 1.0 - q - r
+    alive = {(0, 0): 1.0}  # (b, c) -> probability of being here without having fired
+    fired = 0.0
+    seen: dict[tuple[int, int, int], bool] = {}
+    for n in range(1, n_max + 1):
+        step: dict[tuple[int, int], float] = {}
+        for (b, c), mass in alive.items():
+            for key, p in (((b + 1, c), r), ((b, c + 1), q), ((b, c), tie)):
+                if p > 0:
+                    step[key] = step.get(key, 0.0) + mass * p
+        alive = {}
+        for (b, c), mass in step.items():
+            state = (b, c, n - b - c)
+            if state not in seen:
+                seen[state] = fires(*state)
+            if seen[state]:
+                fired += mass
+            else:
+                alive[(b, c)] = mass
+    return fired
+
+
+def test_ni_wealth_is_the_mixture_of_bets_on_every_case() -> None:
+    # One tie and one loss for B at margin 0.1: each bet f multiplies (1 - f + f / 0.9) by (1 - f).
+    expected = sum((1 - f + f / 0.9) * (1 - f) for f in BET_FRACTIONS) / len(BET_FRACTIONS)
+    assert math.exp(ni_log_wealth({0.0: 1, -1.0: 1}, -0.1)) == pytest.approx(expected)
+    test = NonInferiorityTest(0.1, alpha=0.05)
+    test.update(True, True)
+    test.update(True, False)
+    assert test.e == pytest.approx(expected) and test.mean == -0.5
+
+
+def test_ni_crosses_once_b_ties_a_often_enough_and_its_bound_agrees() -> None:
+    test = NonInferiorityTest(0.1, alpha=0.05)
+    while not test.update(True, True):  # B passes exactly when A does
+        assert test.n < 200
+    # the decision is the wealth at -margin reaching 1/alpha, and the lower bound sits above -margin then
+    assert math.exp(ni_log_wealth({0.0: test.n}, -0.1)) >= 20 > math.exp(ni_log_wealth({0.0: test.n - 1}, -0.1))
+    assert test.winner == "B" and test.stopped_at == test.n and test.p_value <= 0.05
+    assert -0.1 < test.lower < 0
+    r = test.result()
+    assert (r.ci_low, r.ci_high, r.estimate) == (test.lower, 1.0, 0.0)
+    for _ in range(30):
+        test.update(True, False)  # sticky, and the bound never falls below where it stood when it crossed
+    assert test.winner == "B" and test.lower > -0.1
+
+
+def test_ni_lower_bound_is_where_the_wealth_reaches_one_over_alpha() -> None:
+    counts = {0.0: 150.0, 1.0: 10.0, -1.0: 14.0}
+    lo = ni_lower_bound(counts, 0.05)
+    assert -1 < lo < (10 - 14) / 174
+    assert ni_log_wealth(counts, lo + 1e-6) < math.log(20) <= ni_log_wealth(counts, lo - 1e-6)
+    assert ni_lower_bound({}, 0.05) == -1.0
+    assert ni_lower_bound({-1.0: 3}, 0.05) == -1.0
+
+
+def test_ni_takes_pass_rates_over_repeats() -> None:
+    test = NonInferiorityTest(0.05, alpha=0.05)
+    test.update(0.6, 0.4)
+    test.update(0.4, 0.6)
+    assert test.counts == {-0.2: 1, 0.2: 1} and test.mean == pytest.approx(0.0)
+    with pytest.raises(ValueError):
+        test.update(0.0, 1.5)
+
+
+@pytest.mark.parametrize(("margin", "alpha"), [(0.1, 0.05), (0.02, 0.05), (0.1, 0.0125)])
+def test_the_ni_rule_keeps_its_exact_false_claim_rate_under_alpha_at_the_margin(margin: float, alpha: float) -> None:
+    """B exactly `margin` worse, the hardest null, at three discordance rates: every case discordant, only
+    B's losses discordant, and in between. 0.0125 is the share `ab --margin` gives it at alpha 0.05."""
+    fires = _ni_fires(margin, alpha)
+    rates = [_exact_ni_rate((1 - margin) / 2, (1 + margin) / 2, fires, 300),  # no ties
+             _exact_ni_rate(0.0, margin, fires, 300),                         # B never wins a case A loses
+             _exact_ni_rate(0.1, 0.1 + margin, fires, 80)]                    # ties and both kinds of discordance
+    assert all(0 < rate <= alpha for rate in rates), rates
+
+
+def test_the_ni_rule_is_exactly_what_the_test_object_does() -> None:
+    rng = random.Random(21)
+    fires, crossed = _ni_fires(0.1, 0.05), 0
+    for q, r in [(0.45, 0.55)] * 10 + [(0.05, 0.05)] * 10:
+        test, b, c = NonInferiorityTest(0.1, alpha=0.05), 0, 0
+        for n in range(1, 401):
+            u = rng.random()
+            a_ok, b_ok = (False, True) if u < q else (True, False) if u < q + r else (True, True)
+            b, c = b + (a_ok and not b_ok), c + (b_ok and not a_ok)
+            assert (test.update(a_ok, b_ok) == "B") == fires(b, c, n - b - c), (n, b, c)
+            if test.crossed:
+                crossed += 1
+                break
+    assert crossed >= 10
+
+
+def test_the_exact_ni_check_catches_a_non_inferiority_test_that_peeks() -> None:
+    """A fixed-sample paired Wald bound above -margin, looked at after every case, claims non-inferiority
+    far more often than alpha when B is exactly the margin worse; the same bound looked at once does not."""
+    margin, alpha = 0.1, 0.05
+
+    def wald(b: int, c: int, t: int) -> bool:
+        n = b + c + t
+        return n >= 10 and paired_proportion_diff_ci(b, c, n, level=1 - 2 * alpha)[0] > -margin
+
+    peeking = _exact_ni_rate((1 - margin) / 2, (1 + margin) / 2, wald, 300)
+    once = _exact_ni_rate((1 - margin) / 2, (1 + margin) / 2, lambda b, c, t: b + c + t == 300 and wald(b, c, t), 300)
+    assert peeking > 3 * alpha
+    assert once <= 1.2 * alpha  # the Wald bound is approximate at one look: close to alpha, as it should be
+
+
+def test_ni_finds_an_equally_good_b_with_reasonable_n() -> None:
+    """B passes the same cases as A but for 5% each way: non-inferior within 10 points, found in every run."""
+    rng = random.Random(5)
+    stops = []
+    for _ in range(100):
+        test = NonInferiorityTest(0.1, alpha=0.0125)
+        for _ in range(1000):
+            u = rng.random()
+            if test.update(*((True, False) if u < 0.05 else (False, True) if u < 0.1 else (True, True))):
+                stops.append(test.n)
+                break
+    assert len(stops) == 100 and statistics.median(stops) < 250
+
+
+# --------------------------------------------------------------------------- cost (ab --margin)
+
+
+def test_cost_cs_claims_nothing_before_min_cases_then_matches_the_normal_mixture_boundary() -> None:
+    cs = CostConfidenceSequence(alpha=0.05, target_n=100)
+    diffs = [-0.01 + 0.001 * (i % 7) for i in range(MIN_CASES + 5)]
+    for i, d in enumerate(diffs[: MIN_CASES - 1]):
+        assert cs.update(d) is None
+    assert cs.interval == (-math.inf, math.inf) and cs.result().ci_low is None
+    for d in diffs[MIN_CASES - 1:]:
+        cs.update(d)
+    mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
+    half = cs_half_width(len(diffs), alpha=0.05, bound=sd, target_n=100)
+    assert cs.mean == pytest.approx(mean) and cs.sd == pytest.approx(sd)
+    assert cs.hi <= mean + half + 1e-12 and cs.lo >= mean - half - 1e-12  # the running intersection is no wider
+    assert cs.winner == "B" and cs.p_value < 0.05  # B is cheaper: its interval lies below zero
+
+
+def test_cost_cs_false_claims_stay_under_alpha_when_costs_are_equal() -> None:
+    """Equal mean cost, skewed noise (exponential per-case costs, as with retries): a claim either way is false."""
+    rng = random.Random(9)
+    experiments, false_claims = 400, 0
+    for _ in range(experiments):
+        cs = CostConfidenceSequence(alpha=0.05, target_n=200)
+        for _ in range(200):
+            if cs.update(rng.expovariate(1 / 0.004) - rng.expovariate(1 / 0.004)):
+                false_claims += 1
+                break
+    se = math.sqrt(0.05 * 0.95 / experiments)
+    assert false_claims / experiments <= 0.05 + 2 * se
+
+
+def test_cost_cs_finds_a_halving_of_the_cost_within_a_few_dozen_cases() -> None:
+    rng = random.Random(10)
+    stops = []
+    for _ in range(100):
+        cs = CostConfidenceSequence(alpha=0.0125, target_n=200)
+        for _ in range(200):
+            if cs.update(rng.uniform(0.001, 0.003) - rng.uniform(0.002, 0.006)):
+                stops.append(cs.n)
+                break
+    assert len(stops) == 100 and max(stops) <= 40
+
+
+# --------------------------------------------------------------------------- the monitor with a margin
+
+
+def test_alpha_is_split_evenly_over_the_tests_that_can_end_the_experiment() -> None:
+    plain, econ = SequentialMonitor(alpha=0.05), SequentialMonitor(alpha=0.05, margin=0.02)
+    assert plain.alpha_split == {"success_sequential": 0.025, "reward_sequential": 0.025}
+    assert econ.alpha_split == {"success_sequential": 0.0125, "reward_sequential": 0.0125,
+                                "success_noninferiority": 0.0125, "cost_sequential": 0.0125}
+    assert econ.success.alpha == econ.reward.alpha == econ.noninferiority.alpha == econ.cost.alpha == 0.0125
+    with pytest.raises(ValueError):
+        econ.update(True, True, 0.0)  # with a margin every case needs its cost difference
+
+
+def _feed(monitor: SequentialMonitor, cases: int, a_ok: bool, b_ok: bool, cost_diff: float) -> SequentialMonitor:
+    for i in range(cases):
+        monitor.update(a_ok, b_ok, float(b_ok) - float(a_ok), cost_diff * (1 + 0.1 * (i % 3)))
+        if monitor.decided:
+            break
+    return monitor
+
+
+@pytest.mark.parametrize(("a_ok", "b_ok", "cost_diff", "kind"), [
+    (True, True, -0.01, "non_inferior_cheaper"),
+    (True, True, 0.01, "non_inferior_dearer"),
+    (True, True, 0.0, "non_inferior"),
+    (True, False, -0.01, "cheaper_but_worse"),
+    (True, False, 0.01, "worse"),
+    (False, True, -0.01, "better"),
+])
+def test_each_verdict_kind_arises_from_its_evidence(a_ok: bool, b_ok: bool, cost_diff: float, kind: str) -> None:
+    monitor = _feed(SequentialMonitor(alpha=0.05, target_n=300, margin=0.1), 300, a_ok, b_ok, cost_diff)
+    assert monitor.kind == kind and kind in VERDICT_KINDS
+    assert monitor.decided == (cost_diff != 0)  # a margin's verdict waits for the cost as well
+    assert SequentialMonitor(alpha=0.05, margin=0.1).kind == "inconclusive"
+
+
+def test_without_a_margin_the_monitor_decides_as_before() -> None:
+    monitor = _feed(SequentialMonitor(alpha=0.05, target_n=100), 100, True, True, -0.01)
+    assert (monitor.kind, monitor.decided, monitor.n, monitor.cost_side) == ("inconclusive", False, 100, None)
+    monitor = _feed(SequentialMonitor(alpha=0.05, target_n=100), 100, False, True, 0.0)
+    assert (monitor.kind, monitor.decided) == ("better", True)
+
+
+def _economics_trials(p_a: float, diff: float, *, discordance: float, experiments: int, cases: int, seed: int) -> dict[str, int]:
+    """`experiments` A/B tests with a margin of 0.1, B always cheaper (noisily), success B - A = diff on average;
+    each stops as `ab` does (once decided). Returns how often each verdict kind was reached."""
+    rng = random.Random(seed)
+    q = (discordance + diff) / 2  # P(only B passes); P(only A passes) = q - diff
+    kinds: dict[str, int] = {}
+    for _ in range(experiments):
+        monitor = SequentialMonitor(alpha=0.05, target_n=cases, margin=0.1)
+        for _ in range(cases):
+            u = rng.random()
+            a_ok, b_ok = (False, True) if u < q else (True, False) if u < discordance else (u < discordance + p_a,) * 2
+            monitor.update(a_ok, b_ok, float(b_ok) - float(a_ok), rng.uniform(0.001, 0.003) - rng.uniform(0.003, 0.006))
+            if monitor.decided:
+                break
+        kinds[monitor.kind] = kinds.get(monitor.kind, 0) + 1
+    return kinds
+
+
+@pytest.mark.parametrize(("diff", "discordance"), [(-0.1, 0.6), (-0.1, 0.3), (-0.15, 0.4)])
+def test_false_as_good_and_cheaper_verdicts_stay_under_alpha_when_b_is_worse_by_more_than_the_margin(
+        diff: float, discordance: float) -> None:
+    """The whole rule `ab --margin 0.1` stops on, B cheaper every time and worse by the margin or more: a
+    "non_inferior_cheaper" verdict is false. Its rate is at most the non-inferiority test's share (alpha/4);
+    the tolerance is three binomial standard errors (the seeded run is deterministic: this cannot flake). The
+    exact rates above cover the non-inferiority rule alone, including every case discordant."""
+    experiments = 400
+    kinds = _economics_trials(0.5, diff, discordance=discordance, experiments=experiments, cases=200, seed=31)
+    share = 0.05 / 4
+    assert kinds.get("non_inferior_cheaper", 0) / experiments <= share + 3 * math.sqrt(share * (1 - share) / experiments)
+    assert kinds.get("non_inferior_cheaper", 0) / experiments <= 0.05
+
+
+def test_a_truly_non_inferior_cheaper_b_is_found_so() -> None:
+    kinds = _economics_trials(0.8, 0.0, discordance=0.06, experiments=100, cases=400, seed=32)
+    assert kinds.get("non_inferior_cheaper", 0) >= 95, kinds

@@ -15,8 +15,9 @@ which one first drawn from the seed, so queueing and cache effects cannot favour
 Statistics (all differences are B − A; see `loopkit.stats`). The runner looks after every case, so
 a winner is declared only by tests that stay valid under repeated looks: a beta-binomial e-value on
 the discordant cases (success) and a confidence sequence for the mean reward difference, at alpha/2
-each (Bonferroni). Fixed-sample tests give the per-metric deltas, intervals and p-values at the
-final look, for information.
+each (Bonferroni). `margin` adds non-inferiority on success and a confidence sequence on the cost per
+case, alpha/4 each then (see `loopkit.stats.monitor`). Fixed-sample tests give the per-metric deltas,
+intervals and p-values at the final look, for information.
 
 The report is always recomputed from the ledger (`ab_report`), so `loopkit ab`, `loopkit ab --show`
 and `loopkit show` of an ab batch print the same thing, and `resume_ab` continues an interrupted one.
@@ -64,6 +65,7 @@ class ABOptions:
     no_cache: bool = False
     max_retries: int = 6
     seed: int | None = None  # None: drawn at random when the test starts
+    margin: float | None = None  # `--margin`: adds non-inferiority (within this many points, as a fraction) and cost tests
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -75,7 +77,7 @@ class _Unit:
 
     case: Case
     size: int  # runs: 2 x repeat
-    outcomes: dict[tuple[int, str], tuple[bool, float]] = field(default_factory=dict)  # finished: (passed, reward)
+    outcomes: dict[tuple[int, str], tuple[bool, float, float]] = field(default_factory=dict)  # finished: (passed, reward, cost)
     continues: dict[tuple[int, str], tuple[str, RunState]] = field(default_factory=dict)  # interrupted runs to pick up
     refused: int = 0  # runs the batch budget refused before their first call (no row written)
 
@@ -108,6 +110,8 @@ class ABTest:
                  on_progress: Callable[[Progress], None] | None = None) -> None:
         if not 0.0 < options.alpha < 1.0:
             raise UsageError(f"--alpha {options.alpha:g}: use a level between 0 and 1, e.g. 0.05")
+        if options.margin is not None and not 0.0 <= options.margin < 1.0:
+            raise UsageError(f"--margin {options.margin:g}: use a fraction of the success rate, e.g. 0.02 for 2 points")
         if options.seed is None:
             options = dataclasses.replace(options, seed=random.SystemRandom().randrange(1 << 31))
         self.specs = {"A": spec_a, "B": spec_b}
@@ -124,7 +128,7 @@ class ABTest:
                              base_dir=None if options.inputs else spec_a.base_dir)
         self.units: list[_Unit] = []
         self.fed = 0  # units[:fed] have reached the monitor (or were void)
-        self.monitor = SequentialMonitor(alpha=options.alpha)
+        self.monitor = SequentialMonitor(alpha=options.alpha, margin=options.margin)
         self.refused = 0
         self.batch_id = ""
         self._caches: dict[str, Any] = {}
@@ -142,7 +146,7 @@ class ABTest:
                 self.models.client(model)
         cases = sorted(_unique_cases(self.inputs), key=lambda c: schedule_key(self.seed, c.id))
         self.units = [_Unit(case, 2 * self.options.repeat) for case in cases]
-        self.monitor = SequentialMonitor(alpha=self.options.alpha, target_n=len(cases))
+        self.monitor = SequentialMonitor(alpha=self.options.alpha, target_n=len(cases), margin=self.options.margin)
         self.progress.total = 2 * self.options.repeat * len(cases)
         return len(cases)
 
@@ -151,13 +155,13 @@ class ABTest:
         while self.fed < len(self.units):
             unit = self.units[self.fed]
             if unit.complete:
-                self.monitor.update(*case_summary((v, passed, reward) for (_, v), (passed, reward) in unit.outcomes.items()))
+                self.monitor.update(*case_summary((v, *outcome) for (_, v), outcome in unit.outcomes.items()))
             elif not unit.void:
                 return
             self.fed += 1
 
-    def _finished(self, unit: _Unit, repeat: int, variant: str, passed: bool, reward: float, status: str) -> None:
-        unit.outcomes[(repeat, variant)] = (passed, reward)
+    def _finished(self, unit: _Unit, repeat: int, variant: str, passed: bool, reward: float, cost: float, status: str) -> None:
+        unit.outcomes[(repeat, variant)] = (passed, reward, cost)
         p = self.progress
         p.done += 1
         p.passed += int(passed)
@@ -179,7 +183,7 @@ class ABTest:
         finally:
             self.progress.in_flight -= 1
         if result.status in FINISHED:
-            self._finished(unit, repeat, variant, result.success, result.reward or 0.0, result.status)
+            self._finished(unit, repeat, variant, result.success, result.reward or 0.0, result.cost_usd or 0.0, result.status)
         self.progress.spent = self.pool.spent
         self._advance()
         self.on_progress(self.progress)
@@ -236,7 +240,8 @@ class ABTest:
                 continue
             if row["status"] in FINISHED:
                 unit.continues.pop(key, None)
-                self._finished(unit, *key, bool(row["success"]), float(row["reward"] or 0.0), row["status"])
+                self._finished(unit, *key, bool(row["success"]), float(row["reward"] or 0.0), float(row["cost_usd"] or 0.0),
+                               row["status"])
                 continue
             unit.continues[key] = (row["id"], self.ledger.continuation(row["id"]))  # one run, one row
         self._advance()

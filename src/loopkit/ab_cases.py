@@ -32,15 +32,16 @@ def schedule_key(seed: int, case_id: str) -> str:
     return hashlib.sha256(f"{seed}\x00{case_id}".encode()).hexdigest()
 
 
-def case_summary(runs: Iterable[tuple[str, float, float]]) -> tuple[float, float, float]:
-    """One case's evidence for the sequential tests, from its runs' (variant, passed, reward):
-    A's and B's pass rate over the repeats, and the mean reward B - A."""
-    by: dict[str, list[tuple[float, float]]] = {v: [] for v in VARIANTS}
-    for variant, passed, reward in runs:
-        by[variant].append((float(passed), reward))
+def case_summary(runs: Iterable[tuple[str, float, float, float]]) -> tuple[float, float, float, float]:
+    """One case's evidence for the sequential tests, from its runs' (variant, passed, reward, cost):
+    A's and B's pass rate over the repeats, the mean reward B - A and the mean cost B - A (USD per run)."""
+    by: dict[str, list[tuple[float, float, float]]] = {v: [] for v in VARIANTS}
+    for variant, passed, reward, cost in runs:
+        by[variant].append((float(passed), reward, cost))
     a, b = by["A"], by["B"]
-    return (statistics.fmean(p for p, _ in a), statistics.fmean(p for p, _ in b),
-            statistics.fmean(r for _, r in b) - statistics.fmean(r for _, r in a))
+    return (statistics.fmean(p for p, _, _ in a), statistics.fmean(p for p, _, _ in b),
+            statistics.fmean(r for _, r, _ in b) - statistics.fmean(r for _, r, _ in a),
+            statistics.fmean(c for _, _, c in b) - statistics.fmean(c for _, _, c in a))
 
 
 def complete_prefix(runs: list[dict[str, Any]], *, seed: int, repeat: int) -> list[list[dict[str, Any]]]:

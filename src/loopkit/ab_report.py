@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import stats
 from .ab_cases import VARIANTS, case_means, case_summary, complete_prefix
+from .ab_verdict import fmt_p, pts, verdict
 from .errors import UsageError
 from .ledger import Ledger
 from .ledger.ab_queries import ab_runs
@@ -26,7 +27,6 @@ from .timewindow import seconds_between
 
 __all__ = ["ab_report", "fmt_p", "pts", "report_tests"]
 
-DETECT_PTS = 0.05  # the success-rate change the "would need about M more cases" hint is sized for
 LATENCY_BASIS = "run wall time (runs.started_at to runs.ended_at): model calls, checkers and queueing"
 MODEL_LATENCY_BASIS = "sum of calls.latency_ms per run (model time, retries included)"
 
@@ -42,6 +42,7 @@ def _variant_metrics(rows: list[dict[str, Any]], *, level: float) -> dict[str, A
     n = len(rows)
     passed = sum(r["ok"] for r in rows)
     cost = math.fsum(r["cost"] for r in rows)
+    human = math.fsum(r["human_usd"] for r in rows)
     lo, hi = stats.wilson_ci(passed, n, level=level) if n else (None, None)
     walls = [r["wall_ms"] for r in rows if r["wall_ms"] is not None]
     models = [r["model_ms"] for r in rows]
@@ -53,6 +54,8 @@ def _variant_metrics(rows: list[dict[str, Any]], *, level: float) -> dict[str, A
         "mean_reward": _mean([r["reward"] for r in rows]),
         "mean_cost_usd": cost / n if n else None,
         "cost_usd": cost,
+        "model_cost_usd": cost - human,
+        "human_usd": human,
         "cost_per_success_usd": cost / passed if passed else None,
         "mean_iterations": _mean([r["iterations"] for r in rows]),
         "latency_ms": {"basis": LATENCY_BASIS, "p50": stats.quantile(walls, 0.5), "p95": stats.quantile(walls, 0.95)},
@@ -81,13 +84,25 @@ def _test(result: stats.TestResult, *, metric: str, method: str, level: float, a
             "level": level, "interval_of": interval_of, **extra}
 
 
-def _load_runs(ledger: Ledger, batch_id: str) -> list[dict[str, Any]]:
+def human_usd_by_run(ledger: Ledger, batch_id: str) -> dict[str, float]:
+    """USD of a person's time per run of the batch ({run_id: usd}; runs without any left out).
+
+    The hook for a person's time (issue 14, section 2): a run's cost in `ab` is every call of the run
+    (worker, judges, agents) plus this. Until human time is priced in the ledger it is empty."""
+    return {}
+
+
+def _load_runs(ledger: Ledger, batch_id: str, human_usd: Mapping[str, float]) -> list[dict[str, Any]]:
+    """The batch's runs, each with its cost: every call of the run (runs.cost_usd sums them, judges
+    included) plus the person's time in USD."""
     runs, calls, escalations = ab_runs(ledger, batch_id)
     out = []
     for r in runs:
         wall = seconds_between(r["started_at"], r["ended_at"])
         call = calls.get(r["id"], {})
-        out.append({**r, "ok": bool(r["success"]), "reward": float(r["reward"] or 0.0), "cost": float(r["cost_usd"] or 0.0),
+        human = float(human_usd.get(r["id"]) or 0.0)
+        out.append({**r, "ok": bool(r["success"]), "reward": float(r["reward"] or 0.0), "human_usd": human,
+                    "cost": float(r["cost_usd"] or 0.0) + human,
                     "iterations": int(r["iterations"] or 0), "wall_ms": None if wall is None else wall * 1000,
                     "model_ms": float(call.get("ms") or 0.0), "cached": int(call.get("cached") or 0),
                     "escalations": escalations.get(r["id"], 0)})
@@ -177,33 +192,53 @@ def _fixed_tests(pairs: list[tuple[dict[str, Any], dict[str, Any]]], *, repeat: 
 
 
 def _sequential_tests(monitor: stats.SequentialMonitor) -> dict[str, Any]:
-    """The anytime-valid tests: these alone declare a winner."""
-    s, r = monitor.success, monitor.reward
-    return {
+    """The anytime-valid tests: these alone end the experiment and make the verdict, each at its share of alpha."""
+    s, r, k = monitor.success, monitor.reward, monitor.tests
+    share = f"level alpha/{k} = {monitor.each:g}; p Bonferroni-adjusted x{k}"
+    tests = {
         "success_sequential": {**_test(
             s.result(), metric="success_rate", anytime=True, level=1 - monitor.each,
-            method=f"beta-binomial mixture e-value on discordant cases, level alpha/2 = {monitor.each:g}; p Bonferroni-adjusted x2",
+            method=f"beta-binomial mixture e-value on discordant cases, {share}",
             interval_of="P(B is the one that passes | exactly one variant passes), anytime-valid",
-            p_value=min(1.0, 2 * s.p_value), ci=monitor.discordant,
+            p_value=min(1.0, k * s.p_value), ci=monitor.discordant,
             e_value=s.e, threshold=1 / monitor.each, winner=s.winner, decided_after=s.stopped_at,
             success_rate_diff=s.result().estimate), "estimate": s.c / (s.b + s.c) if s.b + s.c else None},
         "reward_sequential": _test(
             r.result(), metric="mean_reward", anytime=True, level=1 - monitor.each,
-            method=f"normal-mixture confidence sequence for mean reward B - A, level alpha/2 = {monitor.each:g}; p Bonferroni-adjusted x2",
-            interval_of="mean reward B - A, anytime-valid", p_value=min(1.0, 2 * r.p_value),
+            method=f"normal-mixture confidence sequence for mean reward B - A, {share}",
+            interval_of="mean reward B - A, anytime-valid", p_value=min(1.0, k * r.p_value),
             winner=r.winner, decided_after=r.stopped_at),
     }
+    ni, cost = monitor.noninferiority, monitor.cost
+    if ni is not None and monitor.margin is not None:
+        tests["success_noninferiority"] = _test(
+            ni.result(), metric="success_rate", anytime=True, level=1 - monitor.each,
+            method=(f"betting e-process against 'B passes less often than A by {monitor.margin * 100:g} pts or more' "
+                    f"(Waudby-Smith & Ramdas 2023, mixture of bets on every case), {share}"),
+            interval_of="success rate B - A: anytime-valid lower bound (one-sided; the upper end is 1)",
+            p_value=min(1.0, k * ni.p_value), margin=monitor.margin, e_value=ni.e, threshold=1 / monitor.each,
+            non_inferior=ni.crossed, winner=ni.winner, decided_after=ni.stopped_at)
+    if cost is not None:
+        tests["cost_sequential"] = _test(
+            cost.result(), metric="mean_cost_usd_per_case", anytime=True, level=1 - monitor.each,
+            method=(f"asymptotic confidence sequence (Waudby-Smith, Arbour, Sinha, Kennedy & Ramdas 2024), {share}; "
+                    f"no claim before {cost.min_cases} cases"),
+            interval_of="mean cost per case B - A in USD (every call of the case's runs, plus a person's time when priced)",
+            p_value=min(1.0, k * cost.p_value), winner=cost.winner, direction=monitor.cost_side,
+            decided_after=cost.stopped_at)
+    return tests
 
 
 # --------------------------------------------------------------------------- the report
 
 
-def ab_report(ledger: Ledger, batch_id: str, *, with_path: bool = False) -> dict[str, Any]:
+def ab_report(ledger: Ledger, batch_id: str, *, with_path: bool = False, human_usd: Mapping[str, float] | None = None) -> dict[str, Any]:
     """The A/B report of an `ab` batch, recomputed from its runs (the same live and from `--show`).
 
     Cases reach the sequential tests as the live test fed them: in the batch's seeded scheduling
     order, each once all its runs and every earlier case's runs have finished. `with_path` adds
-    `path`: the anytime-valid tests after each case (what `loopkit report` draws).
+    `path`: the anytime-valid tests after each case (what `loopkit report` draws). `human_usd`: a
+    person's time per run in USD, added to the run's cost (default: `human_usd_by_run`).
     """
     batch = ledger.batch(batch_id)
     if batch is None:
@@ -220,16 +255,19 @@ def ab_report(ledger: Ledger, batch_id: str, *, with_path: bool = False) -> dict
         spec = ledger.spec_text(h) if h else None
         names[v] = spec["name"] if spec else (h or "?")
 
-    runs = _load_runs(ledger, batch_id)
+    margin = options.get("margin")
+    margin = None if margin is None else float(margin)
+    runs = _load_runs(ledger, batch_id, human_usd_by_run(ledger, batch_id) if human_usd is None else human_usd)
     cases = complete_prefix(runs, seed=seed, repeat=repeat)
     n = len(cases)
     cases_available = int(options.get("cases_available") or n)
-    monitor = stats.SequentialMonitor(alpha=alpha, target_n=max(1, cases_available))
+    monitor = stats.SequentialMonitor(alpha=alpha, target_n=max(1, cases_available), margin=margin)
     path = []
     for rows in cases:
-        monitor.update(*case_summary((r["variant"], r["ok"], r["reward"]) for r in rows))
+        monitor.update(*case_summary((r["variant"], r["ok"], r["reward"], r["cost"]) for r in rows))
         path.append({"cases": monitor.n, "e_value": monitor.success.e, "reward_mean": monitor.reward.mean,
-                     "reward_low": monitor.reward.lo, "reward_high": monitor.reward.hi})
+                     "reward_low": monitor.reward.lo, "reward_high": monitor.reward.hi,
+                     **({"ni_e_value": monitor.noninferiority.e} if monitor.noninferiority is not None else {})})
 
     included = [r for rows in cases for r in rows]
     variants = {v: {"spec": names[v], "spec_hash": batch["spec_hash" if v == "A" else "spec_hash_b"],
@@ -252,6 +290,8 @@ def ab_report(ledger: Ledger, batch_id: str, *, with_path: bool = False) -> dict
         "started_at": batch["started_at"],
         "ended_at": batch["ended_at"],
         "alpha": alpha,
+        "margin": margin,
+        "alpha_split": monitor.alpha_split,
         "seed": seed,
         "order": "cases shuffled by seed; each case (its repeats under both variants) is one unit of evidence",
         "repeat": repeat,
@@ -270,10 +310,10 @@ def ab_report(ledger: Ledger, batch_id: str, *, with_path: bool = False) -> dict
         "variants": variants,
         "deltas": deltas,
         "tests": list(tests.values()),  # a list of tests, each named, with its p_value and interval
-        "verdict": _verdict(monitor, variants, deltas, names, n=n, available=cases_available, status=status,
-                            stopped_early=stopped_early),
+        "verdict": verdict(monitor, variants, deltas, names, n=n, available=cases_available, status=status,
+                           stopped_early=stopped_early),
         "exit_code": int(exit_code(budget_refused=status == "budget", errors=bool(errors), gate_failed=False)),
-        "notes": _notes(variants, len(runs) - len(included), seed=seed, repeat=repeat, failures=failures),
+        "notes": _notes(variants, len(runs) - len(included), seed=seed, repeat=repeat, failures=failures, monitor=monitor),
         **({"path": path} if with_path else {}),
     })
 
@@ -289,10 +329,12 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _notes(variants: dict[str, Any], left_out: int, *, seed: int, repeat: int, failures: dict[str, int]) -> list[str]:
+def _notes(variants: dict[str, Any], left_out: int, *, seed: int, repeat: int, failures: dict[str, int],
+           monitor: stats.SequentialMonitor) -> list[str]:
+    split = ", ".join(f"{name} {share:g}" for name, share in monitor.alpha_split.items())
     notes = ["Per-variant metrics cover the runs of the tested cases only; deltas are B - A.",
              "Fixed-sample p-values (McNemar, Wilcoxon, bootstrap) are for information: the test looked after every case, "
-             "so only the anytime-valid tests (success_sequential, reward_sequential) declare a winner.",
+             f"so only the anytime-valid tests make the verdict, alpha {monitor.alpha:g} split between them: {split}.",
              f"Cases ran in an order shuffled with seed {seed} (`--seed {seed}` repeats it); a case reached the tests once "
              "it and every case before it had finished, so how long a run took cannot steer them.",
              f"Latency is {LATENCY_BASIS}."]
@@ -304,88 +346,14 @@ def _notes(variants: dict[str, Any], left_out: int, *, seed: int, repeat: int, f
     cached = sum(v["cached_calls"] for v in variants.values())
     if cached:
         notes.append(f"{cached} call(s) were answered from the response cache at cost 0; run with --no-cache for comparable costs.")
+    if monitor.cost is not None:
+        human = sum(v["human_usd"] for v in variants.values())
+        notes.append("A case's cost is every call of its runs (worker, judges, agents), averaged over its repeats"
+                     + (", plus a person's time in USD" if human else "") + "; the cost test is asymptotic (valid as cases "
+                     f"accrue, like a CLT interval) and claims nothing before {monitor.cost.min_cases} cases.")
     if left_out:
         notes.append(f"{left_out} run(s) are left out: their case, or a case scheduled before it, has a run that did not finish.")
     return notes
-
-
-def pts(x: float) -> str:
-    return f"{x * 100:+.0f} pts"
-
-
-def fmt_p(p: float | None) -> str:
-    if p is None:
-        return "-"
-    if p < 0.001:
-        return "< 0.001"
-    return f"{p:.3f}" if p < 0.1 else f"{p:.2f}"
-
-
-def _against(winner: str, decided: list[str], deltas: dict[str, Any]) -> tuple[str | None, str]:
-    """(metric, words) where the winner is worse on the metric that did not decide: said, not hidden."""
-    sign = 1.0 if winner == "B" else -1.0
-    success, reward = deltas["success_rate"]["estimate"] * sign, deltas["mean_reward"]["estimate"] * sign
-    if "success" not in decided and success < 0:
-        return "success", f"; against the success direction: {winner} passes less often ({pts(success)}, not significant)"
-    if "reward" not in decided and reward < 0:
-        return "reward", f"; against the reward direction: {winner} earns less reward ({reward:+.3f}, not significant)"
-    return None, ""
-
-
-def _verdict(monitor: stats.SequentialMonitor, variants: dict[str, Any], deltas: dict[str, Any], names: dict[str, str], *, n: int,
-             available: int, status: str, stopped_early: bool) -> dict[str, Any]:
-    s, r = monitor.success, monitor.reward
-    if stopped_early:
-        tail = f"stopped after {n} of {available} cases"
-    elif status == "budget":
-        tail = f"the batch budget stopped the test after {n} of {available} cases"
-    elif status in ("interrupted", "running"):
-        tail = f"{status} after {n} of {available} cases"
-    else:
-        tail = f"after {n} of {available} cases"
-    base = {"winner": None, "winner_variant": None, "decided_by": None, "against": None, "alpha": monitor.alpha}
-    if n == 0:
-        return {**base, "text": f"no finished cases yet: nothing to compare ({tail})"}
-    if monitor.mixed:
-        sw = s.winner
-        other = "B" if sw == "A" else "A"
-        text = (f"mixed result: {sw} ({names[sw]}) passes more often but {other} ({names[other]}) earns more reward; "
-                f"no winner declared — {tail}")
-        return {**base, "decided_by": "success and reward disagree", "text": text}
-    winner = monitor.winner
-    if winner is None:
-        more = stats.required_pairs_for(DETECT_PTS, (s.b + s.c) / n, alpha=monitor.each, already=n)
-        sized = (f"would need about {more} more cases to detect a {DETECT_PTS * 100:.0f}-pt change" if more
-                 else f"enough cases to detect a {DETECT_PTS * 100:.0f}-pt change: any difference is likely smaller")
-        if status == "done":
-            return {**base, "text": f"no significant difference after {n} cases ({sized})"}
-        return {**base, "text": f"no significant difference yet: {tail} ({sized})"}
-    loser = "A" if winner == "B" else "B"
-    sign = 1.0 if winner == "B" else -1.0
-    parts = []
-    decided = [k for k, t in (("success", s), ("reward", r)) if t.winner == winner]
-    if "success" in decided:
-        d = deltas["success_rate"]
-        lo_hi = sorted([sign * d["ci_low"], sign * d["ci_high"]]) if d["ci_low"] is not None else None
-        ci = f" ({d['level']:.0%} CI {pts(lo_hi[0])} to {pts(lo_hi[1])})" if lo_hi else ""
-        parts.append(f"success {pts(sign * d['estimate'])}{ci}, p = {fmt_p(min(1.0, 2 * s.p_value))}")
-    if "reward" in decided:
-        d = deltas["mean_reward"]
-        lo_hi = sorted([sign * d["ci_low"], sign * d["ci_high"]]) if d["ci_low"] is not None else None
-        ci = f" ({d['level']:.0%} CI {lo_hi[0]:+.3f} to {lo_hi[1]:+.3f})" if lo_hi else ""
-        parts.append(f"reward {sign * d['estimate']:+.3f}{ci}, p = {fmt_p(min(1.0, 2 * r.p_value))}")
-    against, words = _against(winner, decided, deltas)
-    text = f"{winner} ({names[winner]}) is better: " + "; ".join(parts) + words
-    cw, cl = variants[winner]["cost_per_success_usd"], variants[loser]["cost_per_success_usd"]
-    if cw is not None and cl is not None and cl > 0:
-        change = 1 - cw / cl
-        if abs(change) >= 0.005:
-            text += f"; {abs(change):.0%} {'cheaper' if change > 0 else 'dearer'} per success"
-    elif cw is not None and cl is None:
-        text += f"; {loser} had no success to compare cost with"
-    text += f" — {tail}"
-    return {**base, "winner": names[winner], "winner_variant": winner, "decided_by": " and ".join(decided), "against": against,
-            "text": text}
 
 
 def report_tests(report: dict[str, Any]) -> dict[str, dict[str, Any]]:

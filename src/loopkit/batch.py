@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -12,6 +13,8 @@ from .budget import BatchPool, CaseBudget, batch_cap, validate_budget
 from .cache import LedgerCache, ReplayMiss
 from .engine import BatchBudgetRefused, run_case
 from .errors import InputError, UsageError
+from .history import with_history
+from .human import with_rate
 from .inputs import Case, Inputs
 from .ledger import Ledger
 from .ledger.writer import Writer
@@ -21,6 +24,7 @@ from .records import RunResult, RunState
 from .spec import LoopSpec, parse_spec
 from .status import FINISHED, BatchStatus, RunStatus, StopReason, exit_code
 from .templates import TemplateError, render
+from .tools import Toolbox
 
 
 @dataclass
@@ -36,6 +40,8 @@ class BatchOptions:
     fail_under: float | None = None
     inputs: str | None = None
     model: str | None = None
+    human_usd_per_hour: float | None = None  # prices a person's minutes (the spec's human_rate otherwise)
+    escalate: bool = True  # False for `run --explore`: each model on its own, so `plan` sees it alone
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -161,6 +167,9 @@ class Batch:
     def __init__(self, spec: LoopSpec, ledger: Ledger, options: BatchOptions, *, argv: list[str] | None = None,
                  tags: dict[str, str] | None = None, on_progress: Callable[[Progress], None] | None = None) -> None:
         self.spec = spec.with_model(options.model) if options.model else spec
+        if not options.escalate:
+            self.spec = self.spec.model_copy(update={"escalate": []})
+        self.spec = with_rate(self.spec, options.human_usd_per_hour)
         self.ledger = ledger
         self.options = options
         self.argv = argv or []
@@ -174,6 +183,7 @@ class Batch:
         self.batch_id = ""
         self.writer: Writer | None = None  # the batch's one writer, while it runs
         self.engine: Any = None  # where cases run: None in this process (asyncio), else e.g. ray_engine.RayEngine
+        self.toolbox: Toolbox | None = None  # the spec's tools: MCP servers run while the batch does
 
     def _clients(self):  # noqa: ANN202
         if self.options.replay:
@@ -188,7 +198,10 @@ class Batch:
     def prepare(self) -> int:
         """Everything that can fail before a call is paid for: inputs, prices, keys."""
         validate_budget(self.spec, extra_cap=self.options.max_usd)  # --model and --max-usd are only known here
+        self.spec = with_history(self.spec, self.ledger)  # what the ledger says of `cheapest:` options, read once
         count = check_cases(self.spec, self.inputs)
+        if self.spec.tools:
+            self.toolbox = Toolbox.load(self.spec)  # the user's tool files import, and their schemas derive, before any call
         if not self.options.replay:
             for _, model in self.spec.models():
                 self.models.client(model)  # an unknown model or a missing key fails here, before any call
@@ -199,7 +212,8 @@ class Batch:
         self.progress.in_flight += 1
         try:
             result = await run_case(self.spec, case, clients=self._clients(), recorder=self.writer or self.ledger, budget=budget,
-                                    cache=self._cache(), batch_id=self.batch_id, repeat=repeat, run_id=run_id, state=state)
+                                    cache=self._cache(), batch_id=self.batch_id, repeat=repeat, run_id=run_id, state=state,
+                                    toolbox=self.toolbox)
         except BatchBudgetRefused:
             self.refused += 1
             return None
@@ -232,8 +246,16 @@ class Batch:
 
     async def _execute(self, work: Iterator[tuple[Case, int, str | None, RunState | None]]) -> BatchResult:
         self.writer = self.ledger.writer()
-        drive = self._drive(work) if self.engine is None else self.engine.drive(self, work)
-        await interruptible(self.ledger, self.batch_id, drive, self.writer)
+        async with contextlib.AsyncExitStack() as stack:  # MCP servers start once per batch, stop at its end or Ctrl-C
+            if self.toolbox is not None:
+                try:
+                    await stack.enter_async_context(self.toolbox)
+                except BaseException:
+                    self.ledger.finish_batch(self.batch_id, BatchStatus.INTERRUPTED)
+                    await self.writer.aclose()
+                    raise
+            drive = self._drive(work) if self.engine is None else self.engine.drive(self, work)
+            await interruptible(self.ledger, self.batch_id, drive, self.writer)
         status = BatchStatus.BUDGET if self.refused else BatchStatus.DONE
         self.ledger.finish_batch(self.batch_id, status)
         return self._result(status)

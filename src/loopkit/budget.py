@@ -347,7 +347,7 @@ def worst_case_per_case(spec: LoopSpec, cases: Iterable[Case] | None = None) -> 
             longest = (size, c.id, c.data)
     _, case_id, case = longest
     opening = _opening(spec, case)
-    ladder = [spec.model] + [e.model for e in spec.escalate if e.model is not None]
+    ladder = [spec.model] + [m for e in spec.escalate for m in e.models]
     judges = [c for c in spec.checkers if isinstance(c, JudgeChecker)]
     involved = ladder + [j.model or spec.model for j in judges]
 

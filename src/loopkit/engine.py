@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .agents import AgentWorker
 from .budget import BudgetStop, CaseBudget, Reservation
 from .cache import CallCache, NoCache, cache_key
+from .cheapest import escalation_action
 from .checkers import CheckContext, CheckerError, CheckResult, run_checker
 from .inputs import Case
 from .models import ModelCallError, ModelClient
@@ -24,6 +25,10 @@ from .spec import Escalation, JudgeChecker, LoopSpec, ModelRef
 from .status import RunStatus, StopReason
 from .templates import TemplateError, case_templates, render, safe_text
 from .timewindow import utcnow_iso as now_iso
+from .tool_loop import countable, tools_for, trajectory, worker_turn
+
+if TYPE_CHECKING:
+    from .tools import Toolbox
 
 # --- the loop ------------------------------------------------------------------------------
 
@@ -89,8 +94,10 @@ class Loop:
         cache: CallCache | None = None,
         state: RunState | None = None,
         human_feedback: str | None = None,
+        toolbox: Toolbox | None = None,
     ) -> None:
         self.spec = spec
+        self.toolbox = toolbox  # the batch's; a run given none opens its own when the spec has tools
         self.info = info
         self.clients = clients
         self.recorder = recorder
@@ -128,18 +135,22 @@ class Loop:
             ended_at=now_iso() if finished else None, message=message, suspect=suspect,
         )
 
-    async def _call(self, step: _Iteration, role: str, model: ModelRef, messages: Messages, variables: dict[str, Any]) -> str:
-        """One model call through cache and budget; recorded in `step` whatever happens."""
+    async def _call(self, step: _Iteration, role: str, model: ModelRef, messages: Messages, variables: dict[str, Any], *,
+                    tools: list[dict[str, Any]] | None = None) -> str:
+        """One model call through cache and budget; recorded in `step` whatever happens. With `tools` offered,
+        the tool calls the reply asks for are on its record (`step.calls[-1].tool_calls`)."""
         messages = scrub_messages(messages)  # no key reaches a provider, whichever text carried it
         client = self._client(model)
         params = self.spec.params_for(model)
+        if tools:
+            params = {**params, "tools": tools}
         key = cache_key(self.spec.name, model, messages, params, self.info.repeat, client.cache_salt(variables))
         stored = key if self.cache.stores else None
         completion = self.cache.lookup(key)
         reservation: Reservation | None = None
         if completion is None or self.cache.charges_budget:
             # the prompt is counted only to reserve its worst case against a cap; without one it costs nothing
-            prompt_tokens = client.count_tokens(messages) if self.budget.capped else 0
+            prompt_tokens = client.count_tokens(countable(messages, tools)) if self.budget.capped else 0
             reservation = await self.budget.reserve(client.price, prompt_tokens, params.get("max_tokens"), model=model.label)
         if completion is None:
             try:  # retries and their back-off included, cut at the case's deadline
@@ -160,7 +171,8 @@ class Loop:
         text = safe_text(completion.text)  # a lone surrogate in a paid reply is kept, escaped, not a crash later
         step.calls.append(CallRecord(new_id(), self.state.iterations + 1, role, model.label, messages, text,
                                      completion.prompt_tokens, completion.completion_tokens, completion.cost_usd,
-                                     completion.latency_ms, completion.cached, None, key, stored, model.api_base))
+                                     completion.latency_ms, completion.cached, None, key, stored, model.api_base,
+                                     tool_calls=completion.tool_calls))
         step.cost += completion.cost_usd
         step.prompt_tokens += completion.prompt_tokens
         step.completion_tokens += completion.completion_tokens
@@ -203,7 +215,8 @@ class Loop:
     async def run(self) -> RunResult:
         """Iterate until the run stops; a batch-budget refusal before any call raises BatchBudgetRefused."""
         with case_templates(self.info.case):  # the prompt, expected values, … render once per case
-            return await self._run()
+            async with tools_for(self.spec, self.toolbox) as self.toolbox:
+                return await self._run()
 
     async def _run(self) -> RunResult:
         s = self.state
@@ -258,9 +271,9 @@ class Loop:
         variables = self._variables(iteration=n, feedback=s.last_feedback)
         try:
             if spec.worker is not None:
-                output = await self._outside_agent(step, model, feedback_message, n, variables)
+                output, turns = await self._outside_agent(step, model, feedback_message, n, variables), []
             else:
-                output = await self._call(step, "worker", model, messages, variables)
+                output, turns = await worker_turn(self, step, model, messages, variables)
             scored = await self._check(step, output, n)
         except BudgetStop as stop:
             if stop.reason == StopReason.BUDGET_TOTAL_USD and not self._started and not step.calls:
@@ -290,7 +303,7 @@ class Loop:
 
         s.iterations = n
         s.rewards.append(reward)
-        s.messages = messages + [{"role": "assistant", "content": output}]
+        s.messages = messages + turns + [{"role": "assistant", "content": output}]
         s.cost_usd += step.cost
         s.prompt_tokens += step.prompt_tokens
         s.completion_tokens += step.completion_tokens
@@ -314,19 +327,19 @@ class Loop:
             status, reason = RunStatus.PASSED, StopReason.PASSED
         else:
             escalated_model = False
+            limit = s.max_iterations or spec.stop.max_iterations
             for i, esc in enumerate(spec.escalate):
                 if i in s.fired or not escalation_applies(esc, n, reward, failed, _no_gain(s.rewards)):
                     continue
                 s.fired.append(i)
-                if esc.model is not None:
-                    step.events.append(EventRecord("escalation", {"rule": i, "iteration": n, "from": model.label, "to": esc.model.label}))
-                    s.model = esc.model
+                to_model, note, detail = escalation_action(spec, esc, i, n, model, limit)  # `cheapest:` chooses here
+                step.events.append(EventRecord("escalation", detail))
+                if to_model is not None:
+                    s.model = to_model
                     escalated_model = True
                 else:
-                    step.events.append(EventRecord("escalation", {"rule": i, "iteration": n, "human": esc.human}))
-                    status, reason, message = RunStatus.NEEDS_REVIEW, StopReason.HUMAN, esc.human
+                    status, reason, message = RunStatus.NEEDS_REVIEW, StopReason.HUMAN, note
                 break
-            limit = s.max_iterations or spec.stop.max_iterations
             if status == RunStatus.RUNNING:
                 if n >= limit:
                     status, reason = RunStatus.FAILED, StopReason.MAX_ITERATIONS
@@ -351,7 +364,7 @@ class Loop:
             return await self._call(step, "judge", model, messages, self._variables(iteration=n, feedback=self.state.last_feedback, output=output))
 
         ctx = CheckContext(self.info.case, spec.base_dir, spec.reward.pass_, self.prompt, judge, self.budget.time_left,
-                           workdir=self._agent.workdir if self._agent else None)
+                           tool_calls=trajectory(step.calls), workdir=self._agent.workdir if self._agent else None)
         graded: list[tuple[Any, CheckResult]] = []
         audits: list[tuple[Any, CheckResult]] = []
         for checker in spec.checkers:
@@ -367,9 +380,9 @@ class BatchBudgetRefused(Exception):
 async def run_case(spec: LoopSpec, case: Case, *, clients: Callable[[ModelRef], ModelClient], recorder: Recorder,
                    budget: CaseBudget | None = None, cache: CallCache | None = None, batch_id: str | None = None,
                    repeat: int = 0, variant: str | None = None, run_id: str | None = None, state: RunState | None = None,
-                   human_feedback: str | None = None) -> RunResult:
+                   human_feedback: str | None = None, toolbox: Toolbox | None = None) -> RunResult:
     """Run one case to its end (passed, failed, parked, error) and return the outcome."""
     info = RunInfo(run_id or new_id(), batch_id, spec.hash, spec.name, case.id, case.data, repeat, variant)
     loop = Loop(spec, info, clients=clients, recorder=recorder, budget=budget or CaseBudget(spec.budget), cache=cache,
-                state=state, human_feedback=human_feedback)
+                state=state, human_feedback=human_feedback, toolbox=toolbox)
     return await loop.run()

@@ -36,6 +36,7 @@ class Completion:
     latency_ms: float
     cached: bool = False
     recorded_cost_usd: float = 0.0  # for a cached answer: what the original call cost (replays budget with it)
+    tool_calls: list[dict[str, Any]] | None = None  # the tools the reply asks to call (OpenAI format), if any
 
 
 class ModelCallError(Exception):
@@ -100,14 +101,25 @@ class ScriptedClient:
     async def complete(self, messages: Messages, params: dict[str, Any], variables: dict[str, Any]) -> Completion:
         replies = self.ref.replies or [""]
         iteration = int(variables.get("iteration", 1))
-        text = render(replies[min(iteration, len(replies)) - 1], **variables)
+        reply = replies[min(iteration, len(replies)) - 1]
+        if isinstance(reply, list):  # the iteration's steps: step k answers its k-th call (a tool loop's), the last repeated
+            reply = reply[min(int(variables.get("step", 1)), len(reply)) - 1] if reply else ""
+        tool_calls = None
+        if isinstance(reply, str):
+            text = render(reply, **variables)
+        else:  # a tool call: its string arguments are templates
+            arguments = {k: render(v, **variables) if isinstance(v, str) else v for k, v in reply.arguments.items()}
+            text = ""
+            tool_calls = [{"id": f"call_{iteration}_{variables.get('step', 1)}", "type": "function",
+                           "function": {"name": reply.tool, "arguments": json.dumps(arguments, ensure_ascii=False)}}]
         max_tokens = params.get("max_tokens")
-        completion_tokens = _estimate_tokens(text)
+        completion_tokens = _estimate_tokens(text + (json.dumps(tool_calls) if tool_calls else ""))
         if max_tokens:
             completion_tokens = min(completion_tokens, int(max_tokens))
         prompt_tokens = self.count_tokens(messages)
         assert self.price is not None
-        return Completion(text, prompt_tokens, completion_tokens, self.price.cost(prompt_tokens, completion_tokens), 0.0)
+        return Completion(text, prompt_tokens, completion_tokens, self.price.cost(prompt_tokens, completion_tokens), 0.0,
+                          tool_calls=tool_calls)
 
 
 _litellm_module: Any = None
@@ -286,14 +298,17 @@ class LiteLLMClient:
         usage = getattr(response, "usage", None)
         prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-        text = response.choices[0].message.content or ""
+        message = response.choices[0].message
+        text = message.content or ""
+        tool_calls = [{"id": c.id, "type": "function", "function": {"name": c.function.name, "arguments": c.function.arguments or ""}}
+                      for c in getattr(message, "tool_calls", None) or []] or None
         if self.ref.price is not None:
             cost = self.price.cost(prompt_tokens, completion_tokens) if self.price else 0.0
         else:
             reported = (getattr(response, "_hidden_params", None) or {}).get("response_cost")
             fallback = litellm_price(self.ref.id)
             cost = float(reported) if reported is not None else (fallback.cost(prompt_tokens, completion_tokens) if fallback else 0.0)
-        return Completion(text, prompt_tokens, completion_tokens, cost, latency_ms)
+        return Completion(text, prompt_tokens, completion_tokens, cost, latency_ms, tool_calls=tool_calls)
 
 
 class ModelPool:

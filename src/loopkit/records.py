@@ -1,8 +1,9 @@
-"""The records the engine emits and the ledger stores: calls, iterations, checks, events, and a run's
-state. The engine writes them, the ledger persists them; neither imports the other."""
+"""The records the engine emits and the ledger stores: calls, tool calls, iterations, checks, events,
+and a run's state. The engine writes them, the ledger persists them; neither imports the other."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -13,7 +14,7 @@ from .spec import ModelRef
 from .status import RunStatus, StopReason
 from .timewindow import utcnow_iso as now_iso
 
-Messages = list[dict[str, str]]
+Messages = list[dict[str, Any]]  # chat messages; a tool step's carry `tool_calls` / `tool_call_id`
 
 
 def new_id() -> str:
@@ -38,6 +39,32 @@ class CallRecord:
     cache_key: str | None  # the same key when this call may answer later ones; None under --no-cache
     api_base: str | None
     created_at: str = field(default_factory=now_iso)
+    tool_calls: list[dict[str, Any]] | None = None  # the tool calls the reply asked for (OpenAI format)
+    tools_run: list[ToolCallRecord] = field(default_factory=list)  # what running them returned, in order
+
+
+@dataclass
+class ToolCallRecord:
+    """One tool call the worker model asked for and loopkit ran (SPEC.md §5 `tool_calls`)."""
+
+    iteration: int
+    step: int  # the tool round within the iteration, from 1
+    tool: str
+    arguments: str  # as the model sent them (JSON text)
+    result: str | None
+    error: str | None  # what the model was told instead of a result
+    latency_ms: float
+    call_id: str  # the model call that asked for it
+    tool_call_id: str | None  # the provider's id for it
+    created_at: str = field(default_factory=now_iso)
+
+    def public(self) -> dict[str, Any]:
+        """As checkers see it: the arguments parsed when they are JSON."""
+        try:
+            arguments = json.loads(self.arguments) if self.arguments else {}
+        except ValueError:
+            arguments = self.arguments
+        return {"step": self.step, "tool": self.tool, "arguments": arguments, "result": self.result, "error": self.error}
 
 
 @dataclass
@@ -77,7 +104,7 @@ class RunState(BaseModel):
     """Everything needed to continue a run later (resume, review), saved with every iteration."""
 
     iterations: int = 0
-    messages: list[dict[str, str]] = Field(default_factory=list)
+    messages: list[dict[str, Any]] = Field(default_factory=list)
     model: ModelRef | None = None
     fired: list[int] = Field(default_factory=list)
     rewards: list[float] = Field(default_factory=list)

@@ -69,6 +69,7 @@ class RunDetail:
     output: str | None = None
     message: str | None = None
     suspect: str | None = None
+    human: dict[str, Any] = field(default_factory=dict)  # a person's time on it: reviews, minutes, usd, waiting_minutes
     cost_usd: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -76,6 +77,7 @@ class RunDetail:
     ended_at: str | None = None
     iterations: list[dict[str, Any]] = field(default_factory=list)
     calls: list[dict[str, Any]] = field(default_factory=list)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # the worker's, in the order they ran
     events: list[dict[str, Any]] = field(default_factory=list)
     cache: CacheUse = field(default_factory=CacheUse)
     row: dict[str, Any] = field(default_factory=dict, repr=False)  # every column, as --json prints it
@@ -116,6 +118,7 @@ class BatchSummary:
     most_expensive: list[dict[str, Any]] = field(default_factory=list)
     suspect_runs: int = 0
     suspects: list[dict[str, Any]] = field(default_factory=list)
+    human: dict[str, Any] = field(default_factory=dict)  # a person's time: reviews, minutes, usd; runs still waiting
     first_runs: list[dict[str, Any]] = field(default_factory=list)
     resume: str | None = None  # the command that finishes it, when its process is gone
     summary: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -129,7 +132,8 @@ class BatchSummary:
                    statuses=summary["statuses"], stop_reasons=summary["stop_reasons"],
                    errors=[ErrorKind.of(e) for e in summary["error_kinds"]], cache=CacheUse.of(summary["cache"]),
                    slowest=summary["slowest"], most_expensive=summary["most_expensive"], suspect_runs=summary["suspect_runs"],
-                   suspects=summary["suspects"], first_runs=summary["first_runs"], resume=b.get("resume"), summary=summary)
+                   suspects=summary["suspects"], first_runs=summary["first_runs"], resume=b.get("resume"),
+                   human=summary.get("human", {}), summary=summary)
 
     @property
     def batch(self) -> dict[str, Any]:
@@ -180,11 +184,13 @@ def show(id: str, ledger: Ledger | str | Path | None = None) -> RunDetail | Batc
 def _show(store: Ledger, id: str) -> RunDetail | BatchSummary | ABReport:
     from .ledger.queries import batch_summary, cache_use
 
+    from .human import batch_human, run_human
+
     kind, full = store.resolve(id)
     if kind == "run":
-        return RunDetail.of(store.run_detail(full), cache_use(store, run_id=full))
+        return RunDetail.of({**store.run_detail(full), "human": run_human(store, full)}, cache_use(store, run_id=full))
     if (store.batch(full) or {}).get("kind") == "ab":
         from .ab_report import ab_report
 
         return ABReport.of(ab_report(store, full))
-    return BatchSummary.of(batch_summary(store, full))
+    return BatchSummary.of({**batch_summary(store, full), "human": batch_human(store, full)})

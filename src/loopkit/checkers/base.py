@@ -8,7 +8,7 @@ and stops the run as `checker_error` instead, so the model is never told to fix 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ class CheckContext:
     judge: JudgeCall
     time_left: Callable[[], float | None] = _unlimited  # seconds left in the case's budget; None: no limit
     workdir: Path | None = None  # the outside agent's work directory (`worker:`), if the worker is one
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # the worker's tool calls this iteration, in order
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,25 @@ JUDGE_SYSTEM = (
 )
 
 
-def judge_messages(checker: JudgeChecker, prompt: str, output: str) -> list[dict[str, str]]:
-    user = f"Rubric:\n{checker.rubric}\n\nTask given to the model:\n{prompt}\n\nThe model's answer:\n{output}"
+TOOL_RESULT_CHARS = 2_000  # of each tool result shown to the judge
+
+
+def tool_call_lines(tool_calls: list[dict[str, Any]]) -> str:
+    """The model's tool calls, in order, as a judge reads them (each result cut to TOOL_RESULT_CHARS)."""
+    lines = []
+    for i, t in enumerate(tool_calls, start=1):
+        arguments = json.dumps(t.get("arguments"), ensure_ascii=False)
+        said = f"error: {t['error']}" if t.get("error") else (t.get("result") or "")
+        lines.append(f"{i}. (step {t.get('step')}) {t.get('tool')}({arguments}) ->\n{short(said, TOOL_RESULT_CHARS)}")
+    return "\n".join(lines)
+
+
+def judge_messages(checker: JudgeChecker, prompt: str, output: str, tool_calls: list[dict[str, Any]] | None = None) -> list[dict[str, str]]:
+    """What the judge is asked; with the tool calls the model made before answering, when it made any."""
+    user = f"Rubric:\n{checker.rubric}\n\nTask given to the model:\n{prompt}\n\n"
+    if tool_calls:
+        user += f"The tool calls the model made before answering, in order:\n{tool_call_lines(tool_calls)}\n\n"
+    user += f"The model's answer:\n{output}"
     return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": safe_text(user)}]
 
 
@@ -50,7 +67,7 @@ def parse_judgement(text: str, pass_threshold: float) -> CheckResult | None:
 
 
 async def check_judge(checker: JudgeChecker, output: str, ctx: CheckContext) -> CheckResult:
-    text = await ctx.judge(checker, judge_messages(checker, ctx.prompt, output))
+    text = await ctx.judge(checker, judge_messages(checker, ctx.prompt, output, ctx.tool_calls))
     result = parse_judgement(text, ctx.pass_threshold)
     if result is None:
         raise CheckerError(checker.name, f'the judge did not answer with a JSON {{"score": ...}}: {short(text)!r}')

@@ -10,7 +10,8 @@ from typing import Any, BinaryIO
 HEADER = struct.Struct(">I")
 READY = b"ready"
 
-Request = tuple[str, str, str, dict[str, Any], float]  # function, base_dir, output, case, pass_threshold
+# function, base_dir, output, case, pass_threshold, the iteration's tool calls
+Request = tuple[str, str, str, dict[str, Any], float, list[dict[str, Any]]]
 Reply = tuple[bool, Any]  # (True, (score, passed, feedback)) or (False, why it broke)
 
 

@@ -145,7 +145,7 @@ async def check_python(checker: PythonChecker, output: str, ctx: CheckContext) -
 
 async def _check(checker: PythonChecker, output: str, ctx: CheckContext) -> CheckResult:
     limit = TimeLimit.of(checker.timeout, ctx)
-    request: Request = (checker.function, str(ctx.base_dir), output, ctx.case, ctx.pass_threshold)
+    request: Request = (checker.function, str(ctx.base_dir), output, ctx.case, ctx.pass_threshold, ctx.tool_calls)
     worker = pool.take()
     try:
         reply = await asyncio.to_thread(worker.ask, request, limit.seconds)

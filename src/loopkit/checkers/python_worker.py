@@ -58,6 +58,15 @@ def load_function(reference: str, base_dir: Path) -> Callable[..., Any]:
     return _functions[key]
 
 
+def _takes_tool_calls(fn: Callable[..., Any]) -> bool:
+    """Whether a checker asks for the iteration's tool calls: `def check(output, case, tool_calls)`."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "tool_calls" or p.kind == p.VAR_KEYWORD for p in params)
+
+
 async def _awaited(value: Any) -> Any:
     return await value
 
@@ -66,9 +75,10 @@ def answer(request: Request) -> Reply:
     """Run one checker call; whatever the user's code does, a reply."""
     from .base import as_result
 
-    function, base_dir, output, case, threshold = request
+    function, base_dir, output, case, threshold, tool_calls = request
     try:
-        value = load_function(function, Path(base_dir))(output, case)
+        fn = load_function(function, Path(base_dir))
+        value = fn(output, case, tool_calls=tool_calls) if _takes_tool_calls(fn) else fn(output, case)
         if inspect.isawaitable(value):
             value = asyncio.run(_awaited(value))
         result = as_result(value, threshold)

@@ -83,6 +83,7 @@ def ab(
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Runs in flight at once (both variants).")] = 16,
     max_usd: Annotated[Optional[float], typer.Option("--max-usd", min=0, help="Budget in USD across both variants (with the specs' total_usd, the lowest wins).")] = None,
     alpha: Annotated[float, typer.Option("--alpha", help="Level of the anytime-valid tests that declare a winner (0 < alpha < 1).")] = 0.05,
+    margin: Annotated[Optional[float], typer.Option("--margin", metavar="M", help="Also ask whether B is as good as A within M (0.02 = 2 points of success rate) and cheaper per case: adds anytime-valid non-inferiority and cost tests (alpha split over 4 tests).", show_default=False)] = None,
     no_early_stop: Annotated[bool, typer.Option("--no-early-stop", help="Run every case even once the verdict is clear.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the response cache.")] = False,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the shuffled case order and of which variant runs first; default: drawn at random and recorded with the batch.", show_default=False)] = None,
@@ -94,6 +95,9 @@ def ab(
     ledger: LedgerOpt = None,
 ) -> None:
     """Paired A/B test of two loops on the same cases; stops early once an anytime-valid test names a winner.
+
+    With --margin it asks "is B as good, and cheaper?": it stops once B is shown better, worse or within the
+    margin, and cheaper or dearer per case.
 
     Exit 2 on a bad spec or usage, 3 when the batch budget kept cases from running, 4 when runs ended in errors.
     """
@@ -112,6 +116,8 @@ def ab(
         raise UsageError(f"ab takes exactly two spec files (A.yaml B.yaml), got {len(specs or [])}")
     if not 0.0 < alpha < 1.0:
         raise UsageError(f"--alpha {alpha:g}: use a level between 0 and 1, e.g. 0.05")
+    if margin is not None and not 0.0 <= margin < 1.0:
+        raise UsageError(f"--margin {margin:g}: use a fraction of the success rate, e.g. 0.02 for 2 points")
 
     from ..ab import ABOptions, ABTest
     from .progress import batch_progress
@@ -121,7 +127,7 @@ def ab(
     labels = _tags(tag)
     store = Ledger(ledger_option(ctx, ledger))
     options = ABOptions(inputs=inputs, repeat=repeat, concurrency=concurrency, max_usd=max_usd, alpha=alpha,
-                        early_stop=not no_early_stop, no_cache=no_cache, max_retries=max_retries, seed=seed)
+                        early_stop=not no_early_stop, no_cache=no_cache, max_retries=max_retries, seed=seed, margin=margin)
     with batch_progress(not as_json) as on_progress:
         test = ABTest(spec_a, spec_b, store, options, argv=sys.argv[1:], tags=labels, on_progress=on_progress)
         try:

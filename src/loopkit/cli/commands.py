@@ -6,3 +6,4 @@ from . import cost_cmd, diff_cmd  # noqa: F401, E402 - `loopkit cost`, `loopkit 
 from . import schema_cmd  # noqa: F401, E402 - `loopkit schema`
 from . import init_cmd  # noqa: F401, E402 - `loopkit init`
 from . import report_cmd  # noqa: F401, E402 - `loopkit report`
+from . import plan_cmd  # noqa: F401, E402 - `loopkit plan`

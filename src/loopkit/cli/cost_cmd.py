@@ -37,7 +37,7 @@ def _group_label(by: str, group: dict[str, Any]) -> str:
     return str(key)
 
 
-def _print_report(report: dict[str, Any]) -> None:
+def _print_report(report: dict[str, Any], human_rate: float | None = None) -> None:
     from rich.text import Text
 
     from .render import Column, fitted_table
@@ -54,6 +54,9 @@ def _print_report(report: dict[str, Any]) -> None:
     out.print(cached, markup=False)
     if total["errors"]:
         out.print(f"  failed calls {total['errors']:,}", markup=False)
+    human = bool(total["human_reviews"])
+    if human:
+        out.print(f"  {_human_line(total, human_rate)}", markup=False)
     if not by:
         return
     # The group's name stays whole (a model id like openrouter/anthropic/claude-3.5-sonnet-20241022); on a narrow
@@ -69,8 +72,23 @@ def _print_report(report: dict[str, Any]) -> None:
     rows = [[_group_label(by, g), money(g["cost_usd"]), money(g["worker_usd"]), money(g["judge_usd"]), f"{g['calls']:,}",
              f"{g['cached_calls']:,}", money(g["saved_usd"]), f"{g['prompt_tokens']:,}", f"{g['completion_tokens']:,}"]
             for g in report["groups"]]
+    if human:  # a person's time beside model spend, never added into it
+        columns[2:2] = [Column("human min", "right", footer=f"{total['human_minutes']:,.0f}"),
+                        Column("human $", "right", footer=money(total["human_usd"]))]
+        for row, g in zip(rows, report["groups"]):
+            row[2:2] = [f"{g['human_minutes']:,.0f}" if g["human_reviews"] else "-", money(g["human_usd"]) if g["human_reviews"] else "-"]
     table = fitted_table(columns, rows, title=f"by {by}")
     out.print(table)
+
+
+def _human_line(total: dict[str, Any], rate: float | None) -> str:
+    """human 35 min in 7 reviews, $52.50 — a person's time, apart from model spend."""
+    line = f"human {total['human_minutes']:,.0f} min in {total['human_reviews']:,} review(s), {money(total['human_usd'])}"
+    if rate is not None:
+        return line + f" (every minute at ${rate:g}/h)"
+    if total["human_unpriced_minutes"]:
+        line += f"; {total['human_unpriced_minutes']:,.0f} min without a rate (set human_rate, or --human-usd-per-hour)"
+    return line + " (a person's time, apart from model spend)"
 
 
 @app.command()
@@ -81,12 +99,15 @@ def cost(
     until: Annotated[Optional[str], typer.Option("--until", help="Calls made before this time (exclusive); same forms as --since.")] = None,
     by: Annotated[Optional[str], typer.Option("--by", metavar="model|spec|day|batch",
                                               help="A table per model, spec, local calendar day or batch, by spend.")] = None,
+    human_usd_per_hour: Annotated[Optional[float], typer.Option("--human-usd-per-hour", min=0, help="Price every minute of a "
+                                                                "person's reviews at this rate instead of the one recorded with it.")] = None,
     as_json: JsonOpt = False,
     ledger: LedgerOpt = None,
 ) -> None:
-    """Spend, tokens and calls in a time window, worker and judge apart.
+    """Spend, tokens and calls in a time window, worker and judge apart; a person's review time beside it.
 
     Cached calls cost nothing; what they saved is the cost of the original call with the same cache key.
+    Human minutes (`loopkit review --minutes`) are kept apart from model spend, priced at the spec's human_rate.
     """
     from ..errors import UsageError
     from ..ledger import Ledger
@@ -98,8 +119,8 @@ def cost(
     since_iso = to_iso(parse_time(since)) if since else None
     until_iso = to_iso(parse_time(until)) if until else None
     with Ledger(ledger_option(ctx, ledger), readonly=True) as store:
-        report = cost_report(store, since=since_iso, until=until_iso, by=by)
+        report = cost_report(store, since=since_iso, until=until_iso, by=by, human_usd_per_hour=human_usd_per_hour)
     if as_json:
         print_json(report)
         return
-    _print_report(report)
+    _print_report(report, human_usd_per_hour)

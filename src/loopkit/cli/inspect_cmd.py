@@ -14,6 +14,7 @@ from ..formatting import duration, local_time
 from ..timewindow import seconds_between
 from .app import JsonOpt, LedgerOpt, app, ledger_option, money, out, print_json, print_json_streaming
 from .render import cache_line, error_lines, more_runs_line, pass_mark, public_run, runs_table, status_text, suspect_lines
+from .render_human import human_parts, run_parts
 
 if TYPE_CHECKING:
     from ..views import BatchSummary, RunDetail
@@ -71,6 +72,8 @@ def _show_run(r: RunDetail, *, calls: bool) -> None:
     out.print(Text(f"started {local_time(r.started_at)}" + (f" · took {duration(took)}" if took is not None else "")))
     if r.cache.cached:
         out.print(Text(cache_line(r.cache.__dict__)))
+    for line in run_parts(r.human):
+        out.print(Text(line))
     if r.message:
         out.print(Text(f"message: {r.message}"))
     if r.suspect:
@@ -88,16 +91,42 @@ def _show_run(r: RunDetail, *, calls: bool) -> None:
             name = c["checker"] + (" (audit)" if c["audit"] else "")
             table.add_row(Text(name), f"{c['score']:.2f}", Text("yes") if c["passed"] else Text("no", style="red"), Text(c["feedback"] or ""))
         out.print(table)
-        for call in (c for c in r.calls if c["iteration"] == it["n"]):
-            cached = " (cached)" if call["cached"] else ""
-            out.print(Text(f"  call {call['role']} {call['model']}: {call['prompt_tokens']}+{call['completion_tokens']} tokens, "
-                           f"{money(call['cost_usd'])}, {call['latency_ms'] or 0:.0f} ms{cached}"))
-            if calls:
-                for m in call["messages"]:
-                    out.print(Text(f"    [{m['role']}] {m['content']}"))
-                out.print(Text(f"    [response] {call['response'] or call['error'] or ''}"))
+        _print_calls(r, it["n"], calls=calls)
+    cut_short = sorted({c["iteration"] for c in r.calls} - {it["n"] for it in r.iterations})
+    for n in cut_short:  # calls (and tool calls) of an iteration a stop cut short were paid for too
+        out.print()
+        out.print(Text.assemble((f"iteration {n}", "bold"), " · cut short, not checked"))
+        _print_calls(r, n, calls=calls)
     for e in r.events:
         out.print(Text(f"event {e['kind']}: {json.dumps(e['detail'], ensure_ascii=False)}"))
+
+
+def _print_calls(r: RunDetail, n: int, *, calls: bool) -> None:
+    """Iteration n's model calls, each followed by the tool calls its reply asked for, as they ran."""
+    for call in (c for c in r.calls if c["iteration"] == n):
+        cached = " (cached)" if call["cached"] else ""
+        out.print(Text(f"  call {call['role']} {call['model']}: {call['prompt_tokens']}+{call['completion_tokens']} tokens, "
+                       f"{money(call['cost_usd'])}, {call['latency_ms'] or 0:.0f} ms{cached}"))
+        if calls:
+            for m in call["messages"]:
+                out.print(Text(f"    [{m['role']}] {m.get('content') or ''}{_asked(m.get('tool_calls'))}"))
+            out.print(Text(f"    [response] {call['response'] or call['error'] or ''}{_asked(call.get('tool_calls'))}"))
+        for t in (t for t in r.tool_calls if t["call_id"] == call["id"]):
+            said = f"error: {t['error']}" if t["error"] is not None else t["result"] or ""
+            out.print(Text(f"  tool {t['tool']}({json.dumps(t['arguments'], ensure_ascii=False)}) → "
+                           f"{said if calls else _one_line(said)}  ({t['latency_ms'] or 0:.0f} ms)"))
+
+
+def _asked(tool_calls: list[dict[str, Any]] | None) -> str:
+    """A message's tool calls, as `show --calls` prints them after its text."""
+    if not tool_calls:
+        return ""
+    return " " + " ".join(f"→ {c.get('function', {}).get('name')}({c.get('function', {}).get('arguments') or ''})" for c in tool_calls)
+
+
+def _one_line(text: str, limit: int = 120) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _show_batch(store: Any, s: BatchSummary, *, as_json: bool) -> None:
@@ -116,6 +145,8 @@ def _show_batch(store: Any, s: BatchSummary, *, as_json: bool) -> None:
         out.print(line)
     if s.cache.cached:
         out.print(Text(cache_line(s.cache.__dict__)))
+    if people := human_parts(s.human):
+        out.print(Text(" · ".join(people)))
     if s.slowest:
         out.print(Text("slowest: " + ", ".join(f"{r['case_id']} ({r['seconds']:.1f}s)" for r in s.slowest)))
     if s.most_expensive:

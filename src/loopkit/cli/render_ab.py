@@ -35,7 +35,8 @@ def render_ab(report: dict[str, Any]) -> None:
         out.print(Text(f"{report['errors']} run(s) ended in model/infrastructure errors", style="magenta"))
     for note in report["notes"][1:]:
         out.print(f"note: {note}", markup=False, style="dim")
-    style = "bold green" if report["verdict"]["winner"] else "bold"
+    good = report["verdict"].get("kind") in ("better", "non_inferior_cheaper") or report["verdict"]["winner"]
+    style = "bold green" if good else "bold"
     out.print(f"verdict: {report['verdict']['text']}", markup=False, style=style)
 
 
@@ -99,12 +100,28 @@ def sequential_lines(report: dict[str, Any]) -> list[str]:
     share = "no discordant cases yet" if disc is None else (
         f"B won {disc:.0%} of the discordant outcomes (exactly one variant passed) "
         f"({s['level']:.1%} CS {s['ci_low']:.0%}-{s['ci_high']:.0%})")
-    return [
-        f"anytime-valid tests (alpha {alpha:g}, split over 2 tests; p adjusted):",
+    split = report.get("alpha_split") or {}
+    lines = [
+        f"anytime-valid tests (alpha {alpha:g}, split over {len(split) or 2} tests; p adjusted):",
         f"  success: e-value {'inf' if s['e_value'] is None else format(s['e_value'], '.3g')} (winner at >= {s['threshold']:.3g}), "
         f"p = {fmt_p(s['p_value'])}; {share}",
         f"  reward: mean B - A {r['estimate']:+.3f}, {r['level']:.1%} CS [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}], p = {fmt_p(r['p_value'])}",
     ]
+    ni, cost = t.get("success_noninferiority"), t.get("cost_sequential")
+    if ni:
+        e = "inf" if ni["e_value"] is None else format(ni["e_value"], ".3g")
+        found = "B is non-inferior" if ni["non_inferior"] else "not shown yet"
+        lines.append(f"  non-inferiority (margin {ni['margin'] * 100:g} pts): e-value {e} (non-inferior at >= {ni['threshold']:.3g}), "
+                     f"p = {fmt_p(ni['p_value'])}; success B - A {pts(ni['estimate'])}, at worst {pts(ni['ci_low'])} "
+                     f"({ni['level']:.2%} anytime-valid bound); {found}")
+    if cost:
+        if cost["ci_low"] is None or cost["ci_high"] is None:
+            interval = "no interval yet (too few cases)"
+        else:
+            interval = f"{cost['level']:.2%} CS [{usd(cost['ci_low'], signed=True)}, {usd(cost['ci_high'], signed=True)}]"
+        found = f"B is {cost['direction']}" if cost["direction"] else "no difference shown yet"
+        lines.append(f"  cost per case: B - A {usd(cost['estimate'], signed=True)}, {interval}, p = {fmt_p(cost['p_value'])}; {found}")
+    return lines
 
 
 def report_title(report: dict[str, Any]) -> str:

@@ -21,6 +21,9 @@ def review(
     reject: Annotated[bool, typer.Option("--reject", help="Mark the run failed by a person.")] = False,
     feedback: Annotated[Optional[str], typer.Option("--feedback", help="Resume the loop now with these words as feedback.")] = None,
     reviewer: Annotated[Optional[str], typer.Option("--reviewer", help="Who decides (default: $USER).")] = None,
+    minutes: Annotated[Optional[float], typer.Option("--minutes", min=0, help="How many minutes the review took (recorded as "
+                                                     "human time, priced at the spec's human_rate; default: what the "
+                                                     "escalation's `minutes` expected).")] = None,
     as_json: JsonOpt = False,
     ledger: LedgerOpt = None,
 ) -> None:
@@ -30,8 +33,8 @@ def review(
 
     store = Ledger(ledger_option(ctx, ledger))
     if id is None:
-        if approve or reject or feedback is not None:
-            raise UsageError("--approve, --reject and --feedback need a run ID")
+        if approve or reject or feedback is not None or minutes is not None:
+            raise UsageError("--approve, --reject, --feedback and --minutes need a run ID")
         queue = review_queue(store)
         if as_json:
             print_json(queue)
@@ -56,9 +59,12 @@ def review(
         raise UsageError(f"{id} is a batch; review takes a run ID")
     who = reviewer or getpass.getuser()
     decision = "approve" if approve else "reject" if reject else "feedback"
-    result = decide(store, run_id, decision, reviewer=who, feedback=feedback)
+    result = decide(store, run_id, decision, reviewer=who, feedback=feedback, minutes=minutes)
     if as_json:
         print_json(result)
         return
-    out.print(f"run {run_id[:10]}: {result['status']} ({result['stop_reason']}) · decided by {who}")
+    took = ""
+    if result.get("minutes") is not None:
+        took = f" · {result['minutes']:g} min of a person" + (f" ({money(result['usd'])})" if "usd" in result else "")
+    out.print(f"run {run_id[:10]}: {result['status']} ({result['stop_reason']}) · decided by {who}{took}", markup=False)
     raise typer.Exit(0)

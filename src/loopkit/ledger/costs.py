@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import UsageError
+from .human import add_human_time
 from .store import Ledger
 
 __all__ = ["GROUPS", "SAVED_ESTIMATE", "cost_report"]
@@ -52,8 +53,10 @@ def _window(since: str | None, until: str | None) -> tuple[str, list[Any]]:
     return (" WHERE " + " AND ".join(where) if where else ""), args
 
 
-def cost_report(ledger: Ledger, *, since: str | None = None, until: str | None = None, by: str | None = None) -> dict[str, Any]:
-    """Spend in [since, until) (ledger ISO strings; None = unbounded).
+def cost_report(ledger: Ledger, *, since: str | None = None, until: str | None = None, by: str | None = None,
+                human_usd_per_hour: float | None = None) -> dict[str, Any]:
+    """Spend in [since, until) (ledger ISO strings; None = unbounded), with a person's time beside it (human.py:
+    `human_minutes`, `human_usd` … on the total and each group; `human_usd_per_hour` prices every minute).
 
     Returns `{since, until, by, total, roles, groups, saved_estimate}`: `total` and each of
     `roles[role]` (worker, judge) and `groups[i]` hold calls, cost_usd, prompt_tokens,
@@ -96,8 +99,9 @@ def cost_report(ledger: Ledger, *, since: str | None = None, until: str | None =
     ordered = sorted(groups.values(), key=lambda g: (-g["cost_usd"], -g["calls"], str(g["key"])))
     if by == "batch":
         _label_batches(ledger, ordered)
-    return {"since": since, "until": until, "by": by, "total": total, "roles": roles, "groups": ordered,
-            "saved_estimate": SAVED_ESTIMATE}
+    report = {"since": since, "until": until, "by": by, "total": total, "roles": roles, "groups": ordered,
+              "saved_estimate": SAVED_ESTIMATE}
+    return add_human_time(ledger, report, usd_per_hour=human_usd_per_hour)
 
 
 def _label_batches(ledger: Ledger, groups: list[dict[str, Any]]) -> None:

@@ -90,7 +90,11 @@ def write_step(conn: sqlite3.Connection, step: Step) -> None:
         "model": c.model, "api_base": c.api_base, "messages": to_json(c.messages), "response": c.response,
         "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens, "cost_usd": c.cost_usd,
         "latency_ms": c.latency_ms, "cached": int(c.cached), "error": c.error, "cache_key": c.cache_key, "call_key": c.call_key,
-        "created_at": c.created_at} for c in step.calls])
+        "created_at": c.created_at, "tool_calls": to_json(c.tool_calls) if c.tool_calls else None} for c in step.calls])
+    insert(conn, "tool_calls", [{
+        "run_id": run_id, "iteration": t.iteration, "step": t.step, "tool": t.tool, "arguments": t.arguments, "result": t.result,
+        "error": t.error, "latency_ms": t.latency_ms, "call_id": t.call_id, "tool_call_id": t.tool_call_id,
+        "created_at": t.created_at} for c in step.calls for t in c.tools_run])
     insert(conn, "events", [{"run_id": run_id, "kind": e.kind, "detail": to_json(e.detail), "created_at": e.created_at}
                             for e in step.events])
     conn.execute(

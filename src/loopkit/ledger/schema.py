@@ -97,6 +97,33 @@ def m004_drop_probe(db: Database) -> None:
     db.execute("DROP TABLE IF EXISTS _probe")
 
 
+@_migration
+def m005_tool_calls(db: Database) -> None:
+    """Tools (SPEC.md §5): every tool call the worker model made is a row, and a model call's reply keeps
+    the tool calls it asked for (`calls.tool_calls`, JSON), so the cache and `--replay` can answer with them."""
+    db["calls"].add_column("tool_calls", str)
+    db["tool_calls"].create(
+        {"id": int, "run_id": str, "iteration": int, "step": int, "tool": str, "arguments": str, "result": str,
+         "error": str, "latency_ms": float, "call_id": str, "tool_call_id": str, "created_at": str},
+        pk="id",
+    )
+    db["tool_calls"].create_index(["run_id", "iteration"])
+
+
+@_migration
+def m006_human_time(db: Database) -> None:
+    """A person's time (SPEC.md §6): each review's minutes, and their price when a rate is set, as rows of
+    their own (`kind` human), never mixed into `calls` (model spend)."""
+    db["human_time"].create(
+        {"id": int, "run_id": str, "batch_id": str, "kind": str, "minutes": float, "usd_per_hour": float, "usd": float,
+         "estimated": int, "decision": str, "reviewer": str, "created_at": str},
+        pk="id",
+    )
+    db["human_time"].create_index(["run_id"])
+    db["human_time"].create_index(["batch_id"])
+    db["human_time"].create_index(["created_at"])
+
+
 NAMES: tuple[str, ...] = tuple(step.__name__ for step in _steps)
 
 

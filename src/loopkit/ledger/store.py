@@ -182,15 +182,15 @@ class Ledger:
         """A recorded answer to this call (see cache.py): from any cacheable call; from one batch's calls
         (a replay, by call key); never from the other variant of an A/B batch (`variant_of`)."""
         if replay_batch is not None:
-            sql = ("SELECT c.response, c.prompt_tokens, c.completion_tokens, c.cost_usd FROM calls c WHERE c.call_key=? "
+            sql = ("SELECT c.response, c.prompt_tokens, c.completion_tokens, c.cost_usd, c.tool_calls FROM calls c WHERE c.call_key=? "
                    "AND c.batch_id=? AND c.error IS NULL AND c.response IS NOT NULL")
             args: list[Any] = [key, replay_batch]
         elif variant_of is not None:
-            sql = ("SELECT c.response, c.prompt_tokens, c.completion_tokens, c.cost_usd FROM calls c LEFT JOIN runs r ON r.id = c.run_id "
+            sql = ("SELECT c.response, c.prompt_tokens, c.completion_tokens, c.cost_usd, c.tool_calls FROM calls c LEFT JOIN runs r ON r.id = c.run_id "
                    "WHERE c.cache_key=? AND c.error IS NULL AND c.response IS NOT NULL AND (c.batch_id IS NOT ? OR r.variant = ?)")
             args = [key, *variant_of]
         else:
-            sql = ("SELECT c.response, c.prompt_tokens, c.completion_tokens, c.cost_usd FROM calls c WHERE c.cache_key=? "
+            sql = ("SELECT c.response, c.prompt_tokens, c.completion_tokens, c.cost_usd, c.tool_calls FROM calls c WHERE c.cache_key=? "
                    "AND c.error IS NULL AND c.response IS NOT NULL")
             args = [key]
         row = self.conn.execute(sql + " ORDER BY c.created_at LIMIT 1", args).fetchone()
@@ -199,7 +199,8 @@ class Ledger:
         from ..models import Completion
 
         return Completion(row["response"], row["prompt_tokens"], row["completion_tokens"], 0.0, 0.0, cached=True,
-                          recorded_cost_usd=row["cost_usd"] or 0.0)
+                          recorded_cost_usd=row["cost_usd"] or 0.0,
+                          tool_calls=json.loads(row["tool_calls"]) if row["tool_calls"] else None)
 
     # --- reads -------------------------------------------------------------------------------
 
@@ -278,6 +279,19 @@ class Ledger:
         run["iterations"] = iterations
         run["events"] = [{**e, "detail": json.loads(e["detail"])} for e in
                          self.query("SELECT kind, detail, created_at FROM events WHERE run_id=? ORDER BY id", (run_id,))]
-        run["calls"] = [{**c, "messages": json.loads(c["messages"] or "[]")} for c in
+        run["calls"] = [{**c, "messages": json.loads(c["messages"] or "[]"),
+                         **({"tool_calls": json.loads(c["tool_calls"])} if c.get("tool_calls") else {})} for c in
                         self.query("SELECT * FROM calls WHERE run_id=? ORDER BY created_at, rowid", (run_id,))]
+        run["tool_calls"] = self._tool_calls(run_id)
         return run
+
+    def _tool_calls(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's tool calls in the order they ran (none in a ledger from before tools, read without migrating)."""
+        if self.one("SELECT 1 AS found FROM sqlite_master WHERE type = 'table' AND name = 'tool_calls'") is None:
+            return []
+        found = self.query("SELECT iteration, step, tool, arguments, result, error, latency_ms, call_id, tool_call_id, created_at "
+                           "FROM tool_calls WHERE run_id=? ORDER BY id", (run_id,))
+        for t in found:
+            with contextlib.suppress(ValueError, TypeError):
+                t["arguments"] = json.loads(t["arguments"])
+        return found

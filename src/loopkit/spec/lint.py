@@ -158,6 +158,8 @@ def _model_mappings(data: dict[str, Any], checkers: list[tuple[int, dict[str, An
     """Every model the spec names, as written, with where: the worker, escalations, judges."""
     found: list[tuple[Path_, Any]] = [(("model",), data.get("model"))]
     found += [(("escalate", i, "model"), e["model"]) for i, e in _dicts(data.get("escalate")) if e.get("model") is not None]
+    found += [(("escalate", i, "cheapest", j), o) for i, e in _dicts(data.get("escalate")) if isinstance(e.get("cheapest"), list)
+              for j, o in enumerate(e["cheapest"]) if o != "human"]
     found += [(("checkers", i, "model"), c["model"]) for i, c in checkers
               if c.get("type") == "judge" and c.get("model") is not None]
     return found

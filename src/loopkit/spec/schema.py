@@ -39,6 +39,18 @@ def _check_params(params: dict[str, Any]) -> dict[str, Any]:
 Params = Annotated[dict[str, Any], AfterValidator(_check_params)]
 
 
+class ScriptedToolCall(_Strict):
+    """A scripted model's step that calls a tool (`tools:`) instead of answering; string arguments are templates."""
+
+    tool: str = Field(min_length=1)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+# A scripted reply: a template answering the iteration, or the iteration's steps (tool calls, then a
+# template), step k for the iteration's k-th model call, the last repeated.
+ScriptedReply = Union[str, list[Union[str, ScriptedToolCall]]]
+
+
 class ModelRef(_Strict):
     """A model as the spec names it: a litellm model string plus connection and price details."""
 
@@ -47,7 +59,7 @@ class ModelRef(_Strict):
     api_key_env: str | None = None
     price: Price | None = None
     params: Params = Field(default_factory=dict)
-    replies: list[str] | None = None
+    replies: list[ScriptedReply] | None = None
     name: str | None = None  # a display name (ledger, show, escalation events); defaults to `id`
 
     @model_validator(mode="after")
@@ -151,6 +163,55 @@ Checker = Annotated[
 CHECKER_TYPES = ("equals", "contains", "number", "regex", "json", "python", "command", "judge")
 
 
+_TOOL_NAME = r"^[A-Za-z0-9_-]{1,64}$"  # what providers accept as a function name
+
+
+class PythonTool(_Strict):
+    """A Python function the model may call; its JSON schema comes from its type hints and docstring."""
+
+    name: str = Field(pattern=_TOOL_NAME)
+    type: Literal["python"]
+    function: str = Field(pattern=r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
+    description: str | None = None  # default: the function's docstring
+    timeout: float = Field(default=60, gt=0)
+
+
+class CommandTool(_Strict):
+    """A shell command the model may call: arguments arrive as JSON on stdin and `LOOPKIT_ARG_<NAME>`."""
+
+    name: str = Field(pattern=_TOOL_NAME)
+    type: Literal["command"]
+    run: str
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    timeout: float = Field(default=60, gt=0)
+    env: list[str] = Field(default_factory=list)  # secret-named variables to pass through (others are dropped)
+
+
+class McpTools(_Strict):
+    """Every tool an MCP server lists: a command started over stdio, or a streamable HTTP `url`."""
+
+    name: str = Field(min_length=1)
+    type: Literal["mcp"]
+    command: list[str] | None = Field(default=None, min_length=1)
+    url: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    timeout: float = Field(default=60, gt=0)  # per tool call
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpTools:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("an mcp tool needs exactly one of `command:` (stdio) or `url:` (streamable HTTP)")
+        return self
+
+
+Tool = Annotated[Union[PythonTool, CommandTool, McpTools], Field(discriminator="type")]
+
+
+class Agent(_Strict):
+    max_steps: int = Field(default=10, ge=1)  # tool rounds per iteration
+
+
 class Reward(_Strict):
     combine: Literal["weighted_mean", "min"] = "weighted_mean"
     pass_: float = Field(default=1.0, alias="pass", ge=0, le=1)
@@ -174,18 +235,67 @@ class When(_Strict):
         return self
 
 
+class HumanStep(_Strict):
+    """A hand-off to a person: what they are told, and how long a review is expected to take (priced by
+    `human_rate`, weighed by `cheapest:` and `loopkit plan`)."""
+
+    note: str = ""
+    minutes: float | None = Field(default=None, gt=0)
+
+
+HUMAN = "human"  # the person, as a `cheapest:` option
+
+# A `cheapest:` option: a model (string or mapping), or `human` (a person, described by the entry's `human:`).
+CheapestOption = Union[Literal["human"], ModelSpec]
+
+
 class Escalation(_Strict):
     when: When
     model: ModelSpec | None = None
-    human: str | None = None
+    human: str | HumanStep | None = None  # the note for the person, or {note, minutes}
+    cheapest: list[CheapestOption] | None = None  # chosen per run by expected cost per success
 
     @model_validator(mode="after")
     def _one_action(self) -> Escalation:
+        if self.cheapest is not None:
+            people = sum(o == HUMAN for o in self.cheapest)
+            if len(self.cheapest) < 2:
+                raise ValueError("`cheapest:` needs at least two options to choose between (models, or `human`)")
+            if self.model is not None:
+                raise ValueError("found both `model:` and `cheapest:`, expected one of them (list the model under `cheapest:`)")
+            if people > 1:
+                raise ValueError("`cheapest:` lists `human` more than once")
+            if self.human is not None and not people:
+                raise ValueError("found `human:` beside a `cheapest:` list without `human`; add `human` to the list or drop `human:`")
+            return self
         if self.model is not None and self.human is not None:
             raise ValueError("found both `model:` and `human:`, expected one of them (an escalation takes one action)")
         if self.model is None and self.human is None:
-            raise ValueError("found neither `model:` nor `human:`, expected one of them (the escalation's action)")
+            raise ValueError("found none of `model:`, `human:`, `cheapest:`, expected one of them (the escalation's action)")
         return self
+
+    @property
+    def human_note(self) -> str:
+        """What the person is told when the run is parked for them."""
+        return self.human.note if isinstance(self.human, HumanStep) else (self.human or "")
+
+    @property
+    def human_minutes(self) -> float | None:
+        """How long the spec expects the person's review to take (None: not said)."""
+        return self.human.minutes if isinstance(self.human, HumanStep) else None
+
+    @property
+    def models(self) -> list[ModelRef]:
+        """The models this entry may switch to: its `model:`, or the models among its `cheapest:` options."""
+        if self.cheapest is not None:
+            return [o for o in self.cheapest if isinstance(o, ModelRef)]
+        return [self.model] if self.model is not None else []
+
+
+class HumanRate(_Strict):
+    """What a person's time costs: reviews are priced at it and kept apart from model spend."""
+
+    usd_per_hour: float = Field(ge=0)
 
 
 class Budget(_Strict):
@@ -235,12 +345,18 @@ class LoopSpec(_Strict):
     reward: Reward = Field(default_factory=Reward)
     stop: Stop = Field(default_factory=Stop)
     escalate: list[Escalation] = Field(default_factory=list)
+    human_rate: HumanRate | None = None  # prices a person's minutes (reviews), kept apart from model spend
     budget: Budget = Field(default_factory=Budget)
+    tools: list[Tool] = Field(default_factory=list)
+    agent: Agent = Field(default_factory=Agent)
     worker: CommandWorker | None = None  # an outside agent instead of one model call per iteration
 
     # Not from YAML (NOT_FROM_YAML): where the spec came from, for relative paths and the ledger.
     path: Path | None = Field(default=None, exclude=True)
     source: str = Field(default="", exclude=True)
+    # What the ledger said of this spec's `cheapest:` options before the batch started (human.Estimates,
+    # set by the batch layer: the engine reads the ledger through nothing else).
+    estimates: Any = Field(default=None, exclude=True)
 
     @property
     def base_dir(self) -> Path:
@@ -259,6 +375,8 @@ class LoopSpec(_Strict):
         """Every model the spec may call, with where it is named (for validation)."""
         found: list[tuple[str, ModelRef]] = [("model", self.model)]
         found += [(f"escalate.{i}.model", e.model) for i, e in enumerate(self.escalate) if e.model]
+        found += [(f"escalate.{i}.cheapest.{j}", o) for i, e in enumerate(self.escalate) for j, o in enumerate(e.cheapest or [])
+                  if isinstance(o, ModelRef)]
         found += [
             (f"checkers.{i}.model", c.model or self.model)
             for i, c in enumerate(self.checkers)
@@ -267,7 +385,11 @@ class LoopSpec(_Strict):
         return found
 
     def with_model(self, model: str | ModelRef) -> LoopSpec:
-        """The same spec on another worker model (`loopkit run --model`)."""
+        """The same spec on another worker model (`loopkit run --model`); a name the spec gives one of its
+        models (its `name:`, else its `id`) means that model, mapping and all."""
+        if isinstance(model, str):
+            named = {m.label: m for _, m in reversed(self.models())}
+            model = named.get(model, model)
         if isinstance(model, str):
             try:
                 model = ModelRef(id=model)
@@ -277,7 +399,7 @@ class LoopSpec(_Strict):
         return self.model_copy(update={"model": model})
 
 
-NOT_FROM_YAML = ("path", "source")
+NOT_FROM_YAML = ("path", "source", "estimates")
 
 
 def json_schema() -> dict[str, Any]:

@@ -3,7 +3,8 @@
 `ab` looks after every case, and fixed-sample p-values checked that often inflate the false-winner
 rate well past alpha. A winner is therefore declared only by `SuccessEValue` (success) or
 `RewardConfidenceSequence` (reward): an e-process and a confidence sequence, whose error rate stays
-<= alpha by Ville's inequality. `SequentialMonitor` runs both at alpha / 2 each (Bonferroni).
+<= alpha by Ville's inequality. `SequentialMonitor` (`monitor.py`) runs them, with the non-inferiority
+and cost tests under `--margin`, splitting alpha between them (Bonferroni).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Literal
 from .fixed import TestResult
 from .normal import check_alpha
 
-__all__ = ["RewardConfidenceSequence", "SequentialMonitor", "SuccessEValue", "confidence_sequence", "cs_half_width",
-           "cs_rho_for", "discordant_cs", "e_value", "e_value_crosses"]
+__all__ = ["RewardConfidenceSequence", "SuccessEValue", "confidence_sequence", "cs_half_width", "cs_rho_for", "discordant_cs",
+           "e_value", "e_value_crosses"]
 
 Winner = Literal["A", "B"]
 
@@ -279,52 +280,3 @@ def confidence_sequence(
     for d in diffs:
         cs.update(d)
     return cs.interval
-
-
-# --------------------------------------------------------------------------- both, for `ab`
-
-
-class SequentialMonitor:
-    """The anytime-valid tests of an A/B test, updated once per case (its pairs all finished).
-
-    ``alpha`` is the overall level; each of the two tests runs at ``alpha / 2``. Ville's inequality
-    needs the observations in an order that does not depend on their outcomes: `ab` feeds cases in
-    its seeded, shuffled scheduling order, never in the order they happen to finish.
-    """
-
-    def __init__(self, *, alpha: float = 0.05, target_n: int = 100) -> None:
-        self.alpha = alpha
-        self.each = alpha / 2
-        self.success = SuccessEValue(alpha=self.each)
-        self.reward = RewardConfidenceSequence(alpha=self.each, bound=1.0, target_n=max(1, target_n))
-        self.discordant = (0.0, 1.0)
-        self.n = 0
-
-    def update(self, a_passed: float, b_passed: float, reward_diff: float) -> None:
-        """One case: each variant's pass (or pass rate over its repeats) and the mean reward difference B - A."""
-        self.n += 1
-        self.success.update(a_passed, b_passed)
-        self.reward.update(max(-1.0, min(1.0, reward_diff)))
-        if a_passed == b_passed:
-            return  # only discordant pairs move the success test
-        lo, hi = discordant_cs(self.success.b, self.success.c, self.each, self.success.prior)
-        lo, hi = max(self.discordant[0], lo), min(self.discordant[1], hi)
-        self.discordant = (lo, hi) if lo <= hi else discordant_cs(self.success.b, self.success.c, self.each)
-
-    @property
-    def decided(self) -> bool:
-        """A verdict is clear: at least one test has crossed (winners are sticky)."""
-        return self.success.crossed or self.reward.crossed
-
-    @property
-    def winner(self) -> str | None:
-        """'A' or 'B'; None while undecided or when the two tests name different winners."""
-        s, r = self.success.winner, self.reward.winner
-        if s and r and s != r:
-            return None
-        return s or r
-
-    @property
-    def mixed(self) -> bool:
-        s, r = self.success.winner, self.reward.winner
-        return bool(s and r and s != r)
