@@ -30,6 +30,9 @@ from pathlib import Path  # noqa: E402
 # Retries in tests back off in milliseconds, not seconds; the policy itself is tested directly.
 os.environ.setdefault("LOOPKIT_RETRY_BASE_SECONDS", "0.01")
 os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+# pytest-xdist's workers inherit COLUMNS=80/LINES=24 from execnet; tests that care about width set it.
+for _size in ("COLUMNS", "LINES"):
+    os.environ.pop(_size, None)
 
 
 class MemoryRecorder:

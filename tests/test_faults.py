@@ -189,7 +189,8 @@ def test_four_processes_create_one_fresh_ledger_at_once(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_mid_batch_exits_130_and_resume_runs_every_case_exactly_once(fake_llm: FakeLLM, tmp_path: Path, cli) -> None:
-    fake_llm.default = Reply("42", latency=0.3)
+    fake_llm.queue(*["42"] * 4)  # four cases answer at once; every later call hangs until Ctrl-C cuts it off,
+    fake_llm.default = Reply("42", latency=60)  # so the batch is surely still running when resume is tried
     ids = [f"c{i:02d}" for i in range(20)]
     write_fake_spec(tmp_path, fake_llm.base_url, ids)
     db = tmp_path / "ledger.db"
@@ -216,6 +217,7 @@ def test_ctrl_c_mid_batch_exits_130_and_resume_runs_every_case_exactly_once(fake
     done_before = sum(r["status"] in FINISHED for r in runs)
     assert done_before < 20
 
+    fake_llm.default = Reply("42")
     resumed = cli("resume", batch["id"][:8], "--json", env={"TEST_KEY": KEY}, timeout=90)
     assert_no_traceback(resumed.stderr)
     assert resumed.returncode == 0, resumed.stderr
@@ -263,6 +265,7 @@ def test_kill_9_mid_batch_leaves_a_ledger_that_opens_and_resume_continues_from_t
     assert listed.returncode == 0, listed.stderr
 
     before = fake_llm.count
+    fake_llm.default = Reply("42")
     resumed = cli("resume", batch["id"][:8], "--json", env={"TEST_KEY": KEY}, timeout=90)
     assert_no_traceback(resumed.stderr)
     assert resumed.returncode == 0, resumed.stderr
