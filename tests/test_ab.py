@@ -439,3 +439,86 @@ def test_a_case_that_b_cannot_render_stops_the_test_before_any_call(cli, write_s
     done = cli("ab", str(a), str(b))
     assert done.returncode == 2 and "case.y" not in done.stdout and "Traceback" not in done.stderr
     assert "'c0'" in done.stderr
+
+
+# --- --margin: "is B as good, and cheaper?" (SPEC.md §6) ---------------------------------------------------
+
+
+def test_margin_says_b_is_as_good_and_cheaper_per_case_with_both_intervals(cli, pair):
+    # A passes on its second iteration (two calls), B on its first (one call): equally good, half the cost
+    a, b = pair(WRONG_THEN_RIGHT, RIGHT, cases=120)
+    done = cli("ab", a, b, "--margin", "0.1", "--seed", "7", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    verdict, tests = report["verdict"], report_tests(report)
+    assert verdict["kind"] == "non_inferior_cheaper" and verdict["winner"] is None  # as good is no "winner"
+    assert verdict["text"].startswith("B (candidate) is as good as A (within 10 pts): success +0 pts, at worst -")
+    A, B = report["variants"]["A"], report["variants"]["B"]
+    share = round((1 - B["mean_cost_usd"] / A["mean_cost_usd"]) * 100)  # A's second call carries the first: more than half
+    assert share > 50 and f" and {share}% cheaper per case (" in verdict["text"]
+    ni, cost = tests["success_noninferiority"], tests["cost_sequential"]
+    assert ni["non_inferior"] and -0.1 < ni["ci_low"] <= 0 and ni["ci_high"] == 1 and ni["interval"] == [ni["ci_low"], 1]
+    assert cost["direction"] == "cheaper" and cost["ci_low"] <= cost["estimate"] <= cost["ci_high"] < 0
+    assert ni["anytime_valid"] and cost["anytime_valid"] and ni["level"] == cost["level"] == 1 - 0.05 / 4
+    assert report["alpha_split"] == {t: 0.0125 for t in ("success_sequential", "reward_sequential", "success_noninferiority",
+                                                         "cost_sequential")}
+    assert report["stopped_early"] and report["cases_run"] < 120  # both questions answered: no more cases start
+
+
+def test_margin_says_b_is_cheaper_but_worse(cli, pair, write_spec):
+    a = pair(RIGHT, RIGHT, cases=40)[0]
+    b = write_spec(variant("candidate", ALWAYS_WRONG, cases=40, max_iterations=1,
+                           price="{input_per_mtok: 0.1, output_per_mtok: 0.2}"), name="cheap.yaml")
+    report = json.loads(cli("ab", a, str(b), "--margin", "0.02", "--no-early-stop", "--json").stdout)
+    verdict = report["verdict"]
+    assert verdict["kind"] == "cheaper_but_worse" and verdict["winner_variant"] == "A"
+    assert verdict["text"].startswith("B (candidate) is cheaper but worse: success -100 pts")
+    assert "cheaper per case" in verdict["text"] and report_tests(report)["success_noninferiority"]["non_inferior"] is False
+
+
+def test_margin_with_few_cases_says_there_is_not_enough_evidence_yet(inproc, pair):
+    a, b = pair(WRONG_THEN_RIGHT, RIGHT, cases=6)
+    report = json.loads(inproc("ab", a, b, "--margin", "0.02", "--json"))
+    assert report["verdict"]["kind"] == "inconclusive"
+    assert report["verdict"]["text"].startswith("not enough evidence after 6 cases that B (candidate) is as good as A (within 2 pts)")
+    cost = report_tests(report)["cost_sequential"]
+    assert cost["ci_low"] is None and cost["direction"] is None  # no cost claim before 20 cases
+    text = inproc("ab", "--show", report["batch_id"])
+    assert "non-inferiority (margin 2 pts)" in text and "cost per case: B - A" in text and "no interval yet" in text
+
+
+HAND_OFF = """
+human_rate: {usd_per_hour: 90}
+escalate:
+  - when: {failed: exact}
+    human: {note: "Double it by hand.", minutes: 5}
+"""
+
+
+def test_a_persons_time_is_part_of_a_cases_cost_live_and_in_the_report(write_spec, tmp_path, inproc):
+    # B hands every case it gets wrong (x % 3 == 0) to a person: 5 minutes at $90/h, $7.50 each
+    a = load_spec(write_spec(variant("baseline", RIGHT, cases=24), name="a.yaml"))
+    b = load_spec(write_spec(variant("candidate", '["{{ case.x * 2 if case.x % 3 else \'no\' }}"]', cases=24, max_iterations=1,
+                                     extra=HAND_OFF), name="b.yaml"))
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        test = ABTest(a, b, ledger, ABOptions(margin=0.02, seed=3, early_stop=False, concurrency=4))
+        report = test.run()
+        parked = ledger.query("SELECT id FROM runs WHERE status='needs_review'")
+    B = report["variants"]["B"]
+    assert len(parked) == 8 and B["human_usd"] == pytest.approx(8 * 7.5)
+    assert B["cost_usd"] == pytest.approx(B["model_cost_usd"] + 60.0) and B["mean_cost_usd"] == pytest.approx(B["cost_usd"] / 24)
+    assert B["cost_per_success_usd"] == pytest.approx(B["cost_usd"] / 16)
+    cost = report_tests(report)["cost_sequential"]
+    assert cost["estimate"] == pytest.approx(test.monitor.cost.mean)  # the live test priced the hand-offs as the report does
+    assert report["verdict"]["cost"] == "dearer" and report["verdict"]["kind"] in ("worse", "inconclusive")
+
+    # --human-usd-per-hour prices both variants' hand-offs instead of the specs' rate; a review's minutes replace the estimate
+    repriced = json.loads(inproc("ab", str(a.path), str(b.path), "--margin", "0.02", "--seed", "3", "--no-early-stop",
+                                 "--human-usd-per-hour", "60", "--json"))
+    assert repriced["variants"]["B"]["human_usd"] == pytest.approx(8 * 5.0)
+    run_id = next(r for r in (x["id"] for x in Ledger(tmp_path / "ledger.db").query(
+        "SELECT id FROM runs WHERE status='needs_review' AND batch_id=?", (repriced["batch_id"],))))
+    inproc("review", run_id, "--approve", "--minutes", "3")
+    after = json.loads(inproc("ab", "--show", repriced["batch_id"], "--json"))["variants"]["B"]
+    assert after["human_usd"] == pytest.approx(7 * 5.0 + 3.0) and after["passed"] == 17
+    assert "of which a person" in inproc("ab", "--show", repriced["batch_id"])

@@ -39,6 +39,8 @@ from .budget import BatchPool, CaseBudget, batch_cap, validate_budget
 from .cache import LedgerCache
 from .engine import BatchBudgetRefused, run_case
 from .errors import UsageError
+from .history import with_history
+from .human import expected_human_usd, human_usd_by_run, with_rate
 from .inputs import Case, Inputs
 from .ledger import Ledger
 from .ledger.queries import batch_runs, batch_spend
@@ -66,6 +68,7 @@ class ABOptions:
     max_retries: int = 6
     seed: int | None = None  # None: drawn at random when the test starts
     margin: float | None = None  # `--margin`: adds non-inferiority (within this many points, as a fraction) and cost tests
+    human_usd_per_hour: float | None = None  # prices a person's minutes in both variants (each spec's human_rate otherwise)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -114,7 +117,7 @@ class ABTest:
             raise UsageError(f"--margin {options.margin:g}: use a fraction of the success rate, e.g. 0.02 for 2 points")
         if options.seed is None:
             options = dataclasses.replace(options, seed=random.SystemRandom().randrange(1 << 31))
-        self.specs = {"A": spec_a, "B": spec_b}
+        self.specs = {"A": with_rate(spec_a, options.human_usd_per_hour), "B": with_rate(spec_b, options.human_usd_per_hour)}
         self.ledger = ledger
         self.options = options
         self.seed: int = options.seed or 0
@@ -144,6 +147,7 @@ class ABTest:
         for spec in self.specs.values():
             for _, model in spec.models():
                 self.models.client(model)
+        self.specs = {v: with_history(spec, self.ledger) for v, spec in self.specs.items()}  # `cheapest:` reads its history once
         cases = sorted(_unique_cases(self.inputs), key=lambda c: schedule_key(self.seed, c.id))
         self.units = [_Unit(case, 2 * self.options.repeat) for case in cases]
         self.monitor = SequentialMonitor(alpha=self.options.alpha, target_n=len(cases), margin=self.options.margin)
@@ -183,7 +187,8 @@ class ABTest:
         finally:
             self.progress.in_flight -= 1
         if result.status in FINISHED:
-            self._finished(unit, repeat, variant, result.success, result.reward or 0.0, result.cost_usd or 0.0, result.status)
+            cost = (result.cost_usd or 0.0) + expected_human_usd(spec, result)  # a hand-off's minutes, as the report prices them
+            self._finished(unit, repeat, variant, result.success, result.reward or 0.0, cost, result.status)
         self.progress.spent = self.pool.spent
         self._advance()
         self.on_progress(self.progress)
@@ -233,6 +238,7 @@ class ABTest:
         self.batch_id = batch_id
         self.prepare()
         units = {u.case.id: u for u in self.units}
+        human = human_usd_by_run(self.ledger, batch_id, usd_per_hour=self.options.human_usd_per_hour)  # as the report prices them
         for row in batch_runs(self.ledger, batch_id):  # by start time: a later row of the same run supersedes
             unit = units.get(row["case_id"])
             key = (row["repeat"] or 0, row["variant"])
@@ -240,8 +246,8 @@ class ABTest:
                 continue
             if row["status"] in FINISHED:
                 unit.continues.pop(key, None)
-                self._finished(unit, *key, bool(row["success"]), float(row["reward"] or 0.0), float(row["cost_usd"] or 0.0),
-                               row["status"])
+                self._finished(unit, *key, bool(row["success"]), float(row["reward"] or 0.0),
+                               float(row["cost_usd"] or 0.0) + human.get(row["id"], 0.0), row["status"])
                 continue
             unit.continues[key] = (row["id"], self.ledger.continuation(row["id"]))  # one run, one row
         self._advance()

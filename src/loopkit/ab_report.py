@@ -19,6 +19,7 @@ from . import stats
 from .ab_cases import VARIANTS, case_means, case_summary, complete_prefix
 from .ab_verdict import fmt_p, pts, verdict
 from .errors import UsageError
+from .human import human_usd_by_run
 from .ledger import Ledger
 from .ledger.ab_queries import ab_runs
 from .liveness import is_stale
@@ -82,14 +83,6 @@ def _test(result: stats.TestResult, *, metric: str, method: str, level: float, a
             "statistic": result.statistic, "p_value": result.p_value if p_value is None else p_value,
             "estimate": result.estimate if estimate is None else estimate, "ci_low": lo, "ci_high": hi,
             "level": level, "interval_of": interval_of, **extra}
-
-
-def human_usd_by_run(ledger: Ledger, batch_id: str) -> dict[str, float]:
-    """USD of a person's time per run of the batch ({run_id: usd}; runs without any left out).
-
-    The hook for a person's time (issue 14, section 2): a run's cost in `ab` is every call of the run
-    (worker, judges, agents) plus this. Until human time is priced in the ledger it is empty."""
-    return {}
 
 
 def _load_runs(ledger: Ledger, batch_id: str, human_usd: Mapping[str, float]) -> list[dict[str, Any]]:
@@ -257,7 +250,9 @@ def ab_report(ledger: Ledger, batch_id: str, *, with_path: bool = False, human_u
 
     margin = options.get("margin")
     margin = None if margin is None else float(margin)
-    runs = _load_runs(ledger, batch_id, human_usd_by_run(ledger, batch_id) if human_usd is None else human_usd)
+    if human_usd is None:  # a person's time: reviews at their recorded rate, runs still waiting at their hand-off's
+        human_usd = human_usd_by_run(ledger, batch_id, usd_per_hour=options.get("human_usd_per_hour"))
+    runs = _load_runs(ledger, batch_id, human_usd)
     cases = complete_prefix(runs, seed=seed, repeat=repeat)
     n = len(cases)
     cases_available = int(options.get("cases_available") or n)

@@ -45,10 +45,12 @@ def _against(winner: str, decided: list[str], deltas: dict[str, Any]) -> tuple[s
     return None, ""
 
 
-def _superiority(monitor: stats.SequentialMonitor, winner: str, deltas: dict[str, Any]) -> tuple[list[str], str | None, str]:
-    """(the deciding tests' figures, the metric against the winner, its words) for a superiority winner."""
+def _superiority(monitor: stats.SequentialMonitor, winner: str, deltas: dict[str, Any],
+                 view: str | None = None) -> tuple[list[str], str | None, str]:
+    """(the deciding tests' figures, the metric against the winner, its words) for a superiority winner; the
+    figures are the winner's lead, or `view`'s difference to the other variant ("B": B - A) when given."""
     s, r = monitor.success, monitor.reward
-    sign = 1.0 if winner == "B" else -1.0
+    sign = 1.0 if (view or winner) == "B" else -1.0
     parts = []
     decided = [k for k, t in (("success", s), ("reward", r)) if t.winner == winner]
     if "success" in decided:
@@ -150,8 +152,8 @@ def verdict(monitor: stats.SequentialMonitor, variants: dict[str, Any], deltas: 
 
     winner = monitor.winner or "A"
     loser = "A" if winner == "B" else "B"
-    (decided_by, *parts), against, words = _superiority(monitor, winner, deltas)
-    if kind == "cheaper_but_worse":
+    (decided_by, *parts), against, words = _superiority(monitor, winner, deltas, view="B" if kind == "cheaper_but_worse" else None)
+    if kind == "cheaper_but_worse":  # a sentence about B: its figures are B - A
         text = f"B ({names['B']}) is cheaper but worse: " + "; ".join(parts) + words + f"; {cost_words} — {tail}"
         return {**base, "winner": names["A"], "winner_variant": "A", "decided_by": decided_by, "against": against, "text": text}
     text = f"{winner} ({names[winner]}) is better: " + "; ".join(parts) + words

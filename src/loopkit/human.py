@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .ledger import Ledger
+    from .records import RunResult
     from .spec import LoopSpec
 
-__all__ = ["DEFAULT_REVIEW_MINUTES", "batch_human", "human_minutes_by_run", "human_usd_by_run", "rate_of", "record_review", "run_human",
+__all__ = ["DEFAULT_REVIEW_MINUTES", "batch_human", "expected_human_usd", "human_minutes_by_run", "human_usd_by_run", "rate_of", "record_review", "run_human",
            "usd_for", "with_rate"]
 
 # The stated prior for how long a review takes when neither the spec (`human: {minutes}`) nor the ledger says.
@@ -42,6 +43,18 @@ def usd_for(minutes: float | None, usd_per_hour: float | None) -> float | None:
     if minutes is None or usd_per_hour is None:
         return None
     return minutes * usd_per_hour / 60.0
+
+
+def expected_human_usd(spec: LoopSpec, result: RunResult) -> float:
+    """USD a run that just ended is expected to cost in a person's time: a run parked for a person, its hand-off's
+    `minutes` (else DEFAULT_REVIEW_MINUTES) at the spec's rate; 0 otherwise or without a rate. The same figure
+    `human_usd_by_run` gives a run still waiting, so a live A/B test and its report price a hand-off alike."""
+    from .records import RunStatus
+
+    if result.status != RunStatus.NEEDS_REVIEW or not result.state.fired:
+        return 0.0
+    esc = spec.escalate[result.state.fired[-1]]
+    return usd_for(esc.human_minutes or DEFAULT_REVIEW_MINUTES, rate_of(spec)) or 0.0
 
 
 def human_minutes_by_run(ledger: Ledger, batch_id: str, *, pending: bool = True) -> dict[str, float]:

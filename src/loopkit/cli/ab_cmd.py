@@ -84,6 +84,7 @@ def ab(
     max_usd: Annotated[Optional[float], typer.Option("--max-usd", min=0, help="Budget in USD across both variants (with the specs' total_usd, the lowest wins).")] = None,
     alpha: Annotated[float, typer.Option("--alpha", help="Level of the anytime-valid tests that declare a winner (0 < alpha < 1).")] = 0.05,
     margin: Annotated[Optional[float], typer.Option("--margin", metavar="M", help="Also ask whether B is as good as A within M (0.02 = 2 points of success rate) and cheaper per case: adds anytime-valid non-inferiority and cost tests (alpha split over 4 tests).", show_default=False)] = None,
+    human_usd_per_hour: Annotated[Optional[float], typer.Option("--human-usd-per-hour", min=0, help="Price a person's minutes in both variants (instead of each spec's human_rate): cost per case and per success include them.", show_default=False)] = None,
     no_early_stop: Annotated[bool, typer.Option("--no-early-stop", help="Run every case even once the verdict is clear.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the response cache.")] = False,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the shuffled case order and of which variant runs first; default: drawn at random and recorded with the batch.", show_default=False)] = None,
@@ -127,7 +128,8 @@ def ab(
     labels = _tags(tag)
     store = Ledger(ledger_option(ctx, ledger))
     options = ABOptions(inputs=inputs, repeat=repeat, concurrency=concurrency, max_usd=max_usd, alpha=alpha,
-                        early_stop=not no_early_stop, no_cache=no_cache, max_retries=max_retries, seed=seed, margin=margin)
+                        early_stop=not no_early_stop, no_cache=no_cache, max_retries=max_retries, seed=seed, margin=margin,
+                        human_usd_per_hour=human_usd_per_hour)
     with batch_progress(not as_json) as on_progress:
         test = ABTest(spec_a, spec_b, store, options, argv=sys.argv[1:], tags=labels, on_progress=on_progress)
         try:

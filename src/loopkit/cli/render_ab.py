@@ -73,7 +73,7 @@ def ab_table_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str, str]
     def p(key: str) -> str:
         return fmt_p((d.get(key) or {}).get("p_value"))
 
-    return [
+    rows = [
         ("success rate", rate(A), rate(B), _interval(d.get("success_rate"), pts, lambda x: f"{x * 100:+.0f}"), p("success_rate")),
         ("mean reward", num(A["mean_reward"]), num(B["mean_reward"]), _interval(d.get("mean_reward"), lambda x: f"{x:+.3f}"), p("mean_reward")),
         ("mean cost", usd(A["mean_cost_usd"]), usd(B["mean_cost_usd"]), _interval(d.get("mean_cost_usd"), lambda x: usd(x, signed=True)),
@@ -89,6 +89,12 @@ def ab_table_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str, str]
         ("escalations", str(A["escalations"]), str(B["escalations"]),
          _interval(d.get("escalations_per_run"), lambda x: f"{x:+.2f}/run"), "-"),
     ]
+    if A.get("human_usd") or B.get("human_usd"):  # a person's time is inside the costs above; say how much of them
+        def person(v: dict[str, Any]) -> str:
+            return usd(v["human_usd"] / v["runs"]) if v["runs"] else "-"
+
+        rows.insert(3, ("  of which a person", person(A), person(B), "-", "-"))
+    return rows
 
 
 def sequential_lines(report: dict[str, Any]) -> list[str]:
