@@ -802,7 +802,7 @@ def _economics_trials(p_a: float, diff: float, *, discordance: float, experiment
     q = (discordance + diff) / 2  # P(only B passes); P(only A passes) = q - diff
     kinds: dict[str, int] = {}
     for _ in range(experiments):
-        monitor = SequentialMonitor(alpha=0.05, target_n=cases, margin=0.1)
+        monitor = SequentialMonitor(alpha=0.05, target_n=cases, margin=0.1, track_discordant=False)  # display only: skipped
         for _ in range(cases):
             u = rng.random()
             a_ok, b_ok = (False, True) if u < q else (True, False) if u < discordance else (u < discordance + p_a,) * 2
@@ -820,7 +820,7 @@ def test_false_as_good_and_cheaper_verdicts_stay_under_alpha_when_b_is_worse_by_
     "non_inferior_cheaper" verdict is false. Its rate is at most the non-inferiority test's share (alpha/4);
     the tolerance is three binomial standard errors (the seeded run is deterministic: this cannot flake). The
     exact rates above cover the non-inferiority rule alone, including every case discordant."""
-    experiments = 400
+    experiments = 300
     kinds = _economics_trials(0.5, diff, discordance=discordance, experiments=experiments, cases=200, seed=31)
     share = 0.05 / 4
     assert kinds.get("non_inferior_cheaper", 0) / experiments <= share + 3 * math.sqrt(share * (1 - share) / experiments)

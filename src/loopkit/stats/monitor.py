@@ -50,8 +50,10 @@ class SequentialMonitor:
     (``alpha_split``); ``margin`` (a fraction, 0.02 = 2 points) adds the non-inferiority and cost tests.
     """
 
-    def __init__(self, *, alpha: float = 0.05, target_n: int = 100, margin: float | None = None) -> None:
+    def __init__(self, *, alpha: float = 0.05, target_n: int = 100, margin: float | None = None,
+                 track_discordant: bool = True) -> None:
         self.alpha = alpha
+        self.track_discordant = track_discordant  # the report's interval for discordant cases; no decision uses it
         self.margin = margin
         self.tests = 2 if margin is None else 4
         self.each = alpha / self.tests
@@ -83,7 +85,7 @@ class SequentialMonitor:
             if cost_diff is None:
                 raise ValueError("a monitor with a margin needs each case's cost difference")
             self.cost.update(cost_diff)
-        if a_passed == b_passed:
+        if a_passed == b_passed or not self.track_discordant:
             return  # only discordant pairs move the success test
         lo, hi = discordant_cs(self.success.b, self.success.c, self.each, self.success.prior)
         lo, hi = max(self.discordant[0], lo), min(self.discordant[1], hi)
