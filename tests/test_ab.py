@@ -522,3 +522,18 @@ def test_a_persons_time_is_part_of_a_cases_cost_live_and_in_the_report(write_spe
     after = json.loads(inproc("ab", "--show", repriced["batch_id"], "--json"))["variants"]["B"]
     assert after["human_usd"] == pytest.approx(7 * 5.0 + 3.0) and after["passed"] == 17
     assert "of which a person" in inproc("ab", "--show", repriced["batch_id"])
+
+
+def test_a_cheapest_escalation_chooses_in_ab_as_in_run_and_a_person_among_its_options_needs_a_price(cli, pair, write_spec, tmp_path):
+    strong = '{id: loopkit/scripted, name: strong, replies: ["{{ case.x * 2 }}"], price: {input_per_mtok: 2.5, output_per_mtok: 10}}'
+    entry = f"escalate:\n  - when: {{failed: exact}}\n    cheapest: [{strong}, human]\n    human: {{note: look, minutes: 5}}\n"
+    a = pair(RIGHT, RIGHT, cases=4)[0]
+    b = write_spec(variant("candidate", ALWAYS_WRONG, cases=4, extra=entry), name="cheapest.yaml")
+    refused = cli("ab", a, str(b))
+    assert refused.returncode == 2 and "cheapest lists `human`, whose time has no price" in refused.stderr
+    done = cli("ab", a, str(b), "--human-usd-per-hour", "90", "--json")
+    assert done.returncode == 0, done.stderr
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        chosen = [json.loads(r["detail"])["cheapest"] for r in ledger.query("SELECT detail FROM events WHERE kind='escalation'")]
+    assert len(chosen) == 4 and {c["chosen"] for c in chosen} == {"strong"}  # the prior: a model step is cheaper than $7.50
+    assert chosen[0]["options"][1]["usd"] == pytest.approx(7.5)  # the person, priced at the rate ab was given
