@@ -537,3 +537,26 @@ def test_a_cheapest_escalation_chooses_in_ab_as_in_run_and_a_person_among_its_op
         chosen = [json.loads(r["detail"])["cheapest"] for r in ledger.query("SELECT detail FROM events WHERE kind='escalation'")]
     assert len(chosen) == 4 and {c["chosen"] for c in chosen} == {"strong"}  # the prior: a model step is cheaper than $7.50
     assert chosen[0]["options"][1]["usd"] == pytest.approx(7.5)  # the person, priced at the rate ab was given
+
+
+def test_a_cases_cost_in_the_margin_test_is_every_call_of_its_runs_judges_included(write_spec, tmp_path):
+    judge = """
+        checkers:
+          - {name: exact, type: equals, expected: "{{ case.x * 2 }}"}
+          - name: tone
+            type: judge
+            rubric: Is it terse?
+            model: {id: loopkit/scripted, price: {input_per_mtok: 30, output_per_mtok: 60}, replies: ['{"score": 1, "reason": "ok"}']}
+        """
+    a = load_spec(write_spec(variant("judged", RIGHT, cases=24).split("checkers:")[0] + textwrap.dedent(judge), name="a.yaml"))
+    b = load_spec(write_spec(variant("plain", RIGHT, cases=24), name="b.yaml"))
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        report = ABTest(a, b, ledger, ABOptions(margin=0.02, seed=5, early_stop=False)).run()
+        spent = {r["variant"]: r["usd"] for r in ledger.query(
+            "SELECT runs.variant, TOTAL(calls.cost_usd) AS usd FROM calls JOIN runs ON runs.id = calls.run_id GROUP BY runs.variant")}
+        judged = ledger.query("SELECT COUNT(*) AS n FROM calls WHERE role != 'worker'")[0]["n"]
+    assert judged == 24  # one judge call per run of A
+    cost = report_tests(report)["cost_sequential"]
+    assert cost["estimate"] == pytest.approx((spent["B"] - spent["A"]) / 24)  # the source of truth: the calls
+    assert report["variants"]["A"]["mean_cost_usd"] == pytest.approx(spent["A"] / 24)
+    assert cost["direction"] == "cheaper" and cost["ci_high"] < 0  # B saves the judge
