@@ -242,3 +242,13 @@ def test_cheapest_with_a_person_needs_a_price_for_their_time(cli, write_spec):
     assert done.returncode == 2 and "escalate.0.cheapest lists `human`, whose time has no price" in done.stderr
     assert cli("run", str(write_spec((CHEAPEST % entry).replace("human_rate: {usd_per_hour: 90}\n", ""))),
                "--human-usd-per-hour", "90").returncode == 0
+
+
+def test_cost_by_day_and_by_batch_puts_a_persons_time_in_the_same_group_as_the_model_spend(parked, cli, tmp_path):
+    cli("review", parked["kim"], "--approve", "--minutes", "3")
+    (batch_id,) = rows(tmp_path, "SELECT DISTINCT batch_id FROM runs")[0]
+    (by_batch,) = [g for g in json.loads(cli("cost", "--by", "batch", "--json").stdout)["groups"] if g["human_minutes"]]
+    assert by_batch["key"] == batch_id and by_batch["calls"] > 0 and by_batch["human_usd"] == pytest.approx(4.5)
+    (day,) = rows(tmp_path, "SELECT date(created_at, 'localtime') FROM human_time")[0]
+    (by_day,) = [g for g in json.loads(cli("cost", "--by", "day", "--json").stdout)["groups"] if g["human_minutes"]]
+    assert by_day["key"] == day and by_day["human_minutes"] == 3.0 and by_day["human_usd"] == pytest.approx(4.5)
