@@ -203,3 +203,62 @@ escalate:
     odd, notes = current_design(parse_spec("model: a\ntask: {prompt: hi}\nescalate:\n  - {when: {failed: x}, model: b}\n"
                                            "checkers: [{name: x, type: equals, expected: y}]\n"))
     assert odd.stages == (("a", 1), ("b", 2)) and "conditions besides `iterations`" in notes[0]
+
+
+def test_a_persons_recorded_reviews_set_the_hand_offs_chance_minutes_and_price(cli, write_spec, tmp_path):
+    """Three runs handed to a person, two approved in 3 minutes, one rejected in 1: plan prices a hand-off at
+    what those reviews took and how they ended, not at the prior."""
+    spec = write_spec("""\
+        name: review-me
+        model: {id: loopkit/scripted, name: solo, replies: [wrong]}
+        task: {prompt: "{{ case.q }}"}
+        inputs: cases.jsonl
+        checkers: [{name: answer, type: equals, expected: "{{ case.answer }}"}]
+        human_rate: {usd_per_hour: 60}
+        stop: {max_iterations: 2}
+        escalate:
+          - when: {iterations: 1}
+            human: {note: "please look", minutes: 5}
+        """, cases__jsonl="".join(json.dumps({"id": f"c{i}", "q": "q", "answer": "a"}) + "\n" for i in range(3)))
+    cli("run", str(spec))
+    parked = [r for (r,) in rows(tmp_path, "SELECT id FROM runs WHERE status='needs_review' ORDER BY case_id")]
+    assert len(parked) == 3
+    for run_id, decision, minutes in zip(parked, ("--approve", "--approve", "--reject"), ("3", "3", "1")):
+        assert cli("review", run_id, decision, "--minutes", minutes).returncode == 0
+    report = plan_json(cli, spec)
+    human = report["human"]
+    assert (human["reviews"], human["pass_chance"], human["source"]) == (3, pytest.approx(2 / 3), "history: 3 review(s)")
+    assert human["minutes"] == pytest.approx(7 / 3) and human["usd"] == pytest.approx(7 / 3 * 60 / 60)
+    assert [(a["model"], a["attempt"], a["made"], a["pass_chance"]) for a in report["attempts"]] == [("solo", 1, 3, 0.0)]
+    assert report["current"]["design"] == "solo ×1 → person"
+    assert report["current"]["accuracy"] == pytest.approx(2 / 3)
+    assert report["current"]["human_minutes_per_case"] == pytest.approx(7 / 3)
+
+
+def test_design_and_min_accuracy_pick_other_rows_and_a_current_design_off_the_frontier_is_shown(cli, quiz):
+    cli("run", str(quiz), "--explore", "cheap,strong")
+    report = plan_json(cli, quiz)
+    front = report["frontier"]
+    assert report["current"]["design"] not in [f["design"] for f in front]  # strong ×3 costs what strong ×1 does
+    assert plan_json(cli, quiz, "--design", "1")["chosen"]["design"] == front[0]["design"]
+    floor = front[1]["accuracy"]
+    assert plan_json(cli, quiz, "--min-accuracy", str(floor))["chosen"]["design"] == front[1]["design"]
+    text = cli("plan", str(quiz)).stdout
+    off = [line for line in text.splitlines() if "strong ×3" in line]
+    assert len(off) == 1 and "current" in off[0] and off[0].lstrip("│ ").startswith("-")
+    done = cli("plan", str(quiz), "--design", str(len(front) + 1))
+    assert done.returncode == 2 and f"the frontier has {len(front)} row(s)" in done.stderr
+
+
+def test_a_design_is_a_small_sample_when_any_attempt_it_uses_is():
+    """40 cases made the first attempt, only 5 a second: one attempt rests on 40, two on 5 (said so)."""
+    from loopkit.history import Segment
+    from loopkit.plan_model import Design, Model, evaluate
+
+    segments = [Segment(f"r{i}", f"c{i}", "a", False, passed=[True], costs=[0.01], prompt_tokens=[10]) for i in range(35)]
+    segments += [Segment(f"r{i}", f"c{i}", "a", False, passed=[False, True], costs=[0.01, 0.02], prompt_tokens=[10, 20])
+                 for i in range(35, 40)]
+    once, twice = evaluate([Design((("a", 1),)), Design((("a", 2),))], Model.of(segments), None)
+    assert (once.accuracy, once.small_sample) == (35 / 40, False)
+    assert (twice.accuracy, twice.small_sample) == (1.0, True)
+    assert twice.usd_per_case == pytest.approx(0.01 + 5 / 40 * 0.02)

@@ -7,7 +7,8 @@ designs no other design beats on both. The current spec's design is evaluated th
 the *chosen* design is the cheapest on the frontier within `margin` of the current design's accuracy
 (or at least `min_accuracy`), ready for `plan --write` and `loopkit ab current.yaml new.yaml --margin`.
 
-    report = loopkit.plan(load_spec("spec.yaml"), ledger="ledger.db")
+    from loopkit.plan import plan
+    report = plan(load_spec("spec.yaml"), ledger="ledger.db")
     print(report.chosen.design.label, report.chosen.usd_per_case)
 """
 

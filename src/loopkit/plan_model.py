@@ -183,7 +183,7 @@ class Figures:
     human_usd: float
     human_minutes: float
     cases: int
-    small_sample: bool  # an estimate it rests on has fewer than SMALL_SAMPLE attempts
+    small_sample: bool  # an attempt it uses (or the person's reviews) rests on fewer than SMALL_SAMPLE cases
     beyond_data: bool  # it asks for more attempts of a model than the data covers
     cost_unknown: bool  # a model's steps have no recorded cost (all cached)
 
@@ -243,7 +243,7 @@ def evaluate(designs: Iterable[Design], model: Model, human: HumanStage | None) 
         rows = [(_case_outcome(design, model, own, human, step_usd), w) for own, w in profiles.values()]
         acc = _mean_interval([(r[0], w) for r, w in rows], cases)
         usd = _mean_interval([(r[1] + r[2], w) for r, w in rows], cases)
-        small = any(model.attempts.get(m, [Attempt()])[0].made < SMALL_SAMPLE for m, _ in design.stages) or (
+        small = any(a.made < SMALL_SAMPLE for m, count in design.stages for a in (model.attempts.get(m) or [Attempt()])[:count]) or (
             design.human and human is not None and human.reviews < SMALL_SAMPLE)
         beyond = any(count > model.depth(m) for m, count in design.stages)
         results.append(Figures(design, acc[0], acc[1], usd[0], usd[1], sum(r[1] * w for r, w in rows) / cases if cases else 0.0,

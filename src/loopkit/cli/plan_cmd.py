@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 from rich.text import Text
 
+from ..plan_model import SMALL_SAMPLE
 from .app import JsonOpt, LedgerOpt, app, err, ledger_option, money, out, print_json
 
 if TYPE_CHECKING:
@@ -16,12 +17,27 @@ if TYPE_CHECKING:
     from ..plan_model import Figures
 
 
+def _fine(x: float) -> bool:
+    """Whole percents would round this to 0% or 100% (or hide the gap to it): it needs a decimal."""
+    return 0.995 <= x < 1 or 0 < x < 0.005
+
+
 def _pct(x: float) -> str:
-    return f"{x:.1%}" if 0.995 <= x < 1 or 0 < x < 0.005 else f"{x:.0%}"
+    return f"{x:.1%}" if _fine(x) else f"{x:.0%}"
+
+
+def _pct_interval(lo: float, hi: float) -> str:
+    """Both ends at one precision: 99.0%–100.0%, not 99%–100.0%."""
+    lo = max(lo, 0.0)
+    return f"{lo:.1%}–{hi:.1%}" if _fine(lo) or _fine(hi) else f"{lo:.0%}–{hi:.0%}"
 
 
 def _interval(lo: float, hi: float, fmt: Any) -> str:
     return f"{fmt(max(lo, 0.0))}–{fmt(hi)}"
+
+
+def _minutes(x: float) -> str:
+    return f"{x:.2f}" if x < 1 else f"{x:.1f}"
 
 
 def _print_attempts(report: PlanReport) -> None:
@@ -34,9 +50,11 @@ def _print_attempts(report: PlanReport) -> None:
     for a in report.attempts:
         cost = a["step_usd_interval"]
         rows.append([a["model"], str(a["attempt"]), f"{a['made']:,}" + (" *" if a["small_sample"] else ""), _pct(a["pass_chance"]),
-                     _interval(*a["pass_interval"], _pct), _pct(a["stall_chance"]) if a["stall_chance"] else "-",
+                     _pct_interval(*a["pass_interval"]), _pct(a["stall_chance"]) if a["stall_chance"] else "-",
                      money(a["step_usd"]), _interval(*cost, money) if cost else "-"])
     out.print(fitted_table(columns, rows, title="per model and attempt (after the earlier attempts on that model failed)"))
+    if any(a["small_sample"] for a in report.attempts):
+        out.print(Text(f"* fewer than {SMALL_SAMPLE} runs made this attempt: a small sample, read its interval", style="dim"))
 
 
 def _marks(report: PlanReport, f: Figures) -> str:
@@ -61,9 +79,9 @@ def _print_frontier(report: PlanReport) -> None:
     rows = []
     for i, f in enumerate(rows_of, start=1):
         off = report.current is not None and f is report.current and i > len(report.frontier)
-        rows.append(["-" if off else str(i), f.design.label, _pct(f.accuracy), _interval(*f.accuracy_interval, _pct),
+        rows.append(["-" if off else str(i), f.design.label, _pct(f.accuracy), _pct_interval(*f.accuracy_interval),
                      money(f.usd_per_case), money(None if f.accuracy <= 0 else f.usd_per_success),
-                     f"{f.human_minutes:.1f}" if f.design.human else "-", _marks(report, f)])
+                     _minutes(f.human_minutes) if f.design.human else "-", _marks(report, f)])
     out.print(fitted_table(columns, rows, title="cost/accuracy frontier (no design is both cheaper and more accurate)"))
 
 
@@ -82,7 +100,7 @@ def print_plan(report: PlanReport) -> None:
     c, ch = report.current, report.chosen
     if c is not None and ch is not None and ch.design != c.design:
         saving = 1 - ch.usd_per_case / c.usd_per_case if c.usd_per_case else 0.0
-        out.print(Text(f"chosen: {ch.design.label} — accuracy {_pct(ch.accuracy)} vs {_pct(c.accuracy)} now, "
+        out.print(Text(f"chosen: {ch.design.label} — accuracy {ch.accuracy:.1%} vs {c.accuracy:.1%} now, "
                        f"{money(ch.usd_per_case)} vs {money(c.usd_per_case)} per case ({saving:.0%} cheaper)"))
     elif ch is not None and c is not None:
         out.print(Text("chosen: the current design; nothing cheaper comes within the margin of its accuracy"))
