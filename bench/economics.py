@@ -142,12 +142,13 @@ def loopkit(folder: Path, *args: str) -> subprocess.CompletedProcess:
     return done
 
 
-def measure(folder: Path, batch_id: str) -> dict[str, Any]:
-    """Accuracy against the truth, pass rate by the checker, and money, from the ledger."""
+def measure(folder: Path, batch_id: str, variant: str | None = None) -> dict[str, Any]:
+    """Accuracy against the truth, pass rate by the checker, and money, from the ledger (one variant of an A/B batch)."""
+    scope, args = ("batch_id=?", (batch_id,)) if variant is None else ("batch_id=? AND variant=?", (batch_id, variant))
     with sqlite3.connect(folder / "ledger.db") as conn:
-        runs = conn.execute("SELECT case_json, output, success FROM runs WHERE batch_id=?", (batch_id,)).fetchall()
-        (cost,) = conn.execute("SELECT TOTAL(cost_usd) FROM calls WHERE batch_id=?", (batch_id,)).fetchone()
-        (calls,) = conn.execute("SELECT COUNT(*) FROM calls WHERE batch_id=?", (batch_id,)).fetchone()
+        runs = conn.execute(f"SELECT case_json, output, success FROM runs WHERE {scope}", args).fetchall()
+        (cost,) = conn.execute(f"SELECT TOTAL(cost_usd) FROM calls WHERE run_id IN (SELECT id FROM runs WHERE {scope})", args).fetchone()
+        (calls,) = conn.execute(f"SELECT COUNT(*) FROM calls WHERE run_id IN (SELECT id FROM runs WHERE {scope})", args).fetchone()
     right = 0
     for case_json, output, _ in runs:
         case = json.loads(case_json)
@@ -189,8 +190,14 @@ def main() -> None:
         arms = {"strong-only": run_arm(folder, "strong", ""),
                 "cheap-with-retries": run_arm(folder, "cheap", spec_text(fake.base_url, CHEAP, iterations=3)),
                 "planned": run_arm(folder, "planned", "")}
-        ab = loopkit(folder, "ab", "strong.yaml", "planned.yaml", "--margin", "0.02", "--no-cache", "--concurrency", "32", "--json")
-        verdict = json.loads(ab.stdout)["verdict"] if ab.stdout.strip().startswith("{") else {"text": ab.stderr.strip()}
+        ab = loopkit(folder, "ab", "strong.yaml", "planned.yaml", "--margin", "0.02", "--no-cache", "--concurrency", "32",
+                     "--seed", str(args.seed), "--json")
+        if ab.stdout.strip().startswith("{"):
+            tested = json.loads(ab.stdout)
+            verdict = {**tested["verdict"], "pairs": tested["pairs_run"],
+                       "truth": {v: measure(folder, tested["batch_id"], v) for v in ("A", "B")}}
+        else:
+            verdict = {"text": ab.stderr.strip()}
         requests = fake.count
     report(args, plan, arms, verdict, requests, time.perf_counter() - started)
     if not args.keep:
@@ -216,7 +223,11 @@ def report(args: argparse.Namespace, plan: dict[str, Any], arms: dict[str, dict[
               f"{m['usd_per_success'] / base['usd_per_success']:.2f} |")
     planned = arms["planned"]
     ok = planned["accuracy"] >= base["accuracy"] - TARGET_POINTS and planned["usd_per_case"] <= TARGET_COST * base["usd_per_case"]
-    print(f"\nab strong.yaml planned.yaml --margin 0.02: {verdict.get('kind', '-')}: {verdict.get('text')}")
+    print(f"\nab strong.yaml planned.yaml --margin 0.02 --seed {args.seed}: {verdict.get('kind', '-')}: {verdict.get('text')}")
+    if "truth" in verdict:  # ab judges by the checker; the truth on the same pairs says whether the checker flattered B
+        a, b = verdict["truth"]["A"], verdict["truth"]["B"]
+        print(f"ab's {verdict['pairs']} pairs against the truth: strong-only {a['accuracy']:.1%} (checker {a['pass_rate']:.1%}), "
+              f"planned {b['accuracy']:.1%} (checker {b['pass_rate']:.1%}); cost ÷ strong {b['usd_per_case'] / a['usd_per_case']:.2f}")
     print(f"target (planned within {TARGET_POINTS * 100:.0f} pts of strong-only at <= {TARGET_COST:.0%} of its cost): "
           f"{'met' if ok else 'NOT met'}")
 

@@ -202,7 +202,10 @@ escalate:
     assert (design.stages, design.human, notes) == ((("a", 2), ("b", 2)), True, [])
     odd, notes = current_design(parse_spec("model: a\ntask: {prompt: hi}\nescalate:\n  - {when: {failed: x}, model: b}\n"
                                            "checkers: [{name: x, type: equals, expected: y}]\n"))
-    assert odd.stages == (("a", 1), ("b", 2)) and "conditions besides `iterations`" in notes[0]
+    assert odd.stages == (("a", 3),) and "fires on a condition" in notes[0]  # what a case does: plan cannot weigh it
+    mixed, notes = current_design(parse_spec("model: a\ntask: {prompt: hi}\nescalate:\n  - {when: {failed: x, iterations: 2}, model: b}\n"
+                                             "checkers: [{name: x, type: equals, expected: y}]\n"))
+    assert mixed.stages == (("a", 2), ("b", 1)) and "conditions besides `iterations`" in notes[0]
 
 
 def test_a_persons_recorded_reviews_set_the_hand_offs_chance_minutes_and_price(cli, write_spec, tmp_path):
@@ -262,3 +265,44 @@ def test_a_design_is_a_small_sample_when_any_attempt_it_uses_is():
     assert (once.accuracy, once.small_sample) == (35 / 40, False)
     assert (twice.accuracy, twice.small_sample) == (1.0, True)
     assert twice.usd_per_case == pytest.approx(0.01 + 5 / 40 * 0.02)
+
+
+def test_write_keeps_an_escalation_that_fires_on_a_condition_as_written(cli, write_spec, tmp_path):
+    """A hand-off on `failed:` is no step of the ladder: the planned spec keeps it (its comment too), first."""
+    text = (SPEC % (CHEAP % "\"{{ 'wrong3' }}\"")).replace("escalate:\n", """escalate:
+  - when: {failed: answer}  # odd cases
+    # a person looks at them
+    human: {note: "look", minutes: 4}
+  # the ladder
+""").replace("stop: {max_iterations: 3}", "stop: {max_iterations: 3}\nhuman_rate: {usd_per_hour: 60}")
+    quiz = write_spec(text, cases__jsonl=CASES)
+    cli("run", str(quiz), "--explore", "cheap,strong")
+    new = tmp_path / "planned.yaml"
+    report = plan_json(cli, quiz, "--write", str(new))
+    assert any("escalate.0 fires on a condition" in n for n in report["notes"])
+    written = new.read_text()
+    assert "  - when: {failed: answer}  # odd cases\n    # a person looks at them\n    human: {note: \"look\", minutes: 4}\n" in written
+    assert written.count("# the ladder") == 0  # it belonged to the ladder's entry, which the plan replaced
+    planned = load_spec(new)
+    assert planned.escalate[0].when.failed == "answer" and planned.escalate[0].human_minutes == 4
+    assert [(e.when.iterations, e.model.label) for e in planned.escalate[1:]] == [(2, "strong")]
+
+
+def test_accuracy_intervals_stay_within_0_and_1_and_widen_on_few_cases(cli, quiz):
+    cli("run", str(quiz), "--explore", "cheap,strong")
+    for f in plan_json(cli, quiz)["frontier"]:
+        low, high = f["accuracy_interval"]
+        assert 0 <= low <= f["accuracy"] <= high <= 1
+        assert high - low > 0.1  # ten cases: even a design right on all of them is not known to be right on 99%
+
+
+def test_the_current_design_is_kept_when_nothing_within_the_margin_is_cheaper():
+    from loopkit.plan import choose
+    from loopkit.plan_model import Design, Figures
+
+    def figures(name: str, accuracy: float, usd: float) -> Figures:
+        return Figures(Design(((name, 1),)), accuracy, (accuracy, accuracy), usd, (usd, usd), usd, 0, 0, 10, False, False, False)
+
+    front = [figures("cheap", 0.5, 1.0), figures("strong", 1.0, 2.0)]
+    assert choose(front, figures("current", 1.0, 2.0), margin=0.02, min_accuracy=None).design.stages[0][0] == "current"
+    assert choose(front, figures("current", 1.0, 3.0), margin=0.02, min_accuracy=None).design.stages[0][0] == "strong"

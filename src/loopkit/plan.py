@@ -73,18 +73,24 @@ class PlanReport:
 
 
 def current_design(spec: LoopSpec) -> tuple[Design, list[str]]:
-    """The spec's loop as a design, and what had to be approximated: escalations are read as "after N iterations"
-    (`when.iterations`, else after the first), a `cheapest:` entry as its first model."""
+    """The spec's loop as a design, and what had to be approximated: an escalation with `when.iterations` is a
+    step of the ladder, read as "after N iterations" whatever else it asks; one without (only `failed:`,
+    `reward_below:`, `plateau:`) fires on what a case does, which plan cannot weigh: it is left out of the
+    design (and `--write` keeps it as written). A `cheapest:` entry is read as its first model."""
     notes: list[str] = []
     entries = []
     for i, esc in enumerate(spec.escalate):
         w = esc.when
+        if w.iterations is None:
+            notes.append(f"escalate.{i} fires on a condition, not after a number of iterations: left out of the designs "
+                         "(plan --write keeps it)")
+            continue
         if w.reward_below is not None or w.failed is not None or w.plateau is not None:
-            notes.append(f"escalate.{i} has conditions besides `iterations`: read as firing after iteration {w.iterations or 1}")
+            notes.append(f"escalate.{i} has conditions besides `iterations`: read as firing after iteration {w.iterations}")
         target = "human" if esc.model is None and not esc.models else (esc.model or esc.models[0]).label
         if esc.cheapest is not None:
             notes.append(f"escalate.{i} chooses with `cheapest:` per run: read as {target}")
-        entries.append((w.iterations or 1, target))
+        entries.append((w.iterations, target))
     stages: list[tuple[str, int]] = []
     model, done = spec.model.label, 0
     limit = spec.stop.max_iterations
@@ -152,6 +158,8 @@ def choose(front: list[Figures], current: Figures | None, *, margin: float, min_
         return None
     target = min_accuracy if min_accuracy is not None else (current.accuracy if current else max(f.accuracy for f in front)) - margin
     good = [f for f in front if f.accuracy >= target - 1e-12]
+    if current is not None and good and current.accuracy >= target - 1e-12 and current.usd_per_case <= good[0].usd_per_case + 1e-12:
+        return current  # nothing within the margin is cheaper: keep the design the user has
     return good[0] if good else front[-1]
 
 

@@ -241,7 +241,7 @@ def evaluate(designs: Iterable[Design], model: Model, human: HumanStage | None) 
                 unknown |= usd is None
                 step_usd[(m, n)] = usd or 0.0
         rows = [(_case_outcome(design, model, own, human, step_usd), w) for own, w in profiles.values()]
-        acc = _mean_interval([(r[0], w) for r, w in rows], cases)
+        acc = _accuracy_interval([(r[0], w) for r, w in rows], cases)
         usd = _mean_interval([(r[1] + r[2], w) for r, w in rows], cases)
         small = any(a.made < SMALL_SAMPLE for m, count in design.stages for a in (model.attempts.get(m) or [Attempt()])[:count]) or (
             design.human and human is not None and human.reviews < SMALL_SAMPLE)
@@ -262,3 +262,13 @@ def _mean_interval(values: list[tuple[float, int]], n: int) -> tuple[float, tupl
     var = sum(w * (v - mean) ** 2 for v, w in values) / (n - 1)
     half = 1.96 * math.sqrt(var / n)
     return mean, (mean - half, mean + half)
+
+
+def _accuracy_interval(values: list[tuple[float, int]], n: int) -> tuple[float, tuple[float, float]]:
+    """The expected accuracy over cases, with the wider of the interval across cases and Wilson's at n cases, within
+    [0, 1]: cases that all look certain (0 or 1) still say little when they are few."""
+    mean, (low, high) = _mean_interval(values, n)
+    if n:
+        w_low, w_high = wilson_ci(round(mean * n), n)
+        low, high = min(low, w_low), max(high, w_high)
+    return mean, (max(0.0, min(low, mean)), min(1.0, max(high, mean)))

@@ -1,5 +1,6 @@
 """`loopkit plan --write NEW.yaml`: the chosen design as a spec that differs from the current one only in
-`model`, `escalate` and `stop` — the rest of the file (comments included) is copied as written.
+`model`, `escalate` and `stop` — the rest of the file (comments included) is copied as written, and so are
+the escalations that fire on a condition rather than after a number of iterations (they come first).
 
 Models keep the mapping the current spec gives them (api_base, price, replies…), found by the name the
 ledger knows them by; a model the spec does not name is written as its litellm string.
@@ -37,12 +38,29 @@ def _flow(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _blocks(spec: LoopSpec, design: Design) -> dict[str, str]:
+def _kept(spec: LoopSpec, text: str, node: yaml.Node | None) -> list[str]:
+    """The escalations a plan leaves alone (no `when.iterations`: they fire on what a case does), as written in
+    the spec (comments inside them included), each as the lines of one `  - ` list item."""
+    if not isinstance(node, yaml.SequenceNode):
+        return []
+    found = []
+    for esc, item in zip(spec.escalate, node.value):
+        if esc.when.iterations is not None:
+            continue
+        column = item.start_mark.column
+        first, *more = text[item.start_mark.index:item.end_mark.index].rstrip().splitlines()
+        while more and (not more[-1].strip() or more[-1].strip().startswith("#")):  # the next item's comments
+            more.pop()
+        found += [f"  - {first}\n", *(f"    {line[column:] if line[:column].isspace() else line.lstrip()}\n" for line in more)]
+    return found
+
+
+def _blocks(spec: LoopSpec, design: Design, kept: list[str]) -> dict[str, str]:
     """The new top-level `model`, `escalate` and `stop` entries, as YAML text."""
     refs = {m.label: m for _, m in reversed(spec.models())}
     (first, count), *rest = design.stages
     blocks = {"model": f"model: {_flow(_model_value(refs.get(first), first))}\n"}
-    lines, done = [], count
+    lines, done = list(kept), count
     for m, n in rest:
         lines += [f"  - when: {{iterations: {done}}}\n", f"    model: {_flow(_model_value(refs.get(m), m))}\n"]
         done += n
@@ -72,16 +90,22 @@ def design_text(spec: LoopSpec, design: Design) -> str:
     if not isinstance(root, yaml.MappingNode) or root.flow_style:
         raise UsageError("plan --write needs a spec written as a block mapping (one top-level key per line)")
     spans: dict[str, tuple[int, int]] = {}
+    escalations = None
     for key, value in root.value:
         if key.value in REPLACED:
             end = value.end_mark.line + (1 if value.end_mark.column > 0 else 0)
             spans[key.value] = (key.start_mark.line, max(end, key.start_mark.line + 1))
-    blocks = _blocks(spec, design)
+        if key.value == "escalate":
+            escalations = value
+    blocks = _blocks(spec, design, _kept(spec, text, escalations))
+    if design.stages[0][0] == spec.model.label:  # the same first model: its mapping stays as written (comments, anchors)
+        spans.pop("model", None)
+        blocks.pop("model")
     for name, (start, end) in sorted(spans.items(), key=lambda kv: -kv[1][0]):  # from the bottom, so earlier lines stay put
         lines[start:end] = [blocks[name]]
     if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"
-    lines += [blocks[name] for name in REPLACED if name not in spans]
+    lines += [blocks[name] for name in REPLACED if name not in spans and name in blocks]
     return "".join(lines)
 
 
