@@ -10,13 +10,14 @@ from typing import Any
 from .. import stats
 from ..formatting import usd
 from ..ledger import Ledger
-from ..ledger.report_queries import (batch_call_totals, batch_cost_by_model, call_latencies, escalation_spend, human_minutes,
-                                     run_details)
+from ..human import DEFAULT_REVIEW_MINUTES
+from ..ledger.human import human_by_run, pending_reviews
+from ..ledger.report_queries import batch_call_totals, batch_cost_by_model, call_latencies, escalation_spend, run_details
 from ..liveness import is_stale
 from ..status import BatchStatus, ExitCode, RunStatus, exit_code
 from ..timewindow import seconds_between
 from . import charts
-from .render import duration, pct
+from .render import duration, minutes, pct
 
 # How much of each output, message and feedback a case shows (`loopkit show` and the run's own page have the rest):
 # generous for a small batch, less per text for a big one, so the page stays a few MB.
@@ -74,8 +75,31 @@ def convergence(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"rows": rows, "words": words, "chart": chart}
 
 
-def escalations(ledger: Ledger, batch_id: str, runs: int) -> dict[str, Any]:
-    """Where runs went up the ladder or to a person, and what they spent from then on."""
+def attach_human(ledger: Ledger, runs: list[dict[str, Any]], *, batch_id: str | None = None, run_id: str | None = None) -> None:
+    """Give each run its `human`: the minutes its reviews took (`minutes`, recorded in `human_time`), their `usd`
+    where a rate priced them, and for a run still waiting for a person the minutes its hand-off expects
+    (`waiting_minutes`, else DEFAULT_REVIEW_MINUTES); `total` is both."""
+    recorded = human_by_run(ledger, batch_id=batch_id, run_id=run_id)
+    waiting = {w["run_id"]: w["minutes"] or DEFAULT_REVIEW_MINUTES
+               for w in pending_reviews(ledger, batch_id=batch_id, run_id=run_id)}
+    for run in runs:
+        row = recorded.get(run["id"]) or {}
+        spent, expected = row.get("minutes"), waiting.get(run["id"])
+        run["human"] = {"reviews": row.get("reviews", 0), "minutes": spent, "usd": row.get("usd") or 0.0,
+                        "waiting_minutes": expected, "total": (spent or 0.0) + (expected or 0.0)}
+
+
+def human_headline(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A batch's person-time: minutes its reviews took, their USD, and the runs still waiting with what they expect."""
+    waiting = [r["human"]["waiting_minutes"] for r in runs if r["human"]["waiting_minutes"] is not None]
+    return {"reviews": sum(r["human"]["reviews"] for r in runs), "minutes": sum(r["human"]["minutes"] or 0.0 for r in runs),
+            "usd": sum(r["human"]["usd"] for r in runs), "waiting_runs": len(waiting), "waiting_minutes": sum(waiting)}
+
+
+def escalations(ledger: Ledger, batch_id: str, runs: int, human: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Where runs went up the ladder or to a person, and what they spent from then on: model spend, and for
+    the runs handed to a person that person's minutes (reviewed, or expected while they wait)."""
+    human = human or {}
     events = escalation_spend(ledger, batch_id)
     rungs: dict[str, dict[str, Any]] = {}
     for e in events:
@@ -88,12 +112,16 @@ def escalations(ledger: Ledger, batch_id: str, runs: int) -> dict[str, Any]:
             rung["passed"].add(e["run_id"])
         if e["status"] == RunStatus.NEEDS_REVIEW:
             rung["waiting"].add(e["run_id"])
-    rows = [{**r, "runs": len(r["runs"]), "passed": len(r["passed"]), "waiting": len(r["waiting"])}
+    rows = [{**r, "runs": len(r["runs"]), "passed": len(r["passed"]), "waiting": len(r["waiting"]),
+             "minutes": sum(human.get(run_id, {}).get("total", 0.0) for run_id in r["runs"]) if r["human"] else None}
             for r in sorted(rungs.values(), key=lambda r: (r["human"], r["target"]))]  # the ladder's models, then a person
     escalated = len({e["run_id"] for e in events})
     to_person = len({e["run_id"] for e in events if e["human"] is not None})
+    person = sum(r["minutes"] or 0.0 for r in rows)
     words = (f"{escalated} of {runs} runs escalated" + (f", {to_person} of them to a person" if to_person else "")
-             + f"; spent after escalating: {usd(sum(r['cost_after'] for r in rows))}." if escalated else "No run escalated.")
+             + f"; spent after escalating: {usd(sum(r['cost_after'] for r in rows))}"
+             + (f" and {minutes(person)} of a person's time (reviewed or expected)" if to_person else "") + "."
+             if escalated else "No run escalated.")
     return {"rows": rows, "words": words, "escalated": escalated, "to_person": to_person}
 
 
@@ -133,6 +161,7 @@ def batch_page(ledger: Ledger, batch_id: str) -> dict[str, Any]:
     if is_stale(batch):
         batch["status"] = BatchStatus.INTERRUPTED
     runs = run_details(ledger, batch_id=batch_id)
+    attach_human(ledger, runs, batch_id=batch_id)
     for run in runs:
         run["row"] = case_row(run)
     totals = batch_call_totals(ledger, batch_id)
@@ -145,14 +174,15 @@ def batch_page(ledger: Ledger, batch_id: str) -> dict[str, Any]:
         "runs": n, "cases": len({r["case_id"] for r in runs}), "passed": passed, "pass_rate": passed / n if n else None,
         "cost_usd": cost, "cost_per_success": cost / passed if passed else None, "errors": errors,
         "needs_review": sum(r["status"] == RunStatus.NEEDS_REVIEW for r in runs),
-        "suspect": sum(bool(r["suspect"]) for r in runs), "human": human_minutes(ledger, batch_id=batch_id),
+        "suspect": sum(bool(r["suspect"]) for r in runs), "human": human_headline(runs),
         "exit_code": batch_exit_code(batch, pass_rate=passed / n if n else 0.0, errors=errors), "calls": totals,
         "statuses": {s: sum(r["status"] == s for r in runs) for s in sorted({r["status"] for r in runs})},
     }
     return {
         "batch": batch, "spec_name": spec["name"] if spec else (runs[0]["spec_name"] if runs else "-"),
         "tags": json.loads(batch.get("tags") or "{}"), "headline": headline, "runs": runs,
-        "suspects": [r for r in runs if r["suspect"]], "convergence": convergence(runs), "escalations": escalations(ledger, batch_id, n),
+        "suspects": [r for r in runs if r["suspect"]], "convergence": convergence(runs),
+        "escalations": escalations(ledger, batch_id, n, {r["id"]: r["human"] for r in runs}),
         "costs": costs(ledger, batch_id), "latency": latency(ledger, batch_id, runs), "limit": text_limit(runs),
         "statuses": sorted({r["status"] for r in runs}),
     }

@@ -11,7 +11,7 @@ from typing import Any
 from ..formatting import usd
 from ..ledger import Ledger
 from ..ledger.costs import cost_report
-from ..ledger.report_queries import human_minutes, spend_series
+from ..ledger.report_queries import spend_series
 from ..timewindow import from_iso
 from . import charts
 
@@ -75,5 +75,4 @@ def cost_page(ledger: Ledger, *, since: str | None, until: str | None) -> dict[s
         "since": since, "until": until, "bucket": bucket, "report": report, "batches": batches, "specs": specs,
         "by_model": spend_chart(ledger, since=since, until=until, bucket=bucket, by="model"),
         "by_spec": spend_chart(ledger, since=since, until=until, bucket=bucket, by="spec"),
-        "human": human_minutes(ledger, since=since, until=until),
     }

@@ -35,6 +35,11 @@ def num(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
+def minutes(value: float | None) -> str:
+    """A person's minutes: 7 min, 2.5 min, - when none."""
+    return "-" if value is None else f"{value:,.1f}".removesuffix(".0") + " min"
+
+
 def duration(seconds: float | None) -> str:
     """340 ms, 1.25 s, 12.5 s, 3 min 5 s."""
     if seconds is None:
@@ -66,7 +71,7 @@ def _csp_hash(text: str) -> str:
 def _environment() -> Environment:
     env = Environment(loader=PackageLoader("loopkit.html", "templates"), autoescape=select_autoescape(default=True),
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(usd=usd, pct=pct, num=num, duration=duration, local_time=local_time, pretty=pretty,
+    env.filters.update(usd=usd, pct=pct, num=num, minutes=minutes, duration=duration, local_time=local_time, pretty=pretty,
                        mark=lambda s: STATUS_MARK.get(str(s), "·"),
                        exit_words=lambda code: EXIT_WORDS.get(code, "") if code is not None else "still running")
     return env

@@ -8,13 +8,14 @@ from ..errors import UsageError
 from ..ledger import Ledger
 from ..ledger.report_queries import run_details
 from . import charts
-from .batch_page import case_row
+from .batch_page import attach_human, case_row
 
 
 def run_page(ledger: Ledger, run_id: str) -> dict[str, Any]:
     found = run_details(ledger, run_id=run_id, messages=True)
     if not found:
         raise UsageError(f"no run {run_id}")
+    attach_human(ledger, found, run_id=run_id)
     run = found[0]
     run["row"] = case_row(run)
     its = run["steps"]

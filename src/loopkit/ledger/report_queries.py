@@ -11,8 +11,8 @@ from typing import Any
 
 from .store import Ledger
 
-__all__ = ["batch_call_totals", "batch_cost_by_model", "call_latencies", "escalation_spend", "human_minutes",
-           "latest_batch_id", "run_details", "spend_series", "variant_runs"]
+__all__ = ["batch_call_totals", "batch_cost_by_model", "call_latencies", "escalation_spend", "latest_batch_id",
+           "run_details", "spend_series", "variant_runs"]
 
 # Time buckets of the cost page, in local time like `cost --by day`.
 BUCKETS = {"hour": "strftime('%Y-%m-%d %H:00', c.created_at, 'localtime')", "day": "date(c.created_at, 'localtime')"}
@@ -118,23 +118,6 @@ def escalation_spend(ledger: Ledger, batch_id: str) -> list[dict[str, Any]]:
         "(SELECT TOTAL(c.cost_usd) FROM calls c WHERE c.run_id = e.run_id "
         " AND c.iteration > json_extract(e.detail, '$.iteration')) AS cost_after "
         "FROM events e JOIN runs r ON r.id = e.run_id WHERE r.batch_id=? AND e.kind='escalation' ORDER BY e.id", (batch_id,))
-
-
-def human_minutes(ledger: Ledger, *, batch_id: str | None = None, since: str | None = None,
-                  until: str | None = None) -> dict[str, Any]:
-    """A person's time on reviews (`minutes` recorded with a review event) and how many reviews, for one
-    batch's runs or for reviews made in [since, until)."""
-    where, args = ["e.kind = 'review'"], []
-    if batch_id is not None:
-        where.append("e.run_id IN (SELECT id FROM runs WHERE batch_id = ?)")
-        args.append(batch_id)
-    for clause, value in (("e.created_at >= ?", since), ("e.created_at < ?", until)):
-        if value is not None:
-            where.append(clause)
-            args.append(value)
-    row = ledger.one("SELECT COUNT(*) AS reviews, TOTAL(json_extract(e.detail, '$.minutes')) AS minutes, "
-                     "COUNT(json_extract(e.detail, '$.minutes')) AS timed FROM events e WHERE " + " AND ".join(where), args)
-    return row or {"reviews": 0, "minutes": 0.0, "timed": 0}
 
 
 def spend_series(ledger: Ledger, *, since: str | None, until: str | None, bucket: str, by: str) -> list[dict[str, Any]]:
