@@ -252,6 +252,15 @@ def test_the_ab_page_has_the_verdict_each_variant_and_every_discordant_case(ab_b
     e_chart = html[html.index("<title>Success: e-value after each case</title>"):]
     points = e_chart[e_chart.index('<polyline class="line" points="'):].split('"')[3].split()
     assert len(points) == report["cases_run"]
+    threshold = next(t for t in report["tests"] if t["name"] == "success_sequential")
+    e_chart = e_chart[:e_chart.index("</svg>")]
+    assert f"threshold 1/(α/2) = {threshold['threshold']:g}" in e_chart
+    assert threshold["decided_after"]  # the test stopped early, and where is marked on its path
+    assert f"{threshold['winner']} wins on success after {threshold['decided_after']} cases" in e_chart
+    forest = html[html.index("<title>Difference B − A per metric, with its interval</title>"):]
+    forest = forest[:forest.index("</svg>")]
+    drawn = [d for d in report["deltas"].values() if d and d["estimate"] is not None and d["ci_low"] is not None]
+    assert forest.count('<line class="whisker"') == 3 * len(drawn) > 0  # an interval and its two ends per metric
 
 
 def test_the_run_page_has_every_message_of_every_call(pages, batch):
