@@ -166,3 +166,8 @@ checkers: [{{name: answer, type: equals, expected: "42"}}]
         else:
             assert str(escape(t["result"])) in body and "&lt;b&gt;case" in body
     assert "<b>case" not in html and "<i>no rate" not in html
+    with loopkit.Ledger(tmp_path / "ledger.db", readonly=True) as store:  # the run's own page: the request in the conversation
+        run_page = build_report(store, target=tools[0]["run_id"]).html
+    asked = [t for t in tools if t["run_id"] == tools[0]["run_id"]]
+    for t in asked:
+        assert f"asks for a tool: <code>{t['tool']}({escape(t['arguments'])})</code>" in run_page
