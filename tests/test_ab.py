@@ -75,7 +75,7 @@ def test_a_clearly_better_b_is_named_the_winner_and_the_test_stops_early(cli, pa
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     verdict = report["verdict"]
-    assert verdict["winner"] == "candidate" and verdict["winner_variant"] == "B"
+    assert verdict["winner"] == "candidate" and verdict["winner_variant"] == "B" and verdict["kind"] == "better"
     assert verdict["text"].startswith("B (candidate) is better: success +100 pts (95% CI +")
     assert report["stopped_early"] is True and "stopped after" in verdict["text"]
     assert report["pairs_run"] < report["pairs_available"] == CASES
