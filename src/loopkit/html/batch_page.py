@@ -66,7 +66,8 @@ def convergence(runs: list[dict[str, Any]]) -> dict[str, Any]:
         words = f"The pass rate was still rising at the last iteration ({pct(final)} after iteration {depth})."
     else:
         words = (f"The pass rate reaches {pct(final)} at iteration {settled} and gains nothing after it: "
-                 f"iterations {settled + 1}–{depth} cost money without adding a pass.")
+                 + (f"iteration {depth} costs" if settled + 1 == depth else f"iterations {settled + 1}–{depth} cost")
+                 + " money without adding a pass.")
     chart = charts.line_chart(
         "Pass rate and mean best reward by iteration",
         [charts.Series("passed by this iteration", [(row["n"], row["pass_rate"]) for row in rows]),
