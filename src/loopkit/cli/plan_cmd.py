@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 from rich.text import Text
 
-from ..plan_model import SMALL_SAMPLE
 from .app import JsonOpt, LedgerOpt, app, err, ledger_option, money, out, print_json
 
 if TYPE_CHECKING:
@@ -54,6 +53,8 @@ def _print_attempts(report: PlanReport) -> None:
                      money(a["step_usd"]), _interval(*cost, money) if cost else "-"])
     out.print(fitted_table(columns, rows, title="per model and attempt (after the earlier attempts on that model failed)"))
     if any(a["small_sample"] for a in report.attempts):
+        from ..plan_model import SMALL_SAMPLE  # not at import: it pulls spec.schema (pydantic) into every command
+
         out.print(Text(f"* fewer than {SMALL_SAMPLE} runs made this attempt: a small sample, read its interval", style="dim"))
 
 
