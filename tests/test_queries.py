@@ -171,3 +171,21 @@ def test_a_batch_summary_reads_the_same_few_rows_however_big_the_batch(tmp_path,
     assert summary["statuses"] == {"passed": 150, "failed": 150} and summary["stop_reasons"] == {"passed": 150, "max_iterations": 150}
     assert len(summary["first_runs"]) == 50
     assert len(fetched) < 80  # 50 shown runs and a few aggregate rows, not 300 runs
+
+
+def test_listing_runs_loads_no_spec_models_or_templates(built):
+    """`--help`, `runs` and `cost` start without the spec's pydantic models and jinja2 (a command module that
+    imported them at the top made every command pay for them)."""
+    script = """
+import contextlib, io, json, sys
+from loopkit.cli import main
+for args in (["--help"], ["runs", "--ledger", sys.argv[1]], ["cost", "--ledger", sys.argv[1]]):
+    sys.argv = ["loopkit", *args]
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        with contextlib.suppress(SystemExit):
+            main()
+print(json.dumps(sorted(m for m in ("jinja2", "loopkit.spec.schema", "loopkit.templates", "loopkit.engine") if m in sys.modules)))
+"""
+    done = subprocess.run([sys.executable, "-c", script, str(built.path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
