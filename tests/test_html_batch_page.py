@@ -15,11 +15,13 @@ import pytest
 from markupsafe import escape
 
 import loopkit
+from loopkit.batch import BatchOptions
+from loopkit.formatting import usd
 from loopkit.html import build_report
 from loopkit.html.render import minutes
 from loopkit.human import DEFAULT_REVIEW_MINUTES
 from loopkit.review import decide
-from report_data import rows, run_loop
+from report_data import rows, run_loop, write_loop
 
 SINCE = "2000-01-01T00:00:00.000000Z"
 
@@ -107,6 +109,23 @@ def test_the_cost_page_counts_the_minutes_reviewed_in_its_window(reviewed):
     top = cost[cost.index('id="top"'):]
     row = top[top.index(f'<td class="mono">{batch_id[:10]}</td>'):]
     assert row[:row.index("</tr>")].endswith(f'<td class="n">{minutes(sum(spent.values()))}</td>')
+
+
+def test_a_priced_persons_time_shows_its_cost_beside_the_minutes(tmp_path):
+    spec = write_loop(tmp_path / "loop", 12)
+    spec.write_text(spec.read_text() + "human_rate: {usd_per_hour: 60}\n")
+    db = tmp_path / "ledger.db"
+    with loopkit.Ledger(db) as store:
+        batch_id = loopkit.run_batch(loopkit.load_spec(spec), ledger=store, options=BatchOptions()).batch_id
+        parked = [r["id"] for r in rows(db, "SELECT id FROM runs WHERE batch_id=? AND status='needs_review'", (batch_id,))]
+        decide(store, parked[0], "approve", reviewer="ann", minutes=3)
+        html = build_report(store, target=batch_id).html
+    paid = rows(db, "SELECT TOTAL(usd) AS usd FROM human_time WHERE batch_id=?", (batch_id,))[0]["usd"]
+    assert paid == 3.0  # 3 minutes at $60 an hour
+    assert card(html, "human minutes")[1].startswith(f"1 review(s), {usd(paid)}; {len(parked) - 1} waiting")
+    expected = (len(parked) - 1) * DEFAULT_REVIEW_MINUTES  # the runs still waiting, at the same rate
+    section = html[html.index('id="escalations"'):html.index('id="costs"')]
+    assert f'<td class="n">{minutes(3 + expected)} ({usd(paid + expected)})</td></tr>' in section
 
 
 # --- tool calls -----------------------------------------------------------------------------------

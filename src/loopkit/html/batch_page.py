@@ -10,7 +10,7 @@ from typing import Any
 from .. import stats
 from ..formatting import usd
 from ..ledger import Ledger
-from ..human import DEFAULT_REVIEW_MINUTES
+from ..human import DEFAULT_REVIEW_MINUTES, usd_for
 from ..ledger.human import human_by_run, pending_reviews
 from ..ledger.report_queries import batch_call_totals, batch_cost_by_model, call_latencies, escalation_spend, run_details
 from ..liveness import is_stale
@@ -79,15 +79,17 @@ def convergence(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def attach_human(ledger: Ledger, runs: list[dict[str, Any]], *, batch_id: str | None = None, run_id: str | None = None) -> None:
     """Give each run its `human`: the minutes its reviews took (`minutes`, recorded in `human_time`), their `usd`
     where a rate priced them, and for a run still waiting for a person the minutes its hand-off expects
-    (`waiting_minutes`, else DEFAULT_REVIEW_MINUTES); `total` is both."""
+    (`waiting_minutes`, else DEFAULT_REVIEW_MINUTES) and their price at the hand-off's rate (`waiting_usd`);
+    `total` and `total_usd` are both."""
     recorded = human_by_run(ledger, batch_id=batch_id, run_id=run_id)
-    waiting = {w["run_id"]: w["minutes"] or DEFAULT_REVIEW_MINUTES
+    waiting = {w["run_id"]: (w["minutes"] or DEFAULT_REVIEW_MINUTES, w["usd_per_hour"])
                for w in pending_reviews(ledger, batch_id=batch_id, run_id=run_id)}
     for run in runs:
         row = recorded.get(run["id"]) or {}
-        spent, expected = row.get("minutes"), waiting.get(run["id"])
-        run["human"] = {"reviews": row.get("reviews", 0), "minutes": spent, "usd": row.get("usd") or 0.0,
-                        "waiting_minutes": expected, "total": (spent or 0.0) + (expected or 0.0)}
+        spent, (expected, rate) = row.get("minutes"), waiting.get(run["id"], (None, None))
+        paid, owed = row.get("usd") or 0.0, usd_for(expected, rate) or 0.0
+        run["human"] = {"reviews": row.get("reviews", 0), "minutes": spent, "usd": paid, "waiting_minutes": expected,
+                        "waiting_usd": owed, "total": (spent or 0.0) + (expected or 0.0), "total_usd": paid + owed}
 
 
 def human_headline(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -114,7 +116,8 @@ def escalations(ledger: Ledger, batch_id: str, runs: int, human: dict[str, dict[
         if e["status"] == RunStatus.NEEDS_REVIEW:
             rung["waiting"].add(e["run_id"])
     rows = [{**r, "runs": len(r["runs"]), "passed": len(r["passed"]), "waiting": len(r["waiting"]),
-             "minutes": sum(human.get(run_id, {}).get("total", 0.0) for run_id in r["runs"]) if r["human"] else None}
+             "minutes": sum(human.get(run_id, {}).get("total", 0.0) for run_id in r["runs"]) if r["human"] else None,
+             "person_usd": sum(human.get(run_id, {}).get("total_usd", 0.0) for run_id in r["runs"]) if r["human"] else 0.0}
             for r in sorted(rungs.values(), key=lambda r: (r["human"], r["target"]))]  # the ladder's models, then a person
     escalated = len({e["run_id"] for e in events})
     to_person = len({e["run_id"] for e in events if e["human"] is not None})
