@@ -329,6 +329,18 @@ def test_the_ci_recipe_uses_only_options_loopkit_has(cli) -> None:
                 assert word in shown.stdout, f"`loopkit {words[1]}` has no {word} (examples/ci/loopkit.yml)"
 
 
+def test_the_ci_recipe_uploads_the_html_report_its_run_writes() -> None:
+    import yaml
+
+    [run] = [c for c in _recipe_commands() if c[1] == "run" and "--report" in c]
+    written = run[run.index("--report") + 1]
+    steps = yaml.safe_load(RECIPE.read_text())["jobs"]["loop"]["steps"]
+    uploads = [s for s in steps if str(s.get("uses", "")).startswith("actions/upload-artifact")
+               and str(s["with"]["path"]).strip() == written]
+    assert len(uploads) == 1, (written, steps)
+    assert "always()" in str(uploads[0].get("if", ""))  # a failed gate is exactly when the page is wanted
+
+
 RECIPE_SPEC = """\
 version: 1
 name: recipe
