@@ -1,6 +1,6 @@
 """The seed's claim, measured: a loop that reaches the strong model's accuracy at a fraction of its cost.
 
-    .venv/bin/python bench/economics.py [--explore-cases 300] [--cases 1000] [--seed 7]
+    .venv/bin/python bench/economics.py [--explore-cases 300] [--cases 1000] [--seed 7] [--modulus 25]
 
 A local OpenAI-compatible server (tests/fake_llm.py, in this process) answers two models, priced as
 gpt-4o-mini ($0.15/$0.60 per M tokens) and gpt-4o ($2.50/$10.00). The task: a product of two numbers,
@@ -10,7 +10,13 @@ answered with a short working and the number. Per case (seeded):
   the time; on the last ~5% it never is;
 - gpt-4o is right at once on ~95% of cases, and on the rest a retry is right half the time;
 - a wrong answer is off by 1–25; the checker knows the answer modulo 25 only, so it catches 96% of wrong
-  answers (a wrong answer off by exactly 25 slips through, as real checkers let some through).
+  answers (a wrong answer off by exactly 25 slips through, as real checkers let some through);
+  `--modulus M` makes that 1 in M (which cases each model gets right stays the same).
+
+Why the accuracy target is close at 96%: neither plan nor ab can see what the checker lets through. A
+loop that starts on the cheap model shows the checker ~6 times as many wrong answers as strong-only does
+(30% wrong at once, then its retries, vs 5%), so ~1 in 25 of them passes as right: ~2 points of
+accuracy that the checker (and so plan's estimate and ab's verdict) counts as success.
 
 Accuracy is measured against the truth (the run's answer equals the product), not against the checker.
 Everything goes through the console script as a user would run it: explore both models on
@@ -45,7 +51,7 @@ MODELS = {  # prices as litellm's table has them for these models (USD per M tok
     CHEAP: {"input_per_mtok": 0.15, "output_per_mtok": 0.60},
     STRONG: {"input_per_mtok": 2.50, "output_per_mtok": 10.00},
 }
-MODULUS = 25  # the checker knows the answer modulo this
+MODULUS = 25  # the checker knows the answer modulo this: it lets 1 in MODULUS wrong answers through (--modulus)
 TARGET_POINTS, TARGET_COST = 0.02, 0.30
 
 CONTEXT = ("You are checking an invoice line for a wholesale order. The quantity and the unit price in cents are "
@@ -62,8 +68,9 @@ def _draw(*key: Any) -> float:
 class Server:
     """Answers as the module docstring says; the case and attempt are read from the request."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, modulus: int = MODULUS) -> None:
         self.seed = seed
+        self.modulus = modulus
 
     def right(self, model: str, case: str, attempt: int) -> bool:
         u = _draw(self.seed, "case", model, case)
@@ -80,22 +87,23 @@ class Server:
         attempt = 1 + sum(m["role"] == "assistant" for m in messages)
         model = body["model"].split("/")[-1]
         truth = int(a) * int(b)
-        answer = truth if self.right(model, case, attempt) else truth + 1 + int(_draw(self.seed, "off", model, case, attempt) * MODULUS)
+        answer = truth if self.right(model, case, attempt) else truth + 1 + int(_draw(self.seed, "off", model, case, attempt) * self.modulus)
         return Reply(f"{a} × {b}: {a} × {int(b) // 10 * 10} plus {a} × {int(b) % 10}, checked twice. Line total: {answer}")
 
 
-CHECKS = f'''\
+def checks_text(modulus: int) -> str:
+    return f'''\
 import re
 
 from loopkit import CheckResult
 
 
 def verify(output, case):
-    """Knows the line total modulo {MODULUS} only: most wrong totals fail, one in {MODULUS} slips through."""
+    """Knows the line total modulo {modulus} only: most wrong totals fail, one in {modulus} slips through."""
     found = re.findall(r"-?\\d+", output)
     if not found:
         return CheckResult(0.0, False, "give the line total as a number")
-    if int(found[-1]) % {MODULUS} == (case["a"] * case["b"]) % {MODULUS}:
+    if int(found[-1]) % {modulus} == (case["a"] * case["b"]) % {modulus}:
         return True
     return CheckResult(0.0, False, "the line total does not reconcile")
 '''
@@ -172,13 +180,15 @@ def main() -> None:
     parser.add_argument("--explore-cases", type=int, default=300)
     parser.add_argument("--cases", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--modulus", type=int, default=MODULUS,
+                        help="the checker knows the answer modulo this, so it misses 1 in MODULUS wrong answers (default 25: 4%%)")
     parser.add_argument("--keep", action="store_true", help="keep the working folder (its ledger, specs and cases)")
     args = parser.parse_args()
     started = time.perf_counter()
     folder = Path(tempfile.mkdtemp(prefix="loopkit-economics-"))
     with FakeLLM() as fake:
-        fake.responder = Server(args.seed)
-        (folder / "checks.py").write_text(CHECKS)
+        fake.responder = Server(args.seed, args.modulus)
+        (folder / "checks.py").write_text(checks_text(args.modulus))
         # 1. explore: each model alone on the exploration cases, then plan from what the ledger recorded
         write_cases(folder / "cases.jsonl", args.explore_cases, args.seed, "x")
         (folder / "strong.yaml").write_text(spec_text(fake.base_url, STRONG, escalate_to=CHEAP))
@@ -214,7 +224,7 @@ def report(args: argparse.Namespace, plan: dict[str, Any], arms: dict[str, dict[
     chosen = plan["chosen"]
     print(f"plan from {plan['runs']} explore runs ({args.explore_cases} cases × 2 models): {chosen['design']} "
           f"(predicted accuracy {chosen['accuracy']:.1%}, ${chosen['usd_per_case']:.6f} per case)")
-    print(f"{args.cases} fresh cases per loop, seed {args.seed}; {requests:,} requests to the local server in {seconds:.0f} s\n")
+    print(f"{args.cases} fresh cases per loop, seed {args.seed}, checker misses 1 in {args.modulus} wrong answers; {requests:,} requests to the local server in {seconds:.0f} s\n")
     print("| loop | accuracy | passed (checker) | $ / case | $ / success | accuracy − strong | cost ÷ strong | $/success ÷ strong |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, m in arms.items():
