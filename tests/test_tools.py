@@ -264,3 +264,33 @@ def test_a_command_tool_past_its_timeout_is_killed_and_reported(fake_llm: FakeLL
     code, report = run_spec(spec_text(fake_llm.base_url, tools=tools))
     assert code == 0
     assert rows(tmp_path, "SELECT error FROM tool_calls") == [{"error": "timed out after 0.2s"}]
+
+
+# --- check ----------------------------------------------------------------------------------------
+
+
+def test_check_refuses_tools_for_a_model_litellm_says_cannot_call_them(tmp_path: Path, cli):
+    (tmp_path / "tools.py").write_text(TOOLS_PY)
+    (tmp_path / "spec.yaml").write_text(
+        "version: 1\nname: t\nmodel: {id: deepseek/deepseek-reasoner, params: {max_tokens: 50}}\n"
+        "task: {prompt: hi}\ntools: [{name: add, type: python, function: tools.py:add}]\n"
+        "escalate: [{when: {iterations: 1}, model: gpt-3.5-turbo-instruct}]\n")
+    done = cli("check", "spec.yaml")
+    assert done.returncode == 2
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2
+    assert "model: the spec has `tools:`, but litellm's model table says deepseek/deepseek-reasoner cannot call tools" in errors[0]
+    assert "escalate.0.model" in errors[1] and "gpt-3.5-turbo-instruct is a `completion` model" in errors[1]
+    # a model that can, or one the table does not know (a server of your own), is fine
+    (tmp_path / "spec.yaml").write_text((tmp_path / "spec.yaml").read_text().replace("deepseek/deepseek-reasoner", "openai/gpt-4o-mini")
+                                        .replace("gpt-3.5-turbo-instruct", "{id: openai/my-model, api_base: 'http://127.0.0.1:1'}"))
+    assert cli("check", "spec.yaml").returncode == 0
+
+
+def test_check_finds_a_python_tool_whose_file_lacks_the_function(tmp_path: Path, cli):
+    (tmp_path / "tools.py").write_text(TOOLS_PY)
+    (tmp_path / "spec.yaml").write_text("version: 1\nname: t\nmodel: {id: loopkit/scripted, replies: [x]}\ntask: {prompt: hi}\n"
+                                        "tools: [{name: add, type: python, function: tools.py:ad}]\n")
+    done = cli("check", "spec.yaml")
+    assert done.returncode == 2
+    assert "tools.0.function: found 'tools.py:ad', but tools.py defines no `ad`; did you mean `add`?" in done.stderr

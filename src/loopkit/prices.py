@@ -118,3 +118,23 @@ def model_problem(model: ModelRef) -> ModelProblem | None:
     hint = f" (did you mean `{close[0]}`?)" if close else ""
     return ModelProblem(True, f"litellm does not know the model {model.id}{hint}; name it as litellm does "
                               "(e.g. `openai/gpt-4o-mini`), or give a mapping with `api_base:` for a server of your own")
+
+
+# What litellm's table says a model can do with `tools:`; litellm.supports_function_calling reads the same field.
+_TOOL_MODES = frozenset({"chat", "responses"})
+
+
+def tools_problem(model_id: str) -> str | None:
+    """Why `model_id` cannot be offered tools, when litellm's bundled table can tell (no `import litellm`):
+    its entry says `supports_function_calling: false`, or it is no chat model. A model it does not know,
+    or one without the field, gets the benefit of the doubt."""
+    table = _litellm_table()
+    entry = next((table[n] for n in (model_id, model_id.split("/", 1)[-1]) if isinstance(table.get(n), dict)), None)
+    if entry is None:
+        return None
+    mode = entry.get("mode")
+    if entry.get("supports_function_calling") is False or (mode is not None and mode not in _TOOL_MODES):
+        why = "cannot call tools" if mode in _TOOL_MODES or mode is None else f"is a `{mode}` model, not a chat model that calls tools"
+        return (f"the spec has `tools:`, but litellm's model table says {model_id} {why}; "
+                "use a model that supports function calling (e.g. openai/gpt-4o-mini), or drop `tools:`")
+    return None

@@ -103,6 +103,7 @@ def semantic_problems(data: dict[str, Any], base_dir: Path, where: Located, sour
     _budget_problems(data, checkers, where, out)
     _key_problems(data, checkers, where, out)
     _worker_problems(data, worker, checkers, base_dir, where, out)
+    _tool_problems(data, base_dir, where, out)
 
 
 _FUNCTION = re.compile(r"^[^:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
@@ -119,7 +120,7 @@ def _schema_problem(schema: dict[str, Any], path: Path_, where: Located, out: Pr
         out.add(where.value_at(path), path, f"not a valid JSON Schema{f' (at `{at}`)' if at else ''}: {exc.message}")
 
 
-def _function_problem(reference: str, base_dir: Path, path: Path_, where: Located, out: Problems) -> None:
+def _function_problem(reference: str, base_dir: Path, path: Path_, where: Located, out: Problems, kind: str = "checker") -> None:
     """The file must exist and, as far as reading it (not running it) tells, define the function."""
     rel, name = reference.split(":")
     file = base_dir / rel
@@ -130,7 +131,7 @@ def _function_problem(reference: str, base_dir: Path, path: Path_, where: Locate
     try:
         tree = ast.parse(file.read_bytes(), filename=str(file))
     except SyntaxError as exc:
-        out.add(pos, path, f"{file}:{exc.lineno}: the checker file has a syntax error: {exc.msg}")
+        out.add(pos, path, f"{file}:{exc.lineno}: the {kind} file has a syntax error: {exc.msg}")
         return
     except (OSError, ValueError):
         return  # unreadable here: the checker reports it when it runs
@@ -209,6 +210,28 @@ def _worker_problems(data: dict[str, Any], worker: dict[str, Any], checkers: lis
             path = ("worker", "env", i)
             out.add(where.value_at(path), path, f"found {name!r}, which holds a model's key: an outside agent reaches models "
                                                 "only through loopkit's metering endpoint and is never given a model's key")
+
+
+def _tool_problems(data: dict[str, Any], base_dir: Path, where: Located, out: Problems) -> None:
+    """With `tools:`, a python tool's file must define its function, and every worker model (the spec's,
+    an escalation's) must be one litellm's table says can call tools: else the run would fail at its first call."""
+    from ..prices import tools_problem
+
+    tools = _dicts(data.get("tools"))
+    if not tools:
+        return
+    for i, t in tools:
+        if t.get("type") == "python" and isinstance(t.get("function"), str) and _FUNCTION.match(t["function"]):
+            _function_problem(t["function"], base_dir, ("tools", i, "function"), where, out, "tool")
+    if isinstance(data.get("worker"), dict):
+        return  # an outside agent is the worker: no model call is offered the tools
+    workers = [(path, m) for path, m in _model_mappings(data, []) if path[0] != "checkers"]
+    for path, model in workers:
+        model_id = model.get("id") if isinstance(model, dict) else model
+        if isinstance(model_id, str) and not (isinstance(model, dict) and model.get("api_base")):
+            problem = tools_problem(model_id)
+            if problem:
+                out.add(where.value_at(path), path, problem)
 
 
 _USE_ENV = ("; a spec is shared and committed, so keep keys out of it: put the key in an environment variable "
