@@ -106,6 +106,7 @@ def test_plan_marks_the_current_design_and_chooses_the_cheapest_within_the_margi
     within = [f for f in report["frontier"] if f["accuracy"] >= current["accuracy"] - 0.02]
     assert chosen["usd_per_case"] == min(f["usd_per_case"] for f in within) < current["usd_per_case"]
     assert [f["chosen"] for f in report["frontier"]].count(True) == 1
+    assert any("flatter" in note and "loopkit ab" in note for note in report["notes"])  # in-sample figures: said so
     text = cli("plan", str(quiz)).stdout
     assert "cheap ×2 → strong ×1" in text and "current" in text and "chosen" in text and "cheaper)" in text
 

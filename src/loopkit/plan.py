@@ -223,5 +223,8 @@ def plan_from(spec: LoopSpec, history: SpecHistory, *, since: str | None = None,
     if any(f.small_sample for f in front):
         notes.append(f"small samples: estimates resting on fewer than {SMALL_SAMPLE} attempts are marked; explore more cases")
     chosen = choose(front, current_figures, margin=margin, min_accuracy=min_accuracy)
+    if chosen is not None and (current_figures is None or chosen.design != current_figures.design):
+        notes.append("the chosen design was picked on the same runs that estimate it, so its figures flatter it (the cheapest "
+                     "of many estimates looks cheaper than it is): test it on fresh cases with `loopkit ab SPEC NEW.yaml --margin M`")
     return PlanReport(spec.name, history.runs, history.cases, history.batches, since, _attempt_rows(model, models),
                       human if rate is not None or current.human else None, rate, front, current_figures, chosen, notes)
