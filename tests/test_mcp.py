@@ -123,3 +123,22 @@ def test_a_server_that_does_not_start_is_one_line_exit_2_before_any_model_call(f
     assert done.returncode == 2 and fake_llm.count == 0
     assert "the MCP server" in done.stderr and "did not start or list its tools" in done.stderr
     assert "no rates database here" in done.stderr  # what the server said on its way out
+
+
+def test_ctrl_c_stops_the_mcp_server_and_marks_the_batch_interrupted(fake_llm: FakeLLM, project: Path, cli):
+    import signal
+
+    def interrupt(body: dict) -> Reply:
+        signal.raise_signal(signal.SIGINT)  # what Ctrl-C delivers, while the batch waits for this model call
+        return Reply(content="1.08", latency=0.2)
+
+    fake_llm.responder = interrupt
+    (project / "spec.yaml").write_text(spec_text(fake_llm.base_url))
+    done = cli("run", "spec.yaml", "--concurrency", "1", env={"TEST_KEY": KEY})
+    assert done.returncode == 130, done.stderr
+    [pid] = (project / "starts.log").read_text().split()
+    with pytest.raises(ProcessLookupError):  # the server did not outlive the interrupted batch
+        os.kill(int(pid), 0)
+    conn = sqlite3.connect(project / "ledger.db")
+    assert conn.execute("SELECT status FROM batches").fetchall() == [("interrupted",)]
+    conn.close()

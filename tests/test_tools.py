@@ -226,6 +226,10 @@ def test_show_lists_the_tool_calls_between_the_model_calls(fake_llm: FakeLLM, ru
     assert lines[1].startswith('tool add({"a": 17, "b": 25}) → 42')
     as_json = json.loads(cli("show", report["runs"][0]["id"], "--json").stdout)
     assert [t["tool"] for t in as_json["tool_calls"]] == ["add"]
+    full = [line.strip() for line in cli("show", report["runs"][0]["id"], "--calls").stdout.splitlines()]
+    # --calls: the second call's messages include the assistant's tool call and the tool's result
+    assert '[assistant]  → add({"a": 17, "b": 25})' in full and "[tool] 42" in full
+    assert full.index('[assistant]  → add({"a": 17, "b": 25})') < full.index("[tool] 42") < full.index("[response] 42")
 
 
 # --- command tools --------------------------------------------------------------------------------
