@@ -298,3 +298,24 @@ def test_check_finds_a_python_tool_whose_file_lacks_the_function(tmp_path: Path,
     done = cli("check", "spec.yaml")
     assert done.returncode == 2
     assert "tools.0.function: found 'tools.py:ad', but tools.py defines no `ad`; did you mean `add`?" in done.stderr
+
+
+# --- the shipped example --------------------------------------------------------------------------
+
+
+def test_the_tests_before_claims_example_flags_a_pass_claimed_without_running_the_tests(cli, tmp_path: Path):
+    spec = Path(__file__).resolve().parent.parent / "loops" / "tests-before-claims.yaml"
+    done = cli("run", str(spec), "--json")
+    assert done.returncode == 0, done.stderr
+    runs = {r["case_id"]: r for r in json.loads(done.stdout)["runs"]}
+    assert {c: (r["status"], r["iterations"]) for c, r in runs.items()} == {"calculator": ("passed", 1), "slugify": ("passed", 2)}
+    # calculator: PASS is right, but no test ran: the audit fails and the run is suspect
+    suspect = json.loads(cli("runs", "--suspect", "--json").stdout)
+    assert [r["case_id"] for r in suspect] == ["calculator"]
+    audits = rows(tmp_path, "SELECT r.case_id, k.iteration, k.passed, k.feedback FROM checks k JOIN runs r ON r.id = k.run_id "
+                            "WHERE k.checker = 'ran_tests_first' ORDER BY r.case_id, k.iteration")
+    assert [(a["case_id"], a["iteration"], a["passed"]) for a in audits] == [("calculator", 1, 0), ("slugify", 1, 0), ("slugify", 2, 1)]
+    # slugify: on iteration 2 the model ran the tests (they failed) before it answered FAIL
+    [tool] = rows(tmp_path, "SELECT t.iteration, t.tool, t.arguments, t.error FROM tool_calls t JOIN runs r ON r.id = t.run_id")
+    assert (tool["iteration"], tool["tool"], json.loads(tool["arguments"])) == (2, "run_tests", {"project": "slugify"})
+    assert "exited 1" in tool["error"] and "FAILED (failures=1)" in tool["error"]
