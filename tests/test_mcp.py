@@ -142,3 +142,52 @@ def test_ctrl_c_stops_the_mcp_server_and_marks_the_batch_interrupted(fake_llm: F
     conn = sqlite3.connect(project / "ledger.db")
     assert conn.execute("SELECT status FROM batches").fetchall() == [("interrupted",)]
     conn.close()
+
+
+@pytest.fixture
+def http_server():
+    """A streamable-HTTP MCP server in this process (uvicorn on a thread), on a socket that listens
+    before the test goes on: a client that connects early waits in the backlog, no polling needed."""
+    import asyncio
+    import socket
+    import threading
+
+    import uvicorn
+    from mcp.server.mcpserver import MCPServer
+
+    server = MCPServer("rates-http")
+    called: list[str] = []
+
+    @server.tool()
+    def rate(code: str) -> str:
+        """The exchange rate of a currency to USD."""
+        called.append(code)
+        return {"EUR": "1.08", "GBP": "1.27"}.get(code, "unknown")
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    web = uvicorn.Server(uvicorn.Config(server.streamable_http_app(), log_level="error", lifespan="on"))
+    thread = threading.Thread(target=lambda: asyncio.run(web.serve(sockets=[sock])), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/mcp", called
+    finally:
+        web.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def test_the_model_calls_the_tools_of_a_streamable_http_mcp_server(fake_llm: FakeLLM, project: Path, cli, http_server):
+    url, called = http_server
+    fake_llm.responder = ask_the_rate
+    text = spec_text(fake_llm.base_url).replace(f"command: [{json.dumps(sys.executable)}, rates_server.py]", f'url: "{url}"')
+    (project / "spec.yaml").write_text(text)
+    done = cli("run", "spec.yaml", "--json", env={"TEST_KEY": KEY})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["passed"] == 3
+    assert [t["function"]["name"] for t in fake_llm.requests[0]["tools"]] == ["rate"]
+    assert sorted(called) == ["EUR", "EUR", "GBP"]  # each case's call reached the server
+    conn = sqlite3.connect(project / "ledger.db")
+    assert sorted(conn.execute("SELECT tool, result FROM tool_calls").fetchall()) == [("rate", "1.08")] * 2 + [("rate", "1.27")]
+    conn.close()
