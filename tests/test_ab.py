@@ -511,6 +511,8 @@ def test_a_persons_time_is_part_of_a_cases_cost_live_and_in_the_report(write_spe
     cost = report_tests(report)["cost_sequential"]
     assert cost["estimate"] == pytest.approx(test.monitor.cost.mean)  # the live test priced the hand-offs as the report does
     assert report["verdict"]["cost"] == "dearer" and report["verdict"]["kind"] in ("worse", "inconclusive")
+    ratio = B["mean_cost_usd"] / report["variants"]["A"]["mean_cost_usd"]  # a person's $7.50 against a scripted model's pennies
+    assert f"{ratio:,.0f}× as dear per case (" in report["verdict"]["text"]
 
     # --human-usd-per-hour prices both variants' hand-offs instead of the specs' rate; a review's minutes replace the estimate
     repriced = json.loads(inproc("ab", str(a.path), str(b.path), "--margin", "0.02", "--seed", "3", "--no-early-stop",

@@ -93,7 +93,11 @@ def _cost_words(monitor: stats.SequentialMonitor, cost: dict[str, Any] | None) -
     side = monitor.cost_side
     if side is None:
         return f"no cost difference shown ({interval} per case)"
-    share = f"{abs(cost['relative']):.0%} " if cost["relative"] is not None else ""
+    rel = cost["relative"]
+    if side == "dearer" and rel is not None and rel >= 1:  # "31250000% dearer" reads as noise: say the multiple
+        ratio = 1 + rel
+        return f"{ratio:,.0f}× as dear per case ({interval})" if ratio >= 10 else f"{ratio:.1f}× as dear per case ({interval})"
+    share = f"{abs(rel):.0%} " if rel is not None else ""
     return f"{share}{side} per case ({interval})"
 
 
