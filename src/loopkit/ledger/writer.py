@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 GROUP_SECONDS = 0.1  # the most a handed-over step waits before its transaction commits
 GROUP_STEPS = 512  # commit early when this many are waiting
+BACKLOG_WAIT = 0.1  # the most one commit() waits for a writer that fell a full group behind
 
 
 class Writer:
@@ -58,6 +59,12 @@ class Writer:
             self._pending_keys.update(c.cache_key for c in calls if c.cache_key and c.error is None)
             if len(self._pending) in (1, self.group_steps):  # a group opens, or is full
                 self._cond.notify_all()
+            if len(self._pending) >= self.group_steps:
+                # Backpressure: a writer slower than the runs (the GIL is shared) let the queue, and the peak
+                # memory, grow with the batch. Wait for it, briefly: a ledger another process keeps locked
+                # slows the batch to one step per BACKLOG_WAIT but never freezes it or Ctrl-C.
+                self._cond.wait_for(lambda: self._failure is not None or len(self._pending) < self.group_steps,
+                                    timeout=BACKLOG_WAIT)
 
     def lookup(self, key: str, *, replay_batch: str | None = None, variant_of: tuple[str, str] | None = None) -> Completion | None:
         """The ledger's cached answer; an answer still queued is written first, so a cache hit never
