@@ -66,6 +66,12 @@ def test_explore_runs_every_case_on_each_model_alone(cli, quiz, tmp_path):
     assert rows(tmp_path, "SELECT COUNT(DISTINCT spec_hash) FROM runs") == [(1,)]  # the spec's own runs, for plan
 
 
+def test_explore_prints_each_models_pass_rate_and_the_next_step(cli, quiz):
+    text = cli("run", str(quiz), "--explore", "cheap,strong").stdout
+    assert "9/10" in text and "10/10" in text
+    assert "next: `loopkit plan spec.yaml`" in text  # the path as typed from here, not the absolute one
+
+
 def test_explore_refuses_model_alongside_it(cli, quiz):
     done = cli("run", str(quiz), "--explore", "cheap,strong", "--model", "cheap")
     assert done.returncode == 2 and "--explore names the models itself" in done.stderr

@@ -165,6 +165,14 @@ def plan(
         out.print(Text(f"wrote {written}: compare it with `loopkit ab {spec} {written} --margin {margin:g}`"))
 
 
+def _shown(path: Path) -> str:
+    """The spec's path as the user would type it here: relative to the working folder when it is under it."""
+    import os
+
+    relative = os.path.relpath(path)
+    return str(path) if relative.startswith("..") else relative
+
+
 def run_explore(store: Any, spec: Any, models_text: str, options: Any, *, tags: dict[str, str], as_json: bool,
                 engine: Any = None) -> int:
     """`run --explore`: one batch per model; prints each model's pass rate and cost, returns the exit code."""
@@ -201,5 +209,5 @@ def run_explore(store: Any, spec: Any, models_text: str, options: Any, *, tags: 
         table.add_row(Text(row["model"]), row["batch_id"][:10], f"{row['passed']}/{row['runs']}", f"{row['pass_rate']:.0%}",
                       money(row["cost_usd"]))
     out.print(table)
-    out.print(Text(f"next: `loopkit plan {spec.path or spec.name}` weighs the designs these runs allow"))
+    out.print(Text(f"next: `loopkit plan {_shown(spec.path) if spec.path else spec.name}` weighs the designs these runs allow"))
     return code
