@@ -319,3 +319,13 @@ def test_the_tests_before_claims_example_flags_a_pass_claimed_without_running_th
     [tool] = rows(tmp_path, "SELECT t.iteration, t.tool, t.arguments, t.error FROM tool_calls t JOIN runs r ON r.id = t.run_id")
     assert (tool["iteration"], tool["tool"], json.loads(tool["arguments"])) == (2, "run_tests", {"project": "slugify"})
     assert "exited 1" in tool["error"] and "FAILED (failures=1)" in tool["error"]
+
+
+def test_check_refuses_tools_beside_an_outside_agent_worker(tmp_path: Path, cli):
+    (tmp_path / "tools.py").write_text(TOOLS_PY)
+    (tmp_path / "spec.yaml").write_text("version: 1\nname: t\nmodel: {id: loopkit/scripted, replies: [x]}\ntask: {prompt: hi}\n"
+                                        "tools: [{name: add, type: python, function: tools.py:add}]\n"
+                                        "worker: {type: command, run: 'echo hi'}\n")
+    done = cli("check", "spec.yaml")
+    assert done.returncode == 2
+    assert "tools: `tools:` are offered to the worker model, but `worker:` makes an outside agent the worker" in done.stderr

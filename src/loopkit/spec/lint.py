@@ -223,8 +223,10 @@ def _tool_problems(data: dict[str, Any], base_dir: Path, where: Located, out: Pr
     for i, t in tools:
         if t.get("type") == "python" and isinstance(t.get("function"), str) and _FUNCTION.match(t["function"]):
             _function_problem(t["function"], base_dir, ("tools", i, "function"), where, out, "tool")
-    if isinstance(data.get("worker"), dict):
-        return  # an outside agent is the worker: no model call is offered the tools
+    if isinstance(data.get("worker"), dict):  # an outside agent is the worker: no model call would be offered them
+        out.add(where.value_at(("tools",)), ("tools",), "`tools:` are offered to the worker model, but `worker:` makes an "
+                "outside agent the worker, which brings its own tools; drop one of the two")
+        return
     workers = [(path, m) for path, m in _model_mappings(data, []) if path[0] != "checkers"]
     for path, model in workers:
         model_id = model.get("id") if isinstance(model, dict) else model
