@@ -65,6 +65,7 @@ class SpecCheck:
     warnings: list[str] = field(default_factory=list)
     cases: int = 0
     worst_case: WorstCase | None = None
+    kind: str = "spec"  # or "fleet": a fleet file (SPEC.md §9), checked with every loop it names
 
     @property
     def ok(self) -> bool:
@@ -109,6 +110,12 @@ def _check_one(path: Path) -> SpecCheck:
     from .prices import model_problem
     from .spec import load_spec
 
+    from .fleet import looks_like_fleet
+
+    if looks_like_fleet(path):
+        from .fleet.check import check_fleet
+
+        return check_fleet(path)
     try:
         spec = load_spec(path)
     except SpecError as exc:

@@ -195,7 +195,9 @@ def check(
         print_json(report.to_dict())
         raise typer.Exit(0 if report.ok else 2)
     for spec in report.specs:
-        if spec.ok and spec.worst_case is not None:
+        if spec.ok and spec.kind == "fleet":
+            out.print(f"ok {spec.path} (fleet {spec.name}): {spec.cases} case(s) over its loops", markup=False)
+        elif spec.ok and spec.worst_case is not None:
             out.print(f"ok {spec.path} ({spec.name}): {spec.cases} case(s); worst case per case {_worst(spec.worst_case)}",
                       markup=False)
     for warning in report.warnings:

@@ -39,9 +39,9 @@ def _model_for(ann: Any, node: Any) -> type[BaseModel] | None:
     return None
 
 
-def _model_at(path: Path_, data: Any) -> type[BaseModel] | None:
+def _model_at(path: Path_, data: Any, root: type[BaseModel] = LoopSpec) -> type[BaseModel] | None:
     """The pydantic model that describes the mapping at `path`, for did-you-mean suggestions."""
-    ann: Any = LoopSpec
+    ann: Any = root
     node = data
     for part in path:
         if isinstance(part, int):
@@ -102,7 +102,8 @@ def _expected(e: dict[str, Any], path: Path_) -> str:
     return e["msg"].removeprefix("Input should be ")
 
 
-def pydantic_problems(err: ValidationError, data: Any, where: Located, out: Problems) -> None:
+def pydantic_problems(err: ValidationError, data: Any, where: Located, out: Problems, *,
+                      root: type[BaseModel] = LoopSpec) -> None:
     mismatches: dict[Path_, tuple[Any, list[str]]] = {}
     for e in err.errors(include_url=False):
         loc = tuple(e["loc"])
@@ -114,7 +115,7 @@ def pydantic_problems(err: ValidationError, data: Any, where: Located, out: Prob
             if kind == "invalid_key":
                 out.add(where.key_at(key_path), key_path, f"found the key {bad!r}, expected a name (a string)")
                 continue
-            parent = _model_at(key_path[:-1], data)
+            parent = _model_at(key_path[:-1], data, root)
             allowed = allowed_keys(parent) if parent else []
             expected = f" (expected one of: {', '.join(allowed)})" if allowed else ""
             out.add(where.key_at(key_path), key_path, f"unknown key{did_you_mean(str(bad), allowed)}{expected}")
