@@ -7,3 +7,4 @@ from . import schema_cmd  # noqa: F401, E402 - `loopkit schema`
 from . import init_cmd  # noqa: F401, E402 - `loopkit init`
 from . import report_cmd  # noqa: F401, E402 - `loopkit report`
 from . import plan_cmd  # noqa: F401, E402 - `loopkit plan`
+from . import fleet_cmd  # noqa: F401, E402 - `loopkit fleet run | status | resume-loop`

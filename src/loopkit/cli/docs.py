@@ -77,7 +77,19 @@ def render() -> str:
     parts = [HEADER, "## loopkit\n", "```text\n" + help_text([]) + "\n```\n"]
     for name in command_names():
         parts += [f"## loopkit {name}\n", "```text\n" + help_text([name]) + "\n```\n"]
+        for sub in subcommand_names(name):  # a group (`fleet`): each of its commands too
+            parts += [f"### loopkit {name} {sub}\n", "```text\n" + help_text([name, sub]) + "\n```\n"]
     return "\n".join(parts)
+
+
+def subcommand_names(name: str) -> list[str]:
+    """The commands of a command group, in the order they were registered (none for a plain command)."""
+    import typer
+
+    from .app import app
+
+    command = typer.main.get_command(app).commands[name]  # type: ignore[attr-defined]
+    return list(getattr(command, "commands", {}))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -124,6 +124,15 @@ def m006_human_time(db: Database) -> None:
     db["human_time"].create_index(["created_at"])
 
 
+@_migration
+def m007_fleets(db: Database) -> None:
+    """Fleets (SPEC.md §9): one row per fleet file; its loops' batches carry its id in their tags, and its
+    pause/resume/reviewer-capacity events are found by kind."""
+    db["fleets"].create({"id": str, "name": str, "path": str, "yaml": str, "status": str, "started_at": str}, pk="id")
+    db["fleets"].create_index(["path"])
+    db.execute("CREATE INDEX IF NOT EXISTS idx_events_kind ON events (kind)")
+
+
 NAMES: tuple[str, ...] = tuple(step.__name__ for step in _steps)
 
 

@@ -1,0 +1,265 @@
+"""`loopkit fleet run`: drain every loop's cases under the fleet's shared limits.
+
+One event loop, one ledger writer. Each time a slot frees, the next case comes from the highest-ranked
+loop (priority, moved up by a near deadline) that is not paused, still has money in its share, and
+whose provider has a free slot. Money: each case's calls reserve their worst case from the loop's
+share, the day's budget and the fleet's total (money.py, built from budget.py's pools). Outside the
+window, or with the day's budget spent, nothing starts: the run waits (on its clock) or, with
+`once`, returns. Ctrl-C or a crash marks the loops' batches interrupted; a rerun picks up there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ..batch import Batch, BatchOptions, _run_until_interrupted
+from ..budget import BatchPool, CaseBudget, batch_cap
+from ..engine import BatchBudgetRefused, run_case
+from ..ledger import Ledger
+from ..ledger import fleet as rows
+from ..status import BatchStatus, RunStatus, StopReason, exit_code
+from .clock import Clock, SystemClock, day_bounds, in_window, seconds_to_midnight, seconds_to_open
+from .load import Fleet
+from .loops import LoopRun, Work
+from .money import NamedPool, PoolChain
+from .providers import FleetModels, provider_of
+from .reviewers import ReviewerDesk, ReviewGate, without_people
+from .yielding import YieldWatch
+
+DEFAULT_CONCURRENCY = 16  # cases in flight for a provider the fleet file does not list
+
+
+@dataclass
+class FleetOptions:
+    once: bool = False  # outside the window (or with the day's budget spent) return instead of waiting
+    max_retries: int = 6
+    no_cache: bool = False
+    clock: Clock = field(default_factory=SystemClock)
+    argv: list[str] = field(default_factory=list)
+    on_launch: Callable[[str, str, datetime], None] | None = None  # (loop, case id, local time): progress, tests
+
+
+@dataclass
+class FleetResult:
+    fleet_id: str
+    name: str
+    status: str  # done, waiting (window or day budget, with --once), budget (the total is spent), paused
+    loops: list[dict[str, Any]]
+    spent_usd: float
+
+    @property
+    def exit_code(self) -> int:
+        return exit_code(budget_refused=self.status == "budget", errors=any(lp["errors"] for lp in self.loops), gate_failed=False)
+
+
+class FleetRun:
+    def __init__(self, fleet: Fleet, ledger: Ledger, options: FleetOptions | None = None) -> None:
+        self.fleet = fleet
+        self.ledger = ledger
+        self.options = options or FleetOptions()
+        self.clock = self.options.clock
+        spec = fleet.spec
+        self.window = spec.time_window
+        self.limits = {name: p.concurrency for name, p in spec.providers.items()}
+        self.models = FleetModels(self.limits, max_retries=self.options.max_retries, default=DEFAULT_CONCURRENCY)
+        self.desk = ReviewerDesk(spec.reviewers.minutes_per_day if spec.reviewers else None)
+        self.loops: list[LoopRun] = []
+        self.fleet_id = ""
+        self.day = ""
+        self.total = BatchPool(cap=spec.budget.total_usd)
+        self.today = BatchPool(cap=spec.budget.usd_per_day)
+        self.total_out = False
+        self.day_out = False
+        self.in_flight: dict[str, int] = {}
+
+    # --- setup: every check before the first call, each loop's batch found or started ----------------
+
+    def prepare(self) -> None:
+        spec = self.fleet.spec
+        self.fleet_id = rows.save_fleet(self.ledger, self.fleet.name, str(self.fleet.path), self.fleet.source)
+        rate = spec.reviewers.usd_per_hour if spec.reviewers else None
+        for plan in self.fleet.loops:
+            provider = provider_of(plan.spec.model)
+            options = BatchOptions(concurrency=self.limits.get(provider, DEFAULT_CONCURRENCY), inputs=plan.inputs,
+                                   max_retries=self.options.max_retries, no_cache=self.options.no_cache, human_usd_per_hour=rate,
+                                   max_usd=spec.budget.total_usd or spec.budget.usd_per_day)
+            batch = Batch(plan.spec, self.ledger, options, argv=self.options.argv)
+            batch.models = self.models  # type: ignore[assignment] - one client per model, one adaptive limit per provider
+            cases = batch.prepare()
+            self.ledger.save_spec(batch.spec.hash, batch.spec.name, str(plan.spec.path) if plan.spec.path else None, batch.spec.source)
+            tags = {"fleet": self.fleet_id, "fleet_name": self.fleet.name, "fleet_loop": plan.name, "fleet_priority": str(plan.priority),
+                    "fleet_share": "" if plan.share is None else str(plan.share), "fleet_cases": str(cases)}
+            existing = rows.loop_batch(self.ledger, self.fleet_id, plan.name, batch.spec.hash)
+            if existing is not None:
+                self.ledger.claim_batch(existing["id"])  # refuses while another process runs this fleet
+                batch.batch_id = existing["id"]
+            else:
+                batch.batch_id = self.ledger.start_batch("fleet", batch.spec.hash, argv=self.options.argv, tags=tags,
+                                                         options=options.to_dict(), inputs=batch.inputs.label)
+            share_total = BatchPool(cap=batch_cap(plan.share * spec.budget.total_usd if plan.share and spec.budget.total_usd else None,
+                                                  plan.spec.budget.total_usd))
+            share_day = BatchPool(cap=plan.share * spec.budget.usd_per_day if plan.share and spec.budget.usd_per_day else None)
+            share_total.spent = rows.spend(self.ledger, [batch.batch_id])
+            n, passed, cost = rows.recent_outcomes(self.ledger, batch.batch_id)
+            gate = ReviewGate(None, self.desk, fleet_id=self.fleet_id, loop=plan.name)
+            self.loops.append(LoopRun(plan, batch, provider, gate, YieldWatch(spec.yielding, runs=n, passed=passed, cost=cost),
+                                      without_people(batch.spec), share_total, share_day))
+        paused = rows.paused_loops(self.ledger, self.fleet_id)
+        for lr in self.loops:
+            lr.paused = (paused.get(lr.name) or {}).get("reason")
+        self.total.spent = rows.spend(self.ledger, self._batch_ids())
+        self._new_day(self.clock.now())
+        rows.set_fleet_status(self.ledger, self.fleet_id, "running")
+
+    def _batch_ids(self) -> list[str]:
+        return [lr.batch.batch_id for lr in self.loops]
+
+    def _new_day(self, now: datetime) -> None:
+        """The day's pools start from what the ledger says today's calls and reviews took (a rerun keeps counting)."""
+        since, until = day_bounds(now)
+        self.day = since
+        spec = self.fleet.spec
+        self.today = BatchPool(cap=spec.budget.usd_per_day, spent=rows.spend(self.ledger, self._batch_ids(), since=since, until=until))
+        self.day_out = False
+        for lr in self.loops:
+            lr.share_day = BatchPool(cap=lr.share_day.cap, spent=rows.spend(self.ledger, [lr.batch.batch_id], since=since, until=until))
+            if lr.out_of_money == "day share":
+                lr.out_of_money = None
+        from ..human import DEFAULT_REVIEW_MINUTES
+
+        self.desk.used = rows.reviewer_minutes(self.ledger, self._batch_ids(), since=since, until=until, default=DEFAULT_REVIEW_MINUTES)
+
+    # --- the drain ---------------------------------------------------------------------------------
+
+    def _pick(self, now: datetime) -> tuple[LoopRun, Work] | None:
+        for lr in sorted(self.loops, key=lambda lr: lr.rank(now)):
+            if not lr.runnable or self.in_flight.get(lr.provider, 0) >= self.limits.get(lr.provider, DEFAULT_CONCURRENCY):
+                continue
+            if lr.peek() is not None:
+                return lr, lr.take()
+        return None
+
+    def _blocked(self, now: datetime) -> str | None:
+        if self.total_out:
+            return "budget"
+        if not in_window(self.window, now):
+            return "window"
+        if self.day_out:
+            return "day"
+        return None
+
+    async def _wait(self, why: str, now: datetime) -> None:
+        seconds = seconds_to_open(self.window, now) if why == "window" and self.window else seconds_to_midnight(now)
+        await self.clock.sleep(seconds)
+
+    async def drain(self) -> str:
+        tasks: set[asyncio.Task] = set()
+
+        async def settle_one() -> None:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                tasks.discard(task)
+                task.result()  # a crash (a bug, a full disk) stops the fleet
+
+        try:
+            while True:
+                now = self.clock.now()
+                if day_bounds(now)[0] != self.day:
+                    self._new_day(now)
+                blocked = self._blocked(now)
+                pick = None if blocked else self._pick(now)
+                if pick is None:
+                    if tasks:
+                        await settle_one()
+                        continue
+                    waiting = blocked or ("day" if any(lr.out_of_money == "day share" and not lr.paused for lr in self.loops) else None)
+                    if waiting is None:
+                        return "paused" if any(lr.paused and not lr.exhausted for lr in self.loops) else "done"
+                    if waiting == "budget" or self.options.once:
+                        return "budget" if waiting == "budget" else "waiting"
+                    await self._wait(waiting, now)
+                    continue
+                lr, work = pick
+                if self.options.on_launch is not None:
+                    self.options.on_launch(lr.name, work[0].id, now)
+                self.in_flight[lr.provider] = self.in_flight.get(lr.provider, 0) + 1
+                lr.in_flight += 1
+                tasks.add(asyncio.create_task(self._case(lr, work)))
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+
+    async def _case(self, lr: LoopRun, work: Work) -> None:
+        case, repeat, run_id, state = work
+        spec = lr.batch.spec
+        if state is None and self.desk.spent and lr.no_people is not None:
+            spec = lr.no_people  # no reviewer minutes left today: a model escalation instead of a person
+        chain = PoolChain([NamedPool("share", lr.share_total), NamedPool("day share", lr.share_day),
+                           NamedPool("day", self.today), NamedPool("total", self.total)])
+        try:
+            result = await run_case(spec, case, clients=lr.batch._clients(), recorder=lr.gate, budget=CaseBudget(spec.budget, chain),
+                                    cache=lr.batch._cache(), batch_id=lr.batch.batch_id, repeat=repeat, run_id=run_id, state=state,
+                                    toolbox=lr.batch.toolbox)
+        except BatchBudgetRefused:
+            lr.refused += 1
+            self._out_of_money(lr, chain.refused_by)
+            return
+        finally:
+            self.in_flight[lr.provider] -= 1
+            lr.in_flight -= 1
+        lr.finished += 1
+        lr.errors += int(result.status == RunStatus.ERROR)
+        if result.stop_reason == StopReason.BUDGET_TOTAL_USD:
+            self._out_of_money(lr, chain.refused_by)
+        reason = lr.watch.add(result)
+        if reason and not lr.paused:
+            lr.paused = reason
+            rows.fleet_event(self.ledger, self.fleet_id, "fleet_pause", lr.name, {"reason": reason, "batch_id": lr.batch.batch_id})
+
+    def _out_of_money(self, lr: LoopRun, pool: str | None) -> None:
+        if pool == "total":
+            self.total_out = True
+        elif pool == "day":
+            self.day_out = True
+        elif pool in ("share", "day share"):
+            lr.out_of_money = pool
+
+    # --- the whole invocation ---------------------------------------------------------------------
+
+    async def _execute(self) -> FleetResult:
+        writer = self.ledger.writer()
+        for lr in self.loops:
+            lr.batch.writer = writer
+            lr.gate.inner = writer
+        status = "interrupted"
+        try:
+            async with contextlib.AsyncExitStack() as stack:  # the loops' MCP servers run while the fleet does
+                for lr in self.loops:
+                    if lr.batch.toolbox is not None:
+                        await stack.enter_async_context(lr.batch.toolbox)
+                status = await self.drain()
+        finally:
+            await writer.aclose()
+            for lr in self.loops:
+                drained = status != "interrupted" and lr.exhausted and not lr.refused
+                self.ledger.finish_batch(lr.batch.batch_id, BatchStatus.DONE if drained else
+                                         BatchStatus.BUDGET if lr.refused else BatchStatus.INTERRUPTED)
+            rows.set_fleet_status(self.ledger, self.fleet_id, status)
+        return FleetResult(self.fleet_id, self.fleet.name, status, [lr.public() for lr in self.loops],
+                           rows.spend(self.ledger, self._batch_ids()))
+
+    def run(self) -> FleetResult:
+        self.prepare()
+        return _run_until_interrupted(self._execute())
+
+
+def run_fleet(fleet: Fleet, ledger: Ledger, options: FleetOptions | None = None) -> FleetResult:
+    """Drain a fleet's loops under its shared limits (see the module doc); Ctrl-C raises KeyboardInterrupt."""
+    return FleetRun(fleet, ledger, options).run()
