@@ -109,6 +109,57 @@ def test_a_write_that_fails_stops_the_next_step_and_close(tmp_path: Path) -> Non
     assert _count(tmp_path / "l.db", "runs") == 0, "the failed group was rolled back whole"
 
 
+def _table(ledger: Ledger, sql: str) -> list[tuple]:
+    return [tuple(r.values()) for r in ledger.query(sql)]
+
+
+def test_a_group_leaves_the_rows_that_writing_its_steps_one_by_one_leaves(tmp_path: Path) -> None:
+    """A group is written table by table and a run's row once, from its latest step: the runs, iterations,
+    checks and calls must equal those of the same runs committed a step per transaction."""
+    one_by_one = Ledger(tmp_path / "a.db")
+    _run_cases(one_by_one, 6)  # the ledger itself as the recorder: one transaction per step
+    grouped = Ledger(tmp_path / "b.db")
+    writer = Writer(grouped, group_seconds=3600, group_steps=10_000)  # all 18 steps in one group
+    _run_cases(writer, 6)
+    writer.close()
+    for sql in ("SELECT case_id, status, stop_reason, success, reward, iterations, best_iteration, output, cost_usd, "
+                "prompt_tokens, completion_tokens, message, suspect, json_extract(state, '$.messages') FROM runs ORDER BY case_id",
+                "SELECT r.case_id, i.n, i.output, i.reward, i.passed, i.feedback FROM iterations i JOIN runs r ON r.id = i.run_id "
+                "ORDER BY r.case_id, i.n",
+                "SELECT r.case_id, k.iteration, k.checker, k.score, k.passed FROM checks k JOIN runs r ON r.id = k.run_id "
+                "ORDER BY r.case_id, k.iteration",
+                "SELECT r.case_id, c.iteration, c.response, c.messages, c.cache_key FROM calls c JOIN runs r ON r.id = c.run_id "
+                "ORDER BY r.case_id, c.iteration"):
+        assert _table(grouped, sql) == _table(one_by_one, sql), sql
+    assert len(_table(grouped, "SELECT * FROM checks")) == 18
+
+
+def test_a_suspect_flag_of_an_earlier_step_in_the_group_survives_a_later_step_without_one(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.db")
+    writer = Writer(ledger, group_seconds=3600)
+    result, calls, info = _step_with_a_call("key-1")
+    result.suspect = "possible reward hacking"
+    writer.commit(result, None, calls, [], start=info)
+    later, _, _ = _step_with_a_call("key-2")
+    later.run_id, later.suspect = info.id, None
+    writer.commit(later, None, [], [])
+    writer.close()
+    assert ledger.one("SELECT suspect FROM runs WHERE id=?", (info.id,)) == {"suspect": "possible reward hacking"}
+
+
+def test_a_short_secret_is_scrubbed_from_texts_but_never_corrupts_an_id(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    result, calls, info = _step_with_a_call("key-1")
+    secret = info.id[4:14]  # a key that happens to appear inside a run's id
+    monkeypatch.setenv("MY_TOKEN", secret)
+    calls[0].response = f"the key is {secret}"
+    ledger = Ledger(tmp_path / "l.db")
+    writer = Writer(ledger, group_seconds=3600)
+    writer.commit(result, None, calls, [], start=info)
+    writer.close()
+    assert ledger.one("SELECT id FROM runs") == {"id": info.id}
+    assert ledger.one("SELECT response FROM calls") == {"response": "the key is [REDACTED]"}
+
+
 
 # --- through the CLI: another process holds the ledger's write lock ---------------------------------
 

@@ -99,7 +99,7 @@ def _build_scrubber(secrets: tuple[str, ...]) -> Callable[[str | None], str | No
     literal = re.compile("|".join(map(re.escape, values))) if values else None
 
     def clean(text: str | None) -> str | None:
-        if not text:
+        if not text or len(text) < _MIN_SECRET_LENGTH:  # too short to hold a secret or a key's shape
             return text
         if literal is not None:
             text = literal.sub(MASK, text)

@@ -17,7 +17,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from .connect import connect_for_writes
-from .rows import Step, write_step
+from .rows import Step, write_steps
 from .store import BUSY_TIMEOUT_SECONDS, immediate
 
 if TYPE_CHECKING:
@@ -148,8 +148,7 @@ class Writer:
                 failure = None
                 try:
                     with immediate(conn, self.ledger.path):
-                        for step in group:
-                            write_step(conn, step)
+                        write_steps(conn, group)
                 except BaseException as exc:  # noqa: BLE001 - handed to the loop side, which raises it
                     failure = exc
                 with self._cond:
