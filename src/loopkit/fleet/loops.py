@@ -52,6 +52,7 @@ class LoopRun:
     exhausted: bool = False
     _queue: Iterator[Work] | None = field(default=None, repr=False)
     _next: Work | None = field(default=None, repr=False)
+    _back: list[Work] = field(default_factory=list, repr=False)  # cases a cap refused, to run first when money is back
 
     @property
     def name(self) -> str:
@@ -67,15 +68,22 @@ class LoopRun:
 
     @property
     def runnable(self) -> bool:
-        return not (self.paused or self.out_of_money or self.exhausted)
+        return not (self.paused or self.out_of_money or (self.exhausted and not self._back))
 
     def peek(self) -> Work | None:
+        if self._next is None and self._back:
+            self._next = self._back.pop()
         if self._next is None and not self.exhausted:
             if self._queue is None:
                 self._queue = self._cases()
             self._next = next(self._queue, None)
             self.exhausted = self._next is None
         return self._next
+
+    def requeue(self, work: Work) -> None:
+        """A case the budget refused before its first call (nothing of it was written) waits for the money."""
+        self._back.append(work)
+        self.launched -= 1
 
     def take(self) -> Work:
         work = self.peek()
@@ -100,5 +108,9 @@ class LoopRun:
 
     def public(self) -> dict[str, Any]:
         return {"loop": self.name, "batch_id": self.batch.batch_id, "priority": self.plan.priority, "launched": self.launched,
-                "finished": self.finished, "skipped": self.skipped, "errors": self.errors, "not_run_budget": self.refused,
-                "paused": self.paused, "out_of_money": self.out_of_money, "drained": self.exhausted and not self.refused}
+                "finished": self.finished, "skipped": self.skipped, "errors": self.errors, "not_run_budget": len(self._back),
+                "paused": self.paused, "out_of_money": self.out_of_money, "drained": self.drained}
+
+    @property
+    def drained(self) -> bool:
+        return self.exhausted and not self._back and self._next is None

@@ -32,9 +32,12 @@ class ReviewerDesk:
     def spent(self) -> bool:
         return self.left is not None and self.left <= 0.0
 
+    def can_take(self, minutes: float) -> bool:
+        return self.minutes_per_day is None or self.used + minutes <= self.minutes_per_day + 1e-9
+
     def take(self, minutes: float) -> bool:
         """Spend `minutes` for a run parked now; False (nothing spent) when the day's minutes cannot cover it."""
-        if self.minutes_per_day is not None and self.used + minutes > self.minutes_per_day + 1e-9:
+        if not self.can_take(minutes):
             return False
         self.used += minutes
         return True
@@ -72,6 +75,12 @@ class ReviewGate:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+
+def handoff_minutes(spec: LoopSpec) -> float:
+    """The fewest minutes a hand-off of this spec expects: what must be left today for a person to take one."""
+    found = [e.human_minutes or DEFAULT_REVIEW_MINUTES for e in spec.escalate if e.human is not None or e.cheapest]
+    return min(found, default=DEFAULT_REVIEW_MINUTES)
 
 
 def without_people(spec: LoopSpec) -> LoopSpec | None:

@@ -28,7 +28,7 @@ from .load import Fleet
 from .loops import LoopRun, Work
 from .money import NamedPool, PoolChain
 from .providers import FleetModels, provider_of
-from .reviewers import ReviewerDesk, ReviewGate, without_people
+from .reviewers import ReviewerDesk, ReviewGate, handoff_minutes, without_people
 from .yielding import YieldWatch
 
 DEFAULT_CONCURRENCY = 16  # cases in flight for a provider the fleet file does not list
@@ -179,7 +179,7 @@ class FleetRun:
                         continue
                     waiting = blocked or ("day" if any(lr.out_of_money == "day share" and not lr.paused for lr in self.loops) else None)
                     if waiting is None:
-                        return "paused" if any(lr.paused and not lr.exhausted for lr in self.loops) else "done"
+                        return "paused" if any(lr.paused and not lr.drained for lr in self.loops) else "done"
                     if waiting == "budget" or self.options.once:
                         return "budget" if waiting == "budget" else "waiting"
                     await self._wait(waiting, now)
@@ -199,7 +199,7 @@ class FleetRun:
     async def _case(self, lr: LoopRun, work: Work) -> None:
         case, repeat, run_id, state = work
         spec = lr.batch.spec
-        if state is None and self.desk.spent and lr.no_people is not None:
+        if state is None and lr.no_people is not None and not self.desk.can_take(handoff_minutes(spec)):
             spec = lr.no_people  # no reviewer minutes left today: a model escalation instead of a person
         chain = PoolChain([NamedPool("share", lr.share_total), NamedPool("day share", lr.share_day),
                            NamedPool("day", self.today), NamedPool("total", self.total)])
@@ -209,6 +209,7 @@ class FleetRun:
                                     toolbox=lr.batch.toolbox)
         except BatchBudgetRefused:
             lr.refused += 1
+            lr.requeue(work)
             self._out_of_money(lr, chain.refused_by)
             return
         finally:
@@ -248,7 +249,7 @@ class FleetRun:
         finally:
             await writer.aclose()
             for lr in self.loops:
-                drained = status != "interrupted" and lr.exhausted and not lr.refused
+                drained = status != "interrupted" and lr.drained and not lr.in_flight
                 self.ledger.finish_batch(lr.batch.batch_id, BatchStatus.DONE if drained else
                                          BatchStatus.BUDGET if lr.refused else BatchStatus.INTERRUPTED)
             rows.set_fleet_status(self.ledger, self.fleet_id, status)

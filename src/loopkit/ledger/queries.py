@@ -131,9 +131,12 @@ def error_kinds(ledger: Ledger, batch_id: str) -> list[dict[str, Any]]:
 
 
 def review_queue(ledger: Ledger) -> list[dict[str, Any]]:
-    """Runs parked for a person, oldest first, with what the person needs to decide."""
-    rows = ledger.query("SELECT id, batch_id, spec_name, case_id, case_json, output, cost_usd, iterations, message, started_at "
-                        "FROM runs WHERE status='needs_review' ORDER BY started_at")
+    """Runs parked for a person, with what the person needs to decide: a fleet's runs first, by their loop's
+    priority (SPEC.md §9), then oldest first."""
+    priority = "CAST(json_extract(b.tags, '$.fleet_priority') AS INTEGER)"
+    rows = ledger.query("SELECT r.id, r.batch_id, r.spec_name, r.case_id, r.case_json, r.output, r.cost_usd, r.iterations, r.message, "
+                        "r.started_at FROM runs r LEFT JOIN batches b ON b.id = r.batch_id WHERE r.status='needs_review' "
+                        f"ORDER BY {priority} IS NULL, {priority}, r.started_at")
     for r in rows:
         r["case"] = json.loads(r.pop("case_json") or "{}")
         last = ledger.one("SELECT n, output FROM iterations WHERE run_id=? ORDER BY n DESC LIMIT 1", (r["id"],))
