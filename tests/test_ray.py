@@ -11,12 +11,13 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+import specs
+from fake_llm import Reply
 from loopkit.inputs import Case
 from loopkit.ray_engine.scheduler import REFUSED, CaseTask, Scheduler, Shipped
 from loopkit.records import IterationRecord, RunInfo, RunResult, RunState
@@ -274,43 +275,49 @@ def test_a_worker_killed_mid_case_leaves_each_case_once_and_the_cap_holds(ray_cl
     assert rows(db, "SELECT COUNT(*) FROM runs WHERE status NOT IN ('passed', 'failed')") == [(0,)]  # failed: its budget stop
 
 
-def test_sigint_of_the_driver_marks_runs_interrupted_and_resume_finishes(ray_cluster, write_spec, tmp_path, tmp_path_factory):
-    """A separate driver process joins the module's Ray (--address: the spec's folder is shipped); its checkers
-    block until the test says go, so the SIGINT lands with cases in flight. (The FIFO lives outside the spec's
-    folder: Ray reads every file it ships, and opening a FIFO blocks.)"""
-    gates = tmp_path_factory.mktemp("gates")
-    fifo, go = gates / "started", gates / "go"
-    os.mkfifo(fifo)
-    gate = (f'  - {{name: gate, type: command, timeout: 120, run: "[ -e {go} ] && exit 0; echo started > {fifo}; sleep 100"}}\n')
-    write_spec(SPEC.format(replies='["{{ case.n * 2 }}"]', extra=gate))
-    cases(tmp_path, 6)
+def test_sigint_of_the_driver_marks_runs_interrupted_and_resume_finishes(ray_cluster, fake_llm, tmp_path, tmp_path_factory):
+    """A separate driver process joins the module's Ray (--address: the spec's folder is shipped). The fake
+    server answers the first two calls wrong at once and holds every later call for a minute, so with two
+    cases in flight both are certainly mid-iteration-2 when the SIGINT lands: the ledger shows their
+    iteration 1 and the server their second call before the signal is sent (polled, not slept)."""
+    from test_faults import killed_at_exit, query, wait_until
+
+    fake_llm.queue("41", "41")
+    fake_llm.default = Reply("42", latency=60)
+    cap = 0.01
+    (tmp_path / "spec.yaml").write_text(specs.fake_spec(fake_llm.base_url, name="sigint").replace(" api_key_env: TEST_KEY,", "")
+                                        + f"budget: {{total_usd: {cap}}}\n")
+    (tmp_path / "cases.jsonl").write_text("".join(json.dumps({"id": f"c{i}"}) + "\n" for i in range(6)))
+    db = tmp_path_factory.mktemp("ledger") / "ledger.db"  # outside the shipped folder
     exe = Path(sys.executable).with_name("loopkit")
-    env = {**os.environ, "LOOPKIT_LEDGER": str(tmp_path / "ledger.db")}
+    env = {**os.environ, "LOOPKIT_LEDGER": str(db)}
     args = ["--engine", "ray", "--address", ray_cluster, "--json"]
     driver = subprocess.Popen([str(exe), "run", "spec.yaml", "--concurrency", "2", *args], cwd=tmp_path, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    started: list[str] = []
-    reader = threading.Thread(target=lambda: started.append(fifo.read_text()), daemon=True)
-    reader.start()
-    while reader.is_alive() and driver.poll() is None:  # until a checker started, or the driver ended early
-        reader.join(timeout=0.5)
-    if not started:
-        driver.kill()
-        pytest.fail(f"no checker started: {driver.communicate()[1][-2000:]}")
-    driver.send_signal(signal.SIGINT)
-    _, stderr = driver.communicate(timeout=120)
+    with killed_at_exit(driver):
+        wait_until(lambda: len(query(db, "SELECT id FROM runs WHERE status = 'running'")) == 2 and fake_llm.count == 4,
+                   proc=driver, timeout=120, what="two runs held in iteration 2")
+        driver.send_signal(signal.SIGINT)
+        _, stderr = driver.communicate(timeout=120)
     assert driver.returncode == 130, stderr[-2000:]
 
-    db = tmp_path / "ledger.db"
     (batch_id, status), = rows(db, "SELECT id, status FROM batches WHERE kind = 'run'")
     assert status == "interrupted"
-    assert rows(db, "SELECT COUNT(*) FROM runs WHERE status = 'interrupted'")[0][0] >= 1
-    assert rows(db, "SELECT COUNT(*) FROM runs WHERE status = 'running'") == [(0,)]
+    assert rows(db, "SELECT status, COUNT(*) FROM runs GROUP BY status") == [("interrupted", 2)]
+    assert rows(db, "SELECT COUNT(*) FROM iterations") == [(2,)]  # each interrupted run's iteration 1, once
 
-    go.touch()
-    resumed = subprocess.run([str(exe), "resume", batch_id, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
-                             timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    fake_llm.default = Reply("42")
+    from loopkit.api import resume
+    from loopkit.ledger import Ledger
+    from loopkit.ray_engine.driver import RayEngine
+
+    # Resumed on the module's Ray from this process, by one worker (each imports litellm: seconds of CPU).
+    result = resume(batch_id, ledger=Ledger(db), engine=RayEngine(workers=1))
+    assert result.exit_code(None) == 0
     assert rows(db, "SELECT COUNT(*), COUNT(DISTINCT case_id) FROM runs") == [(6, 6)]
     assert rows(db, "SELECT DISTINCT status FROM runs") == [("passed",)]
     assert rows(db, "SELECT status FROM batches WHERE id = ?", batch_id) == [("done",)]
+    # Resume continued the two interrupted runs at iteration 2 and ran the four others once: 4 + 2 + 4 calls.
+    assert fake_llm.count == 10
+    assert rows(db, "SELECT COUNT(*) FROM iterations") == [(8,)]
+    assert 0 < rows(db, "SELECT SUM(cost_usd) FROM calls")[0][0] <= cap
