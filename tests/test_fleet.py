@@ -110,7 +110,8 @@ def test_a_share_caps_its_loop_and_the_others_go_on(tmp_path: Path, ledger: Ledg
     assert 0 < len(loop_runs(ledger, "capped")) < 10
     assert len(loop_runs(ledger, "other")) == 4  # the lower priority still ran: only the share was spent
     capped = next(lp for lp in result.loops if lp["loop"] == "capped")
-    assert capped["out_of_money"] == "share" and result.status == "done"
+    assert capped["out_of_money"] == "share" and capped["not_run_budget"] > 0
+    assert result.status == "budget" and result.exit_code == 3  # as a batch whose budget kept cases from running
 
 
 def test_nothing_starts_outside_the_window(tmp_path: Path, ledger: Ledger) -> None:

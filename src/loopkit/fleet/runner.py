@@ -179,6 +179,8 @@ class FleetRun:
                         continue
                     waiting = blocked or ("day" if any(lr.out_of_money == "day share" and not lr.paused for lr in self.loops) else None)
                     if waiting is None:
+                        if any(lr.out_of_money == "share" and not lr.drained for lr in self.loops):
+                            return "budget"  # a loop's share kept cases from running (exit 3, as a batch budget)
                         return "paused" if any(lr.paused and not lr.drained for lr in self.loops) else "done"
                     if waiting == "budget" or self.options.once:
                         return "budget" if waiting == "budget" else "waiting"
