@@ -119,3 +119,17 @@ def test_check_recognises_a_fleet_file(tmp_path: Path, cli) -> None:  # noqa: AN
     failed = cli("check", str(bad))
     assert failed.returncode == 2
     assert f"{bad}:1:9: budget: found no cap" in failed.stderr
+
+
+def test_the_example_fleet_checks_and_runs_offline(tmp_path: Path, cli) -> None:  # noqa: ANN001
+    example = Path(__file__).resolve().parents[1] / "examples" / "fleet.yaml"
+    assert cli("check", str(example)).returncode == 0
+    ran = cli("fleet", "run", str(example), "--json")
+    assert ran.returncode == 0, ran.stderr
+    import json
+
+    report = json.loads(ran.stdout)
+    assert report["status"] == "done" and [lp["loop"] for lp in report["loops"]][-1] == "math"
+    status = json.loads(cli("fleet", "status", "nightly", "--json").stdout)
+    assert [lp["loop"] for lp in status["loops"]] == ["triage", "extract-invoice", "summarize", "math"]
+    assert status["queued"] == 0 and status["budget"]["spent_usd"] == report["spent_usd"]
