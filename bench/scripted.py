@@ -6,7 +6,8 @@
 For each N, in alternating rounds (floor, CLI, floor, CLI, …), runs
 - the floor (`bench/floor.py`): a child of plain Python writing the same rows in batched transactions;
 - the console script `.venv/bin/loopkit run spec.yaml` on the offline `loopkit/scripted` model over N
-  cases (the spec in bench/floor.py: 2 iterations per case but the first), output to /dev/null,
+  cases (the spec in bench/floor.py: 2 iterations per case but the first), output to /dev/null, into
+  an empty ledger whose schema, as the floor's, was created before the timing,
 and takes from `os.wait4` on each child its CPU time (user + system, its own children included) and
 its peak RSS, measured from outside. Prints medians: iterations per CPU-second of each, the CLI's
 share of the floor (target >= 50 % at every N), the CLI's peak RSS and RSS(N) / RSS(1k) (target at
@@ -48,6 +49,7 @@ def _fresh(db: Path) -> None:
 def cli_round(folder: Path, cases: int, *, no_cache: bool) -> dict[str, Any]:
     db = folder / "cli.db"
     _fresh(db)
+    floor.create_schema(db)  # like the floor's: an empty ledger with its schema, made outside the timing
     argv = [str(LOOPKIT), "run", str(folder / "spec.yaml"), "--ledger", str(db)] + (["--no-cache"] if no_cache else [])
     env = {**os.environ, "COLUMNS": "120", "NO_COLOR": "1", "TERM": "dumb"}
     figures = floor.run_child(argv, env=env)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .agents import AgentWorker
@@ -112,6 +113,7 @@ class Loop:
         self._interrupted = False
         self._known_clients: dict[int, tuple[ModelRef, ModelClient]] = {}
         self._agent: AgentWorker | None = None  # the outside agent (`worker:`), made at its first iteration
+        self._base_dir: Path | None = None
 
     # -- helpers --
 
@@ -363,7 +365,9 @@ class Loop:
             model = checker.model or spec.model
             return await self._call(step, "judge", model, messages, self._variables(iteration=n, feedback=self.state.last_feedback, output=output))
 
-        ctx = CheckContext(self.info.case, spec.base_dir, spec.reward.pass_, self.prompt, judge, self.budget.time_left,
+        if self._base_dir is None:  # the spec's folder (or the working one): a Path built once per run, not per check
+            self._base_dir = spec.base_dir
+        ctx = CheckContext(self.info.case, self._base_dir, spec.reward.pass_, self.prompt, judge, self.budget.time_left,
                            tool_calls=trajectory(step.calls), workdir=self._agent.workdir if self._agent else None)
         graded: list[tuple[Any, CheckResult]] = []
         audits: list[tuple[Any, CheckResult]] = []

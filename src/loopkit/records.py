@@ -4,7 +4,8 @@ and a run's state. The engine writes them, the ledger persists them; neither imp
 from __future__ import annotations
 
 import json
-import uuid
+import os
+import random
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -17,8 +18,15 @@ from .timewindow import utcnow_iso as now_iso
 Messages = list[dict[str, Any]]  # chat messages; a tool step's carry `tool_calls` / `tool_call_id`
 
 
+# Ids come from a generator seeded from os.urandom (reseeded in a forked child): uuid4 reads os.urandom
+# for every id, three times per scripted iteration; the ids keep uuid4's form (version and variant bits).
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)
+
+
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """A random uuid4, as 32 hex digits."""
+    return f"{_ids.getrandbits(128) & ~(0xF000 << 64) & ~(0xC000 << 48) | (4 << 76) | (0x8000 << 48):032x}"
 
 
 @dataclass

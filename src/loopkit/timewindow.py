@@ -80,8 +80,8 @@ def seconds_between(start: str | None, end: str | None) -> float | None:
 
 
 def utcnow_iso() -> str:
-    """The current time in the ledger's format."""
-    return to_iso(datetime.now(timezone.utc))
+    """The current time in the ledger's format (`to_iso`'s text; isoformat is twice as fast as strftime)."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")[:26] + "Z"
 
 
 def _utc(dt: datetime) -> datetime:
