@@ -87,6 +87,7 @@ class FakeExecutor:
 
 
 def schedule(executor: FakeExecutor, cases: int, *, window: int = 3, drawn: list[int] | None = None) -> tuple[Scheduler, list[Shipped]]:
+    """A scheduler over `cases` tasks; `drawn` gets how many cases were in flight as each task was drawn."""
     committed: list[Shipped] = []
     scheduler = Scheduler(executor, window=window, commit=committed.append,
                           info=lambda t: RunInfo(t.run_id, "b", "h", "s", t.case.id, t.case.data), drain_seconds=1.0)
@@ -94,7 +95,7 @@ def schedule(executor: FakeExecutor, cases: int, *, window: int = 3, drawn: list
     def tasks():
         for i in range(1, cases + 1):
             if drawn is not None:
-                drawn.append(i)
+                drawn.append(len(scheduler.running))
             yield CaseTask(Case(str(i), {"n": i}), 0, f"run{i}")
 
     scheduler.tasks = tasks()  # type: ignore[attr-defined]
@@ -113,6 +114,7 @@ def test_every_case_is_committed_once_within_the_window_and_cases_are_drawn_as_i
     assert iterations_of(committed) == sorted((f"run{i}", n) for i in range(1, 21) for n in (1, 2))
     assert executor.most_in_flight <= 3
     assert len(drawn) == 20 and not scheduler.refused
+    assert max(drawn) < 3  # a task is drawn only once the window has room for it (an A/B test decides late)
 
 
 def test_a_lost_worker_retries_the_case_from_its_last_committed_iteration_under_the_same_run():
@@ -277,13 +279,15 @@ def test_a_worker_killed_mid_case_leaves_each_case_once_and_the_cap_holds(ray_cl
 
 def test_sigint_of_the_driver_marks_runs_interrupted_and_resume_finishes(ray_cluster, fake_llm, tmp_path, tmp_path_factory):
     """A separate driver process joins the module's Ray (--address: the spec's folder is shipped). The fake
-    server answers the first two calls wrong at once and holds every later call for a minute, so with two
+    server answers every first iteration wrong at once and holds every second one for a minute, so with two
     cases in flight both are certainly mid-iteration-2 when the SIGINT lands: the ledger shows their
     iteration 1 and the server their second call before the signal is sent (polled, not slept)."""
     from test_faults import killed_at_exit, query, wait_until
 
-    fake_llm.queue("41", "41")
-    fake_llm.default = Reply("42", latency=60)
+    def held(body: dict) -> Reply:  # by the request, not by arrival order: the two workers race
+        return Reply("41") if len(body["messages"]) == 1 else Reply("42", latency=60)
+
+    fake_llm.responder = held
     cap = 0.01
     (tmp_path / "spec.yaml").write_text(specs.fake_spec(fake_llm.base_url, name="sigint").replace(" api_key_env: TEST_KEY,", "")
                                         + f"budget: {{total_usd: {cap}}}\n")
@@ -306,6 +310,7 @@ def test_sigint_of_the_driver_marks_runs_interrupted_and_resume_finishes(ray_clu
     assert rows(db, "SELECT status, COUNT(*) FROM runs GROUP BY status") == [("interrupted", 2)]
     assert rows(db, "SELECT COUNT(*) FROM iterations") == [(2,)]  # each interrupted run's iteration 1, once
 
+    fake_llm.responder = None  # every call now answers 42 at once
     fake_llm.default = Reply("42")
     from loopkit.api import resume
     from loopkit.ledger import Ledger

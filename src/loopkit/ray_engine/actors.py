@@ -15,7 +15,7 @@ import pickle
 import socket
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +36,14 @@ _DONE = object()
 class WorkerConfig:
     """What every worker of a batch is built from (sent once, at its creation)."""
 
-    spec: bytes  # the LoopSpec, pickled, `--model` applied
+    specs: bytes  # {variant: LoopSpec}, pickled, `--model` applied: {None: spec} for a run, {"A":, "B":} for an A/B test
     batch_id: str
     cap: float | None  # the batch cap (the pool itself lives in the budget actor)
     concurrency: int  # per model, across the cluster (the adaptive limits' ceiling)
     max_retries: int = 6
     no_cache: bool = False
     replay: str | None = None
-    shipped_name: str | None = None  # the spec's file name inside the shipped working_dir; None: paths as they are
+    shipped: dict[str | None, str] = field(default_factory=dict)  # variant → its spec's file name in the shipped working_dir
     ledger_path: str | None = None  # the ledger, readable by workers on the driver's node
     driver_node: str | None = None
 
@@ -72,32 +72,37 @@ class CaseWorker:
 
     def __init__(self, config: WorkerConfig, budget: Any, limiter: Any, reader: Any) -> None:
         self.config = config
-        spec: LoopSpec = pickle.loads(config.spec)
-        if config.shipped_name:  # the spec's directory arrived as this worker's working_dir
-            spec = spec.model_copy(update={"path": Path.cwd() / config.shipped_name})
-        self.spec = spec
+        specs: dict[str | None, LoopSpec] = pickle.loads(config.specs)
+        for variant, name in config.shipped.items():  # the spec's directory arrived as this worker's working_dir
+            specs[variant] = specs[variant].model_copy(update={"path": Path.cwd() / name})
+        self.specs = specs
         self.id = uuid.uuid4().hex
         self.budget = budget
-        b = spec.budget
-        self.local_pool = config.cap is None and b.usd is None and b.tokens is None
+        self.local_pool = config.cap is None and all(s.budget.usd is None and s.budget.tokens is None for s in specs.values())
         self.models = SharedModelPool(limiter, self.id, retry=RetryPolicy(attempts=max(1, config.max_retries)),
                                       concurrency=config.concurrency)
-        self.cache = self._cache(reader)
+        source = self._source(reader) if config.replay or not config.no_cache else None
+        self.caches = {variant: self._cache(source, variant) for variant in specs}
         self.loops: set[asyncio.Task[Any]] = set()
 
-    def _cache(self, reader: Any) -> Any:
+    def _source(self, reader: Any) -> Any:
+        """Where cache lookups read the ledger: its file on the driver's machine, else the reader actor."""
         c = self.config
-        if c.no_cache and not c.replay:
-            return NoCache()
-        here = None
         if c.ledger_path and Path(c.ledger_path).exists() and _node_id() == c.driver_node:
             from ..ledger import Ledger
 
-            here = Ledger(c.ledger_path, readonly=True)  # same machine: read the file, no round trip
-        source = here or (ActorLedger(reader) if reader is not None else None)
+            return Ledger(c.ledger_path, readonly=True)  # same machine: read the file, no round trip
+        return ActorLedger(reader) if reader is not None else None
+
+    def _cache(self, source: Any, variant: str | None) -> Any:
+        c = self.config
+        if c.no_cache and not c.replay:
+            return NoCache()
         if source is None:
             return StoreOnlyCache()
-        return LedgerCache(source, replay_batch=c.replay)  # type: ignore[arg-type]
+        # an A/B variant never reuses the other variant's calls of its own batch (as `loopkit ab` locally)
+        variant_of = (c.batch_id, variant) if variant is not None else None
+        return LedgerCache(source, replay_batch=c.replay, variant_of=variant_of)  # type: ignore[arg-type]
 
     def _clients(self, ref: ModelRef) -> ModelClient:
         if self.config.replay:
@@ -106,20 +111,24 @@ class CaseWorker:
 
     def ready(self) -> dict[str, Any]:
         """Where this worker runs, once its spec loaded and its models' clients (and keys) are ready."""
-        for _, model in self.spec.models():
-            self._clients(model)
+        for spec in self.specs.values():
+            for _, model in spec.models():
+                self._clients(model)
         return {"id": self.id, "host": socket.gethostname(), "pid": os.getpid(), "cwd": os.getcwd()}
 
-    async def run_case(self, case: Case, repeat: int, run_id: str, state: RunState | None) -> AsyncIterator[list[bytes] | str]:
-        """Run one case from `state` (None: from its start); yield its steps (pickled `Shipped`) as they commit,
-        several at once when they queue up; REFUSED when the batch budget refused its first call."""
+    async def run_case(self, case: Case, repeat: int, run_id: str, state: RunState | None,
+                       variant: str | None = None) -> AsyncIterator[list[bytes] | str]:
+        """Run one case (of `variant`'s spec) from `state` (None: from its start); yield its steps (pickled
+        `Shipped`) as they commit, several at once when they queue up; REFUSED when the batch budget refused
+        its first call."""
+        spec = self.specs[variant]
         recorder = ShippingRecorder()
-        budget = CaseBudget(self.spec.budget, PoolProxy(self.budget, run_id, cap=self.config.cap, local=self.local_pool))  # type: ignore[arg-type]
+        budget = CaseBudget(spec.budget, PoolProxy(self.budget, run_id, cap=self.config.cap, local=self.local_pool))  # type: ignore[arg-type]
 
         async def loop() -> None:
             try:
-                await run_case(self.spec, case, clients=self._clients, recorder=recorder, budget=budget, cache=self.cache,
-                               batch_id=self.config.batch_id, repeat=repeat, run_id=run_id, state=state)
+                await run_case(spec, case, clients=self._clients, recorder=recorder, budget=budget, cache=self.caches[variant],
+                               batch_id=self.config.batch_id, repeat=repeat, variant=variant, run_id=run_id, state=state)
                 recorder.queue.put_nowait(_DONE)
             except BatchBudgetRefused:
                 recorder.queue.put_nowait(REFUSED)

@@ -12,7 +12,7 @@ import logging
 import math
 import os
 import pickle
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +27,7 @@ from .scheduler import DRAIN_SECONDS, REFUSED, CaseTask, Scheduler, Shipped
 if TYPE_CHECKING:
     from ..batch import Batch
     from ..inputs import Case
+    from ..spec import LoopSpec
 
 STARTUP_SECONDS = 300.0  # for the workers to be placed, receive the spec's directory and import loopkit
 # Never shipped with the spec's directory: the ledger, caches and environments (Ray also honours .gitignore).
@@ -35,6 +36,32 @@ SHIP_EXCLUDES = [".loopkit/", ".git/", ".venv/", "venv/", "__pycache__/", "node_
 
 class RayError(LoopkitError):
     """Ray could not be reached, or its workers could not start; one line, exit 2."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a batch's workers are built from: a `run` batch's one spec (variant None), or an A/B test's two
+    ("A", "B"; A's folder is the one shipped), and the batch's cap, what it already spent, and its options."""
+
+    specs: dict[str | None, LoopSpec]
+    batch_id: str
+    ledger_path: Path
+    cap: float | None
+    spent: float
+    concurrency: int
+    max_retries: int = 6
+    no_cache: bool = False
+    replay: str | None = None
+
+    @classmethod
+    def of_batch(cls, batch: Batch) -> Job:
+        o = batch.options
+        return cls({None: batch.spec}, batch.batch_id, batch.ledger.path, batch.pool.cap, batch.pool.spent, o.concurrency,
+                   o.max_retries, o.no_cache, o.replay)
+
+    @property
+    def first(self) -> LoopSpec:
+        return next(iter(self.specs.values()))
 
 
 @dataclass
@@ -111,7 +138,7 @@ class RayExecutor:
         worker = await self._pick()
         worker.load += 1
         try:
-            stream = worker.actor.run_case.remote(task.case, task.repeat, task.run_id, task.state)
+            stream = worker.actor.run_case.remote(task.case, task.repeat, task.run_id, task.state, task.variant)
             async for ref in stream:
                 item = await ref
                 yield item if item == REFUSED else [pickle.loads(b) for b in item]
@@ -190,30 +217,29 @@ class RayEngine:
             require_ray().shutdown()
             self._started = False
 
-    def _config(self, batch: Batch) -> WorkerConfig:
-        spec = batch.spec
-        shipped = None
-        if spec.path is not None:
-            if self.shipped_dir is not None and spec.path.resolve().parent == self.shipped_dir:
-                shipped = spec.path.name
-            else:
-                spec = spec.model_copy(update={"path": spec.path.resolve()})  # the workers' cwd may differ
-        opts = batch.options
-        if opts.replay and self.client_mode:
+    def _config(self, job: Job) -> WorkerConfig:
+        specs, shipped = {}, {}
+        for variant, spec in job.specs.items():
+            if spec.path is not None:
+                if self.shipped_dir is not None and spec.path.resolve().parent == self.shipped_dir:
+                    shipped[variant] = spec.path.name
+                else:
+                    spec = spec.model_copy(update={"path": spec.path.resolve()})  # the workers' cwd may differ
+            specs[variant] = spec
+        if job.replay and self.client_mode:
             raise UsageError("--replay reads the ledger, which Ray Client workers cannot reach: run the driver on the cluster")
         ray = require_ray()
-        config = WorkerConfig(pickle.dumps(spec), batch.batch_id, batch.pool.cap, opts.concurrency, opts.max_retries,
-                              opts.no_cache, opts.replay, shipped, None if self.client_mode else str(batch.ledger.path.resolve()),
-                              None if self.client_mode else ray.get_runtime_context().get_node_id())
-        return config
+        return WorkerConfig(pickle.dumps(specs), job.batch_id, job.cap, job.concurrency, job.max_retries, job.no_cache, job.replay,
+                            shipped, None if self.client_mode else str(job.ledger_path.resolve()),
+                            None if self.client_mode else ray.get_runtime_context().get_node_id())
 
-    async def _executor(self, batch: Batch) -> RayExecutor:
+    async def _executor(self, job: Job) -> RayExecutor:
         ray = require_ray()
-        config = self._config(batch)
+        config = self._config(job)
         count = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         zero = {"num_cpus": 0}
-        budget = ray.remote(BudgetActor).options(**zero).remote(batch.pool.cap, batch.pool.spent)
-        limiter = ray.remote(LimiterActor).options(**zero).remote(batch.options.concurrency)
+        budget = ray.remote(BudgetActor).options(**zero).remote(job.cap, job.spent)
+        limiter = ray.remote(LimiterActor).options(**zero).remote(job.concurrency)
         reader = None
         if not self.client_mode and len([n for n in ray.nodes() if n.get("Alive")]) > 1 and (config.replay or not config.no_cache):
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -229,22 +255,35 @@ class RayEngine:
             raise
         return executor
 
-    async def drive(self, batch: Batch, work: Iterator[tuple[Case, int, str | None, RunState | None]]) -> None:
-        """Run every case of `work` on the workers; called by `Batch` in place of its in-process drive."""
-        self.connect(batch.spec.base_dir if batch.spec.path else None)
+    async def run_tasks(self, job: Job, tasks: Iterable[CaseTask], *, commit: Callable[[Shipped], None],
+                        on_refused: Callable[[CaseTask], None]) -> None:
+        """Run every task of `tasks` on the workers, at most `job.concurrency` at once, drawing the next only
+        when one ends; `commit` gets every step once, in order (the caller writes it: the driver is the
+        ledger's only writer), `on_refused` each case the batch budget refused. `Batch` and the A/B runner
+        both drive their cases through here."""
+        first = job.first
+        self.connect(first.base_dir if first.path else None)
         try:
-            executor = await self._executor(batch)
-            scheduler = Scheduler(executor, window=batch.options.concurrency, commit=lambda s: self._commit(batch, s),
-                                  info=lambda t: RunInfo(t.run_id, batch.batch_id, batch.spec.hash, batch.spec.name, t.case.id,
-                                                         t.case.data, t.repeat))
+            executor = await self._executor(job)
+            scheduler = Scheduler(executor, window=job.concurrency, commit=commit, on_refused=on_refused,
+                                  info=lambda t: RunInfo(t.run_id, job.batch_id, job.specs[t.variant].hash, job.specs[t.variant].name,
+                                                         t.case.id, t.case.data, t.repeat, t.variant))
             self._scheduler = scheduler
             try:
-                await scheduler.drive(CaseTask(case, repeat, run_id or new_id(), state) for case, repeat, run_id, state in work)
+                await scheduler.drive(tasks)
             finally:
-                batch.refused += scheduler.refused
                 executor.stop()
         finally:
             self.close()
+
+    async def drive(self, batch: Batch, work: Iterator[tuple[Case, int, str | None, RunState | None]]) -> None:
+        """Run every case of `work` on the workers; called by `Batch` in place of its in-process drive."""
+
+        def refused(task: CaseTask) -> None:
+            batch.refused += 1
+
+        await self.run_tasks(Job.of_batch(batch), (CaseTask(case, repeat, run_id or new_id(), state) for case, repeat, run_id, state in work),
+                             commit=lambda s: self._commit(batch, s), on_refused=refused)
 
     def _commit(self, batch: Batch, shipped: Shipped) -> None:
         """A step from a worker, written through the batch's writer (as the asyncio engine's steps are)."""
@@ -261,4 +300,4 @@ class RayEngine:
             batch.on_progress(p)
 
 
-__all__ = ["RayEngine", "RayError", "RayExecutor", "SHIP_EXCLUDES", "STARTUP_SECONDS"]
+__all__ = ["Job", "RayEngine", "RayError", "RayExecutor", "SHIP_EXCLUDES", "STARTUP_SECONDS"]

@@ -48,6 +48,7 @@ class CaseTask:
     repeat: int
     run_id: str
     state: RunState | None = None
+    variant: str | None = None  # an A/B test's "A" or "B"; None in a `run` batch
     status: RunStatus | None = None  # of the last committed step
     losses: int = 0  # workers lost while running it
 
@@ -84,11 +85,12 @@ class Scheduler:
 
     def __init__(self, executor: Executor, *, window: int, commit: Callable[[Shipped], None],
                  info: Callable[[CaseTask], RunInfo], drain_seconds: float = DRAIN_SECONDS,
-                 max_losses: int = MAX_WORKER_LOSSES) -> None:
+                 max_losses: int = MAX_WORKER_LOSSES, on_refused: Callable[[CaseTask], None] | None = None) -> None:
         self.executor = executor
         self.window = max(1, window)
         self.commit = commit
         self.info = info  # the run's fixed facts, for a run the driver must write itself
+        self.on_refused = on_refused or (lambda task: None)  # a case the batch budget refused (no row written)
         self.drain_seconds = drain_seconds
         self.max_losses = max_losses
         self.refused = 0
@@ -97,14 +99,22 @@ class Scheduler:
         self.running: dict[asyncio.Task[None], CaseTask] = {}
 
     async def drive(self, tasks: Iterable[CaseTask]) -> None:
-        """Run every task; cases are drawn from `tasks` only as the window frees, never all at once."""
+        """Run every task; the next task is drawn from `tasks` only once the window has room for it, never
+        before, so a generator decides what to run next (an A/B test's early stop) as late as it can."""
         gate = asyncio.Semaphore(self.window)
+        pending = iter(tasks)
         try:
-            for task in tasks:
+            while True:
                 await gate.acquire()
+                task = next(pending, None)
+                if task is None:
+                    gate.release()
+                    break
                 if self.refused or self.crash:  # once the batch budget refused a case, start no more
                     gate.release()
-                    self.refused += int(bool(self.refused))
+                    if self.refused:
+                        self.refused += 1
+                        self.on_refused(task)
                     continue
                 runner = asyncio.create_task(self._one(task))
                 self.running[runner] = task
@@ -128,6 +138,7 @@ class Scheduler:
                 async for item in self.executor.run(task):
                     if item == REFUSED:
                         self.refused += 1
+                        self.on_refused(task)
                         return
                     for shipped in item:
                         self._record(task, shipped)
