@@ -193,6 +193,16 @@ def test_engine_ray_without_ray_names_the_extra(cli, write_spec, monkeypatch):
     assert "pip install 'loopkit[ray]'" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_ab_and_resume_with_engine_ray_without_ray_name_the_extra_before_anything_else(cli, write_spec, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    write_spec(SPEC.format(replies='["x"]', extra=""), name="a.yaml")
+    write_spec(SPEC.format(replies='["y"]', extra=""), name="b.yaml")
+    for args in (["ab", "a.yaml", "b.yaml"], ["resume", "no-such-batch"]):
+        proc = cli(*args, "--engine", "ray")
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip() == "error: --engine ray needs Ray: pip install 'loopkit[ray]'"
+
+
 def test_address_without_the_ray_engine_is_a_usage_error(cli, write_spec):
     write_spec(SPEC.format(replies='["x"]', extra=""))
     proc = cli("run", "spec.yaml", "--address", "auto")
@@ -326,3 +336,80 @@ def test_sigint_of_the_driver_marks_runs_interrupted_and_resume_finishes(ray_clu
     assert fake_llm.count == 10
     assert rows(db, "SELECT COUNT(*) FROM iterations") == [(8,)]
     assert 0 < rows(db, "SELECT SUM(cost_usd) FROM calls")[0][0] <= cap
+
+
+# --- loopkit ab on Ray: the same schedule, each run on a worker -----------------------------------------
+
+
+def ab_runs(db: Path, batch_id: str) -> list[tuple]:
+    """An A/B batch's runs in the order they started: case, variant, repeat, status, iterations."""
+    return rows(db, "SELECT case_id, variant, repeat, status, iterations FROM runs WHERE batch_id = ? ORDER BY started_at, rowid",
+                batch_id)
+
+
+def test_ab_on_ray_runs_the_same_pairs_in_the_same_order_to_the_same_early_verdict(ray_cluster, cli, write_spec, tmp_path):
+    """One run at a time, so the early stop falls after the same case on both engines: same runs, same order
+    (pairs back to back, the seed's first variant), same verdict. `--engine ray` uses the Ray already running."""
+    from test_ab import RIGHT, SOMETIMES, variant
+
+    from loopkit.ab import ABOptions, run_ab
+    from loopkit.ledger import Ledger
+    from loopkit.spec import load_spec
+
+    a = write_spec(variant("baseline", SOMETIMES, cases=40), name="a.yaml")
+    b = write_spec(variant("candidate", RIGHT, cases=40), name="b.yaml")
+    local = run_ab(load_spec(a), load_spec(b), ledger=Ledger(tmp_path / "local.db"), options=ABOptions(concurrency=1, seed=7))
+    done = cli("ab", "a.yaml", "b.yaml", "--engine", "ray", "--concurrency", "1", "--seed", "7", "--json")
+    assert done.returncode == 0, done.stderr
+    remote = json.loads(done.stdout)
+    assert remote["stopped_early"] and local["stopped_early"] and remote["pairs_run"] == local["pairs_run"] < 40
+    assert remote["verdict"] == local["verdict"] and remote["verdict"]["winner_variant"] == "B"
+    assert ab_runs(tmp_path / "ledger.db", remote["batch_id"]) == ab_runs(tmp_path / "local.db", local["batch_id"])
+
+
+def test_ab_on_ray_without_early_stop_runs_every_pair_once_with_the_verdict_of_the_asyncio_engine(ray_cluster, write_spec, tmp_path):
+    from test_ab import RIGHT, SOMETIMES, variant
+
+    from loopkit.ab import ABOptions, run_ab
+    from loopkit.ledger import Ledger
+    from loopkit.ray_engine import engine_for
+    from loopkit.spec import load_spec
+
+    a = load_spec(write_spec(variant("baseline", SOMETIMES, cases=12), name="a.yaml"))
+    b = load_spec(write_spec(variant("candidate", RIGHT, cases=12), name="b.yaml"))
+    options = ABOptions(concurrency=4, repeat=2, seed=3, early_stop=False)
+    local = run_ab(a, b, ledger=Ledger(tmp_path / "local.db"), options=options)
+    remote = run_ab(a, b, ledger=Ledger(tmp_path / "ray.db"), options=options, engine=engine_for("ray"))
+    assert remote["pairs_run"] == local["pairs_run"] == 24 and remote["verdict"] == local["verdict"]
+    assert sorted(ab_runs(tmp_path / "ray.db", remote["batch_id"])) == sorted(ab_runs(tmp_path / "local.db", local["batch_id"]))
+    assert rows(tmp_path / "ray.db", "SELECT COUNT(*), COUNT(DISTINCT case_id || variant || repeat) FROM runs") == [(48, 48)]
+
+
+def test_an_interrupted_ab_batch_resumes_on_ray_without_running_a_finished_run_again(ray_cluster, cli, write_spec, tmp_path,
+                                                                                      monkeypatch):
+    from test_ab import RIGHT, SOMETIMES, _interrupt_at, variant
+
+    from loopkit.ab import ABOptions, ABTest
+    from loopkit.ab_report import ab_report
+    from loopkit.ledger import Ledger
+    from loopkit.spec import load_spec
+
+    a = load_spec(write_spec(variant("baseline", SOMETIMES, cases=10), name="a.yaml"))
+    b = load_spec(write_spec(variant("candidate", RIGHT, cases=10), name="b.yaml"))
+    ledger = Ledger(tmp_path / "ledger.db")
+    test = ABTest(a, b, ledger, ABOptions(concurrency=2, early_stop=False, seed=5))
+    _interrupt_at(monkeypatch, 7)
+    with pytest.raises(KeyboardInterrupt):
+        test.run()
+    monkeypatch.undo()
+    calls_before = dict(rows(tmp_path / "ledger.db", "SELECT r.id, COUNT(c.id) FROM runs r JOIN calls c ON c.run_id = r.id "
+                                                      "WHERE r.status IN ('passed', 'failed') GROUP BY r.id"))
+    assert 0 < len(calls_before) < 20
+
+    done = cli("resume", test.batch_id[:10], "--engine", "ray", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["status"] == "done" and report["cases_run"] == 10 and report == ab_report(ledger, test.batch_id)
+    assert rows(tmp_path / "ledger.db", "SELECT COUNT(*), COUNT(DISTINCT case_id || variant) FROM runs") == [(20, 20)]
+    after = dict(rows(tmp_path / "ledger.db", "SELECT r.id, COUNT(c.id) FROM runs r JOIN calls c ON c.run_id = r.id GROUP BY r.id"))
+    assert {run: after[run] for run in calls_before} == calls_before  # no new call for a run that had finished

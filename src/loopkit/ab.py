@@ -21,6 +21,11 @@ intervals and p-values at the final look, for information.
 
 The report is always recomputed from the ledger (`ab_report`), so `loopkit ab`, `loopkit ab --show`
 and `loopkit show` of an ab batch print the same thing, and `resume_ab` continues an interrupted one.
+
+Engines. With `engine` (`--engine ray`) only where runs execute changes: the same schedule (cases in
+seeded order, each pair back to back, a new case only while the verdict is open, drawn only as a slot
+frees) is handed run by run to the engine's window; each step comes back here to be written, and the
+monitor is fed from the finished ones in the complete-prefix order, so the verdict is the same.
 """
 
 from __future__ import annotations
@@ -46,10 +51,10 @@ from .ledger import Ledger
 from .ledger.queries import batch_runs, batch_spend
 from .ledger.writer import Writer
 from .models import ModelPool, RetryPolicy
-from .records import RunState
+from .records import RunState, new_id
 from .spec import LoopSpec
 from .stats import SequentialMonitor
-from .status import FINISHED, BatchStatus
+from .status import FINISHED, BatchStatus, RunStatus
 
 __all__ = ["ABOptions", "ABTest", "resume_ab", "run_ab"]
 
@@ -110,7 +115,7 @@ class ABTest:
 
     def __init__(self, spec_a: LoopSpec, spec_b: LoopSpec, ledger: Ledger, options: ABOptions, *,
                  argv: list[str] | None = None, tags: dict[str, str] | None = None,
-                 on_progress: Callable[[Progress], None] | None = None) -> None:
+                 on_progress: Callable[[Progress], None] | None = None, engine: Any = None) -> None:
         if not 0.0 < options.alpha < 1.0:
             raise UsageError(f"--alpha {options.alpha:g}: use a level between 0 and 1, e.g. 0.05")
         if options.margin is not None and not 0.0 <= options.margin < 1.0:
@@ -137,6 +142,8 @@ class ABTest:
         self._caches: dict[str, Any] = {}
         self._fan: Fanout | None = None
         self._writer: Writer | None = None
+        self.engine = engine  # where runs execute: None in this process, else e.g. ray_engine.RayEngine
+        self._remote: dict[str, tuple[_Unit, int, str]] = {}  # run id → its case, repeat and variant, while on the engine
 
     def prepare(self) -> int:
         """Everything that can fail before a call is paid for: both variants' prompts on every case, keys.
@@ -211,11 +218,57 @@ class ABTest:
                         return
                     fan.launch(self._run_one(unit, repeat, variant))
 
+    def _tasks(self) -> Iterator[Any]:
+        """`_drive`'s schedule as tasks for an engine, which draws the next only once a slot is free."""
+        from .ray_engine.scheduler import CaseTask
+
+        for unit in self.units:
+            for i, (repeat, variant) in enumerate(self._pending(unit)):
+                if self.refused or (i == 0 and self.options.early_stop and self.monitor.decided):
+                    return
+                run_id, state = unit.continues.get((repeat, variant), (None, None))
+                run_id = run_id or new_id()
+                self._remote[run_id] = (unit, repeat, variant)
+                self.progress.in_flight += 1
+                yield CaseTask(unit.case, repeat, run_id, state, variant)
+
+    def _step(self, shipped: Any) -> None:
+        """A step of a run on the engine: written here (the ledger's one writer); a final one is an outcome."""
+        assert self._writer is not None
+        result = shipped.result
+        self._writer.commit(result, shipped.iteration, shipped.calls, shipped.events, start=shipped.start)
+        self.progress.spent += sum(c.cost_usd for c in shipped.calls)
+        if result.status == RunStatus.RUNNING:
+            return
+        unit, repeat, variant = self._remote.pop(result.run_id)
+        self.progress.in_flight -= 1
+        if result.status in FINISHED:
+            cost = (result.cost_usd or 0.0) + expected_human_usd(self.specs[variant], result)
+            self._finished(unit, repeat, variant, result.success, result.reward or 0.0, cost, result.status)
+        self._advance()
+        self.on_progress(self.progress)
+
+    def _refused_remote(self, task: Any) -> None:
+        unit, _, _ = self._remote.pop(task.run_id)
+        self.progress.in_flight -= 1
+        self.refused += 1
+        unit.refused += 1
+        self._advance()
+
+    async def _drive_on_engine(self) -> None:
+        from .ray_engine.driver import Job
+
+        o = self.options
+        job = Job(dict(self.specs), self.batch_id, self.ledger.path, self.pool.cap, self.pool.spent, o.concurrency,
+                  o.max_retries, o.no_cache)
+        await self.engine.run_tasks(job, self._tasks(), commit=self._step, on_refused=self._refused_remote)
+
     async def _execute(self) -> dict[str, Any]:
         self._writer = self.ledger.writer()
-        if not self.options.no_cache:
+        if not self.options.no_cache and self.engine is None:
             self._caches = {v: LedgerCache(self._writer, variant_of=(self.batch_id, v)) for v in VARIANTS}
-        await interruptible(self.ledger, self.batch_id, self._drive(), self._writer)
+        drive = self._drive() if self.engine is None else self._drive_on_engine()
+        await interruptible(self.ledger, self.batch_id, drive, self._writer)
         self.ledger.finish_batch(self.batch_id, BatchStatus.BUDGET if self.refused else BatchStatus.DONE)
         return ab_report(self.ledger, self.batch_id)
 
@@ -266,14 +319,17 @@ class ABTest:
 
 
 def run_ab(spec_a: LoopSpec, spec_b: LoopSpec, *, ledger: Ledger, options: ABOptions | None = None,
-           argv: list[str] | None = None, tags: dict[str, str] | None = None) -> dict[str, Any]:
-    """Python API: run a paired A/B test and return its report (see `ab_report`)."""
-    return ABTest(spec_a, spec_b, ledger, options or ABOptions(), argv=argv, tags=tags).run()
+           argv: list[str] | None = None, tags: dict[str, str] | None = None, engine: Any = None) -> dict[str, Any]:
+    """Python API: run a paired A/B test and return its report (see `ab_report`). `engine`: where runs execute
+    (None: this process; `loopkit.ray_engine.engine_for("ray", address)`: a Ray cluster), as for `run_batch`."""
+    return ABTest(spec_a, spec_b, ledger, options or ABOptions(), argv=argv, tags=tags, engine=engine).run()
 
 
 def resume_ab(ledger: Ledger, batch_id: str, *, concurrency: int | None = None, max_usd: float | None = None,
-              argv: list[str] | None = None, on_progress: Callable[[Progress], None] | None = None) -> dict[str, Any]:
-    """Continue an interrupted `ab` batch with its saved specs, options and seed; returns its report."""
+              argv: list[str] | None = None, on_progress: Callable[[Progress], None] | None = None,
+              engine: Any = None) -> dict[str, Any]:
+    """Continue an interrupted `ab` batch with its saved specs, options and seed, on `engine` (never inherited);
+    returns its report."""
     batch = ledger.batch(batch_id)
     if batch is None or batch["kind"] != "ab":
         raise UsageError(f"{batch_id[:10]} is not an A/B batch")
@@ -285,4 +341,4 @@ def resume_ab(ledger: Ledger, batch_id: str, *, concurrency: int | None = None, 
         options.max_usd = max_usd
     spec_a = spec_of_batch(ledger, batch)
     spec_b = spec_of_batch(ledger, {**batch, "spec_hash": batch["spec_hash_b"]})
-    return ABTest(spec_a, spec_b, ledger, options, argv=argv, on_progress=on_progress).resume(batch_id)
+    return ABTest(spec_a, spec_b, ledger, options, argv=argv, on_progress=on_progress, engine=engine).resume(batch_id)

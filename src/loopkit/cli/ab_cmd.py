@@ -11,6 +11,7 @@ import typer
 from ..errors import SpecError, UsageError
 from .app import JsonOpt, LedgerOpt, app, err, ledger_option, print_json
 from .report_cmd import report_option
+from .run_cmd import AddressOpt, EngineOpt
 
 
 def print_ab(report: dict[str, Any], *, as_json: bool) -> None:
@@ -43,7 +44,7 @@ def _finish(report: dict[str, Any], *, as_json: bool) -> NoReturn:
 
 
 def resume_ab_batch(store: Any, batch_id: str, *, concurrency: int | None, max_usd: float | None, retry_errors: bool,
-                    as_json: bool) -> NoReturn:
+                    as_json: bool, engine: Any = None) -> NoReturn:
     """`loopkit resume` of an ab batch: finish it with its saved specs, options and seed, then report as `ab` does."""
     if retry_errors:
         raise UsageError("--retry-errors does not apply to an A/B batch: a run's error counts as that variant failing the case")
@@ -52,7 +53,8 @@ def resume_ab_batch(store: Any, batch_id: str, *, concurrency: int | None, max_u
 
     with batch_progress(not as_json) as on_progress:
         try:
-            report = resume_ab(store, batch_id, concurrency=concurrency, max_usd=max_usd, argv=sys.argv[1:], on_progress=on_progress)
+            report = resume_ab(store, batch_id, concurrency=concurrency, max_usd=max_usd, argv=sys.argv[1:], on_progress=on_progress,
+                               engine=engine)
         except KeyboardInterrupt:
             err.print(f"interrupted again: `loopkit resume {batch_id[:10]}` continues", markup=False)
             raise typer.Exit(130) from None
@@ -92,6 +94,8 @@ def ab(
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Label the batch: key=value (repeatable).")] = None,
     show: Annotated[Optional[str], typer.Option("--show", metavar="ID", help="Re-render a stored ab batch instead of running one.")] = None,
     html: Annotated[Optional[Path], typer.Option("--report", help="Write the test's HTML report (one self-contained file) here.")] = None,
+    engine: EngineOpt = "asyncio",
+    address: AddressOpt = None,
     as_json: JsonOpt = False,
     ledger: LedgerOpt = None,
 ) -> None:
@@ -121,9 +125,11 @@ def ab(
         raise UsageError(f"--margin {margin:g}: use a fraction of the success rate, e.g. 0.02 for 2 points")
 
     from ..ab import ABOptions, ABTest
+    from ..ray_engine import engine_for
     from .progress import batch_progress
     from .run_cmd import _tags
 
+    runner = engine_for(engine, address)  # a missing Ray is exit 2 before anything else
     spec_a, spec_b = _load_both(specs)
     labels = _tags(tag)
     store = Ledger(ledger_option(ctx, ledger))
@@ -131,7 +137,7 @@ def ab(
                         early_stop=not no_early_stop, no_cache=no_cache, max_retries=max_retries, seed=seed, margin=margin,
                         human_usd_per_hour=human_usd_per_hour)
     with batch_progress(not as_json) as on_progress:
-        test = ABTest(spec_a, spec_b, store, options, argv=sys.argv[1:], tags=labels, on_progress=on_progress)
+        test = ABTest(spec_a, spec_b, store, options, argv=sys.argv[1:], tags=labels, on_progress=on_progress, engine=runner)
         try:
             report = test.run()
         except KeyboardInterrupt:

@@ -169,9 +169,8 @@ def resume(
     if row is not None and row["kind"] == "ab":  # the A/B runner resumes its own batches (same seed, same order)
         from .ab_cmd import resume_ab_batch
 
-        if runner is not None:
-            raise UsageError("--engine ray does not run A/B experiments yet; resume this one without it")
-        resume_ab_batch(store, full, concurrency=concurrency, max_usd=max_usd, retry_errors=retry_errors, as_json=as_json)
+        resume_ab_batch(store, full, concurrency=concurrency, max_usd=max_usd, retry_errors=retry_errors, as_json=as_json,
+                        engine=runner)
     with batch_progress(not as_json) as on_progress:
         try:
             result = resume_batch(batch_id, ledger=store, retry_errors=retry_errors, concurrency=concurrency, max_usd=max_usd,
