@@ -24,6 +24,9 @@ except ImportError:  # pragma: no cover - a typer that uses click itself
 
 from ..errors import LoopkitError
 from ..formatting import usd as money  # noqa: F401 - the commands' money format
+from . import lean_params
+
+lean_params.install()  # options left at their defaults never import pydantic (see lean_params)
 
 app = typer.Typer(
     name="loopkit",
