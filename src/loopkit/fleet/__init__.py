@@ -6,6 +6,17 @@
 `runner` drains the loops' cases; `status` answers where the money went and what waits for a person.
 """
 
-from .load import Fleet, LoopPlan, load_fleet, looks_like_fleet
+from __future__ import annotations
+
+from typing import Any
 
 __all__ = ["Fleet", "LoopPlan", "load_fleet", "looks_like_fleet"]
+
+
+def __getattr__(name: str) -> Any:
+    """Loaded on first use: `fleet status` reads the ledger without loading the spec machinery."""
+    if name in __all__:
+        from . import load
+
+        return getattr(load, name)
+    raise AttributeError(name)

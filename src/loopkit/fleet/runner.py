@@ -221,6 +221,8 @@ class FleetRun:
         lr.errors += int(result.status == RunStatus.ERROR)
         if result.stop_reason == StopReason.BUDGET_TOTAL_USD:
             self._out_of_money(lr, chain.refused_by)
+        if result.status == RunStatus.NEEDS_REVIEW or result.stop_reason == StopReason.BUDGET_TOTAL_USD:
+            return  # a person's decision, or money, not the loop's quality: neither counts for yielding
         reason = lr.watch.add(result)
         if reason and not lr.paused:
             lr.paused = reason
