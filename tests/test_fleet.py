@@ -193,3 +193,27 @@ def test_a_loop_whose_pass_rate_collapses_is_paused_until_resumed(tmp_path: Path
     assert resumed.returncode == 0, resumed.stderr
     assert ledger.one("SELECT COUNT(*) AS n FROM events WHERE kind='fleet_resume'")["n"] == 1
     assert run(path, ledger).loops[0]["finished"] > 0
+
+
+def test_on_the_litellm_path_two_loops_share_a_provider_and_a_cap(tmp_path: Path, ledger: Ledger, fake_llm, monkeypatch) -> None:  # noqa: ANN001
+    from fake_llm import Reply
+    from specs import fake_spec
+
+    monkeypatch.setenv("TEST_KEY", "sk-test-fleet")
+    fake_llm.default = Reply("42", completion_tokens=1)
+    fake_llm.queue(Reply(status=429, retry_after=0))  # the provider's limit halves, the call is retried
+    for name in ("first", "second"):
+        (tmp_path / f"{name}.yaml").write_text(fake_spec(fake_llm.base_url, name=name).replace("cases.jsonl", f"{name}.jsonl"))
+        (tmp_path / f"{name}.jsonl").write_text("".join(f'{{"id": "{name}-{i:02d}"}}\n' for i in range(20)))
+    path = write_fleet(tmp_path, """\
+        budget: {total_usd: 0.00036}
+        providers: {openai: {concurrency: 4}}
+        loops:
+          - {spec: second.yaml, priority: 2}
+          - {spec: first.yaml, priority: 1}
+        """)
+    result = run(path, ledger)
+    assert ledger.one("SELECT TOTAL(cost_usd) AS c FROM calls")["c"] <= 0.00036  # 40 cases would cost $0.00046
+    assert [r["status"] for r in loop_runs(ledger, "first")] == ["passed"] * 20
+    assert 0 < len(loop_runs(ledger, "second")) < 20
+    assert result.status == "budget"
