@@ -5,7 +5,7 @@ a fleet's higher priority first."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from test_fleet import FakeClock, loop_runs, run, write_fleet, write_loop
@@ -35,6 +35,13 @@ def test_when_the_reviewer_minutes_run_out_parked_runs_are_held(tmp_path: Path, 
     status = json.loads(cli("fleet", "status", "--json").stdout)
     assert status["reviewers"] == {"minutes_per_day": 25.0, "used_today_minutes": 20.0, "left_today_minutes": 5.0}
     assert (status["loops"][0]["reviews_pending"], status["loops"][0]["reviews_held"]) == (5, 3)
+    # the next day's minutes take on the held runs first: two fit in 25
+    run(path, ledger, clock=FakeClock(datetime.now() + timedelta(days=1)))
+    released = ledger.query("SELECT run_id FROM events WHERE kind='reviewer_capacity' AND json_extract(detail, '$.released') = 1")
+    assert len(released) == 2
+    assert sum((r["message"] or "").startswith("waiting for reviewer capacity") for r in loop_runs(ledger, "hard")) == 1
+    status = json.loads(cli("fleet", "status", "--json").stdout)
+    assert status["loops"][0]["reviews_held"] == 1
 
 
 def test_without_reviewer_minutes_a_loop_escalates_to_its_model_instead(tmp_path: Path) -> None:

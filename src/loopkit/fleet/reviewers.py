@@ -43,6 +43,13 @@ class ReviewerDesk:
         return True
 
 
+def unheld(message: str | None) -> str | None:
+    """A held run's message once capacity took it on."""
+    if message == HELD:
+        return None
+    return message[len(HELD) + 2:] if message and message.startswith(HELD + ": ") else message
+
+
 def _to_person(events: list[EventRecord]) -> dict[str, Any] | None:
     found = [e.detail for e in events if e.kind == "escalation" and e.detail.get("human") is not None]
     return found[-1] if found else None
@@ -69,7 +76,7 @@ class ReviewGate:
             else:
                 self.held += 1
                 events = [*events, EventRecord("reviewer_capacity", {"fleet": self.fleet_id, "loop": self.loop, "minutes": minutes,
-                                                                     "message": HELD, "minutes_left": self.desk.left})]
+                                                                     "message": HELD, "minutes_left": self.desk.left, "released": 0})]
                 result = replace(result, message=f"{HELD}: {result.message}" if result.message else HELD)
         self.inner.commit(result, iteration, calls, events, start=start)
 

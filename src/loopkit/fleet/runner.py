@@ -28,7 +28,7 @@ from .load import Fleet
 from .loops import LoopRun, Work
 from .money import NamedPool, PoolChain
 from .providers import FleetModels, provider_of
-from .reviewers import ReviewerDesk, ReviewGate, handoff_minutes, without_people
+from .reviewers import ReviewerDesk, ReviewGate, handoff_minutes, unheld, without_people
 from .yielding import YieldWatch
 
 DEFAULT_CONCURRENCY = 16  # cases in flight for a provider the fleet file does not list
@@ -133,6 +133,18 @@ class FleetRun:
         from ..human import DEFAULT_REVIEW_MINUTES
 
         self.desk.used = rows.reviewer_minutes(self.ledger, self._batch_ids(), since=since, until=until, default=DEFAULT_REVIEW_MINUTES)
+        self._release_held()
+
+    def _release_held(self) -> None:
+        """Runs held for reviewer capacity go first when a day's minutes start: higher priority, then oldest."""
+        rank = {lr.batch.batch_id: lr.plan.priority for lr in self.loops}
+        loop_of = {lr.batch.batch_id: lr.name for lr in self.loops}
+        for row in sorted(rows.held_runs(self.ledger, self._batch_ids()), key=lambda r: rank.get(r["batch_id"], 0)):
+            minutes = float(row["minutes"] or 0.0)
+            if not self.desk.take(minutes):
+                break
+            rows.release_held(self.ledger, row["id"], unheld(row["message"]),
+                              {"fleet": self.fleet_id, "loop": loop_of.get(row["batch_id"]), "minutes": minutes})
 
     # --- the drain ---------------------------------------------------------------------------------
 

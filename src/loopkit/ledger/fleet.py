@@ -100,7 +100,35 @@ def reviewer_minutes(ledger: Ledger, batch_ids: list[str], *, since: str, until:
         f"WHERE r.batch_id IN ({marks}) AND e.kind = 'escalation' AND json_extract(e.detail, '$.human') IS NOT NULL "
         "AND e.created_at >= ? AND e.created_at < ? AND NOT EXISTS (SELECT 1 FROM events h WHERE h.run_id = e.run_id "
         "AND h.kind = 'reviewer_capacity')", (default, *batch_ids, since, until))
-    return float((row or {}).get("m") or 0.0)
+    released = ledger.one(  # held runs a later day's minutes took on
+        f"SELECT TOTAL(json_extract(e.detail, '$.minutes')) AS m FROM events e JOIN runs r ON r.id = e.run_id "
+        f"WHERE r.batch_id IN ({marks}) AND e.kind = 'reviewer_capacity' AND json_extract(e.detail, '$.released') = 1 "
+        "AND e.created_at >= ? AND e.created_at < ?", (*batch_ids, since, until))
+    return float((row or {}).get("m") or 0.0) + float((released or {}).get("m") or 0.0)
+
+
+_HELD = ("r.status = 'needs_review' AND (SELECT json_extract(h.detail, '$.released') FROM events h WHERE h.run_id = r.id "
+         "AND h.kind = 'reviewer_capacity' ORDER BY h.id DESC LIMIT 1) = 0")
+
+
+def held_runs(ledger: Ledger, batch_ids: list[str]) -> list[dict[str, Any]]:
+    """Runs held for reviewer capacity and still waiting, oldest first: `id`, `batch_id`, `message`, `minutes`."""
+    if not batch_ids:
+        return []
+    marks = ",".join("?" * len(batch_ids))
+    return ledger.query(
+        f"SELECT r.id, r.batch_id, r.message, (SELECT json_extract(h.detail, '$.minutes') FROM events h WHERE h.run_id = r.id "
+        f"AND h.kind = 'reviewer_capacity' ORDER BY h.id DESC LIMIT 1) AS minutes FROM runs r WHERE r.batch_id IN ({marks}) "
+        f"AND {_HELD} ORDER BY r.started_at", tuple(batch_ids))
+
+
+def release_held(ledger: Ledger, run_id: str, message: str | None, detail: dict[str, Any]) -> None:
+    """A held run takes its minutes of today's reviewer capacity: a `reviewer_capacity` event with `released`, and
+    its message no longer says it waits."""
+    with ledger.write() as conn:
+        insert(conn, "events", [{"run_id": run_id, "kind": "reviewer_capacity", "detail": to_json({**detail, "released": 1}),
+                                 "created_at": utcnow_iso()}])
+        conn.execute("UPDATE runs SET message=? WHERE id=?", (message, run_id))
 
 
 def fleet_event(ledger: Ledger, fleet_id: str, kind: str, loop: str, detail: dict[str, Any]) -> None:
@@ -131,8 +159,7 @@ def loop_figures(ledger: Ledger, batch_id: str) -> dict[str, Any]:
         "SELECT COUNT(*) AS runs, TOTAL(success) AS passed, SUM(status IN ('passed','failed','needs_review','error')) AS finished, "
         "SUM(status = 'needs_review') AS pending, MIN(started_at) AS first_at, MAX(ended_at) AS last_at FROM runs WHERE batch_id=?",
         (batch_id,)) or {}
-    held = ledger.one("SELECT COUNT(DISTINCT r.id) AS n FROM runs r JOIN events e ON e.run_id = r.id WHERE r.batch_id=? "
-                      "AND r.status='needs_review' AND e.kind='reviewer_capacity'", (batch_id,)) or {}
+    held = ledger.one(f"SELECT COUNT(*) AS n FROM runs r WHERE r.batch_id=? AND {_HELD}", (batch_id,)) or {}
     return {"runs": int(row.get("runs") or 0), "passed": int(row.get("passed") or 0), "finished": int(row.get("finished") or 0),
             "reviews_pending": int(row.get("pending") or 0), "reviews_held": int(held.get("n") or 0),
             "spent_usd": spend(ledger, [batch_id]), "first_at": row.get("first_at"), "last_at": row.get("last_at")}
