@@ -182,6 +182,84 @@ def test_a_lost_runs_reservations_are_charged_at_their_worst_case_and_its_late_s
     assert budget.pool.spent == pytest.approx(0.35) and budget.pool.reserved == 0.0
 
 
+class Handle:
+    """A plain object as an actor handle in this event loop: `handle.method.remote(*args)` starts the method as a
+    task and returns a ref that, like Ray's, can be awaited again and is not cancelled with its awaiter."""
+
+    def __init__(self, obj: object) -> None:
+        self.obj = obj
+
+    def __getattr__(self, name: str):
+        method = getattr(self.obj, name)
+
+        class Ref:
+            def __init__(self, task: asyncio.Future) -> None:
+                self.task = task
+
+            def __await__(self):
+                return asyncio.shield(self.task).__await__()
+
+        class Method:
+            @staticmethod
+            def remote(*args: object) -> Ref:
+                async def call() -> object:
+                    result = method(*args)
+                    return await result if asyncio.iscoroutine(result) else result
+
+                return Ref(asyncio.ensure_future(call()))
+
+        return Method
+
+
+def test_a_rate_limit_seen_by_one_worker_lowers_the_limit_every_worker_waits_on():
+    """One adaptive limit per model for the cluster: a 429 on worker 1 halves what worker 2 may have in flight."""
+    from loopkit.ray_engine.actors import LimiterActor
+    from loopkit.ray_engine.proxies import SharedLimit
+
+    limiter = LimiterActor(concurrency=4)
+
+    async def main() -> None:
+        one, two = (SharedLimit(Handle(limiter), "model", worker) for worker in ("w1", "w2"))
+        one.rate_limited()
+        await asyncio.sleep(0)
+        assert limiter.limit("model") == 2.0
+        await one.__aenter__()
+        await two.__aenter__()  # the two slots left of four
+        third = asyncio.ensure_future(two.__aenter__())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not third.done()  # worker 2 waits on worker 1's 429
+        await one.__aexit__(None, None, None)
+        await third
+        await limiter.forget("w2")  # worker 2 lost while holding both: its slots come back
+        assert limiter.limits["model"]._in_flight == 0
+
+    asyncio.run(main())
+
+
+def test_a_wait_for_a_model_slot_cut_off_by_the_cases_deadline_gives_the_slot_back_once_granted():
+    from loopkit.ray_engine.actors import LimiterActor
+    from loopkit.ray_engine.proxies import SharedLimit
+
+    limiter = LimiterActor(concurrency=1)
+
+    async def main() -> None:
+        holder, waiter = SharedLimit(Handle(limiter), "model", "w1"), SharedLimit(Handle(limiter), "model", "w2")
+        await holder.__aenter__()
+        waiting = asyncio.ensure_future(waiter.__aenter__())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        waiting.cancel()  # what asyncio.wait_for does at the case's deadline
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await holder.__aexit__(None, None, None)
+        for _ in range(10):  # the actor grants the slot to the cut-off wait, which hands it straight back
+            await asyncio.sleep(0)
+        assert limiter.limits["model"]._in_flight == 0 and not any(limiter.holding.get("w2", {}).values())
+
+    asyncio.run(main())
+
+
 # --- without Ray installed ----------------------------------------------------------------------------
 
 
@@ -347,6 +425,19 @@ def ab_runs(db: Path, batch_id: str) -> list[tuple]:
                 batch_id)
 
 
+def test_the_budget_and_limiter_actors_live_on_the_drivers_node(ray_cluster):
+    """Losing a worker node must not lose the batch's pool: its actors are pinned (not softly) where the driver is."""
+    import ray
+
+    from loopkit.ray_engine.driver import driver_side
+
+    here = ray.get_runtime_context().get_node_id()
+    options = driver_side(here)
+    assert options["num_cpus"] == 0
+    assert options["scheduling_strategy"].node_id == here and options["scheduling_strategy"].soft is False
+    assert driver_side(None) == {"num_cpus": 0}  # Ray Client: the driver is not on the cluster
+
+
 def test_ab_on_ray_runs_the_same_pairs_in_the_same_order_to_the_same_early_verdict(ray_cluster, cli, write_spec, tmp_path):
     """One run at a time, so the early stop falls after the same case on both engines: same runs, same order
     (pairs back to back, the seed's first variant), same verdict. `--engine ray` uses the Ray already running."""
@@ -385,26 +476,37 @@ def test_ab_on_ray_without_early_stop_runs_every_pair_once_with_the_verdict_of_t
     assert rows(tmp_path / "ray.db", "SELECT COUNT(*), COUNT(DISTINCT case_id || variant || repeat) FROM runs") == [(48, 48)]
 
 
-def test_an_interrupted_ab_batch_resumes_on_ray_without_running_a_finished_run_again(ray_cluster, cli, write_spec, tmp_path,
-                                                                                      monkeypatch):
-    from test_ab import RIGHT, SOMETIMES, _interrupt_at, variant
+def test_ctrl_c_of_ab_on_ray_marks_it_interrupted_and_resume_on_ray_runs_no_finished_run_again(ray_cluster, cli, write_spec,
+                                                                                                tmp_path, monkeypatch):
+    from test_ab import RIGHT, SOMETIMES, variant
 
     from loopkit.ab import ABOptions, ABTest
     from loopkit.ab_report import ab_report
     from loopkit.ledger import Ledger
+    from loopkit.ray_engine import engine_for
     from loopkit.spec import load_spec
 
     a = load_spec(write_spec(variant("baseline", SOMETIMES, cases=10), name="a.yaml"))
     b = load_spec(write_spec(variant("candidate", RIGHT, cases=10), name="b.yaml"))
     ledger = Ledger(tmp_path / "ledger.db")
-    test = ABTest(a, b, ledger, ABOptions(concurrency=2, early_stop=False, seed=5))
-    _interrupt_at(monkeypatch, 7)
+    test = ABTest(a, b, ledger, ABOptions(concurrency=2, early_stop=False, seed=5), engine=engine_for("ray"))
+    step, finished = test._step, []
+
+    def ctrl_c_at_the_seventh_finished_run(shipped) -> None:
+        step(shipped)
+        if shipped.result.status != "running":
+            finished.append(shipped.result.run_id)
+            if len(finished) == 7:
+                signal.raise_signal(signal.SIGINT)  # what Ctrl-C delivers; the batch's handler cancels it
+
+    monkeypatch.setattr(test, "_step", ctrl_c_at_the_seventh_finished_run)
     with pytest.raises(KeyboardInterrupt):
         test.run()
-    monkeypatch.undo()
+    assert ledger.batch(test.batch_id)["status"] == "interrupted"
+    assert rows(tmp_path / "ledger.db", "SELECT COUNT(*) FROM runs WHERE status = 'running'") == [(0,)]
     calls_before = dict(rows(tmp_path / "ledger.db", "SELECT r.id, COUNT(c.id) FROM runs r JOIN calls c ON c.run_id = r.id "
                                                       "WHERE r.status IN ('passed', 'failed') GROUP BY r.id"))
-    assert 0 < len(calls_before) < 20
+    assert 7 <= len(calls_before) < 20
 
     done = cli("resume", test.batch_id[:10], "--engine", "ray", "--json")
     assert done.returncode == 0, done.stderr

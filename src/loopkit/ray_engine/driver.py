@@ -172,6 +172,16 @@ class RayExecutor:
                 pass
 
 
+def driver_side(node_id: str | None) -> dict[str, Any]:
+    """Actor options for the batch's budget, limiter and ledger reader: no CPU, and on the driver's node (not
+    soft), so losing a worker node never loses the batch's pool or limits; any node under Ray Client."""
+    if node_id is None:
+        return {"num_cpus": 0}
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return {"num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)}
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[-1] if text else type(exc).__name__
@@ -237,15 +247,12 @@ class RayEngine:
         ray = require_ray()
         config = self._config(job)
         count = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        zero = {"num_cpus": 0}
-        budget = ray.remote(BudgetActor).options(**zero).remote(job.cap, job.spent)
-        limiter = ray.remote(LimiterActor).options(**zero).remote(job.concurrency)
+        here = driver_side(config.driver_node)
+        budget = ray.remote(BudgetActor).options(**here).remote(job.cap, job.spent)
+        limiter = ray.remote(LimiterActor).options(**here).remote(job.concurrency)
         reader = None
         if not self.client_mode and len([n for n in ray.nodes() if n.get("Alive")]) > 1 and (config.replay or not config.no_cache):
-            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-            here = NodeAffinitySchedulingStrategy(node_id=config.driver_node, soft=False)
-            reader = ray.remote(LedgerReader).options(num_cpus=0, scheduling_strategy=here).remote(config.ledger_path)
+            reader = ray.remote(LedgerReader).options(**here).remote(config.ledger_path)
         worker_class = ray.remote(CaseWorker).options(num_cpus=1)
         executor = RayExecutor(ray, lambda: worker_class.remote(config, budget, limiter, reader), budget, limiter, spares=count * 2)
         try:
@@ -300,4 +307,4 @@ class RayEngine:
             batch.on_progress(p)
 
 
-__all__ = ["Job", "RayEngine", "RayError", "RayExecutor", "SHIP_EXCLUDES", "STARTUP_SECONDS"]
+__all__ = ["Job", "RayEngine", "RayError", "RayExecutor", "SHIP_EXCLUDES", "STARTUP_SECONDS", "driver_side"]

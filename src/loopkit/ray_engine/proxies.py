@@ -70,10 +70,27 @@ class SharedLimit:
         self.actor = actor
         self.key = key
         self.owner = owner  # the worker: its slots are freed if it dies holding them
+        self._giving_back: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> SharedLimit:
-        await self.actor.acquire.remote(self.key, self.owner)
+        ref = self.actor.acquire.remote(self.key, self.owner)
+        try:
+            await ref
+        except asyncio.CancelledError:
+            # Cut off while waiting (the case's deadline, Ctrl-C): the actor still grants the slot once one frees,
+            # to no one. Give it back then, or every cut-off wait would shrink the cluster's limit for good.
+            task = asyncio.ensure_future(self._give_back(ref))
+            self._giving_back.add(task)
+            task.add_done_callback(self._giving_back.discard)
+            raise
         return self
+
+    async def _give_back(self, ref: Any) -> None:
+        try:
+            await ref
+        except Exception:  # noqa: BLE001 - never granted (the actor is gone): nothing to give back
+            return
+        self.actor.release.remote(self.key, self.owner)
 
     async def __aexit__(self, *exc: object) -> None:
         self.actor.release.remote(self.key, self.owner)
