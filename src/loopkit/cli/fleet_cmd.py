@@ -45,7 +45,11 @@ def run(
         raise UsageError(f"--engine {engine}: fleets run on the asyncio engine only for now")
     plan = load_fleet(fleet)
     store = Ledger(ledger_option(ctx, ledger))
-    runner = FleetRun(plan, store, FleetOptions(once=once, no_cache=no_cache, max_retries=max_retries, argv=sys.argv[1:]))
+    def note(text: str) -> None:
+        err.print(Text(text, style="dim"))
+
+    runner = FleetRun(plan, store, FleetOptions(once=once, no_cache=no_cache, max_retries=max_retries, argv=sys.argv[1:],
+                                                on_note=None if as_json else note))
     try:
         result = runner.run()
     except KeyboardInterrupt:

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..batch import Batch, BatchOptions, _run_until_interrupted
@@ -42,6 +42,7 @@ class FleetOptions:
     clock: Clock = field(default_factory=SystemClock)
     argv: list[str] = field(default_factory=list)
     on_launch: Callable[[str, str, datetime], None] | None = None  # (loop, case id, local time): progress, tests
+    on_note: Callable[[str], None] | None = None  # what the fleet is doing and why: waiting, a loop paused, money out
 
 
 @dataclass
@@ -165,8 +166,15 @@ class FleetRun:
             return "day"
         return None
 
+    def _note(self, text: str) -> None:
+        if self.options.on_note is not None:
+            self.options.on_note(text)
+
     async def _wait(self, why: str, now: datetime) -> None:
         seconds = seconds_to_open(self.window, now) if why == "window" and self.window else seconds_to_midnight(now)
+        until = f"{(now + timedelta(seconds=seconds)):%Y-%m-%d %H:%M}"
+        self._note(f"outside the window {self.window}: waiting until {until}" if why == "window" else
+                   f"today's budget (or a loop's daily share) is spent: waiting until {until}")
         await self.clock.sleep(seconds)
 
     async def drain(self) -> str:
@@ -194,8 +202,12 @@ class FleetRun:
                         if any(lr.out_of_money == "share" and not lr.drained for lr in self.loops):
                             return "budget"  # a loop's share kept cases from running (exit 3, as a batch budget)
                         return "paused" if any(lr.paused and not lr.drained for lr in self.loops) else "done"
-                    if waiting == "budget" or self.options.once:
-                        return "budget" if waiting == "budget" else "waiting"
+                    if waiting == "budget":
+                        return "budget"
+                    if self.options.once:
+                        self._note(f"outside the window {self.window}: --once, so no waiting" if waiting == "window" else
+                                   "today's budget (or a loop's daily share) is spent: --once, so no waiting")
+                        return "waiting"
                     await self._wait(waiting, now)
                     continue
                 lr, work = pick
@@ -238,9 +250,13 @@ class FleetRun:
         reason = lr.watch.add(result)
         if reason and not lr.paused:
             lr.paused = reason
+            self._note(f"loop {lr.name} paused: {reason}; `loopkit fleet resume-loop` un-pauses it")
             rows.fleet_event(self.ledger, self.fleet_id, "fleet_pause", lr.name, {"reason": reason, "batch_id": lr.batch.batch_id})
 
     def _out_of_money(self, lr: LoopRun, pool: str | None) -> None:
+        if pool is not None and not (pool == "total" and self.total_out or pool == "day" and self.day_out or lr.out_of_money == pool):
+            self._note({"total": "the fleet's total budget is spent", "day": "today's budget is spent",
+                        "share": f"loop {lr.name} spent its share", "day share": f"loop {lr.name} spent today's share"}[pool])
         if pool == "total":
             self.total_out = True
         elif pool == "day":
