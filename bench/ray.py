@@ -4,13 +4,16 @@
     .venv/bin/python bench/ray.py --scripted 2000 --checked 400     # smaller, for a busy 2-core machine
     .venv/bin/python bench/ray.py --address auto       # Ray on a cluster you joined (see README: ray up)
 
-Two workloads, each run by both engines on the same spec and cases, in alternating order:
+Two workloads, each run once by both engines (asyncio first) on the same spec and cases:
 - scripted: the offline `loopkit/scripted` model, two iterations per case, nothing else. Pure overhead: Ray
   pays for its actors, its object store and a round trip per step, so expect it to be slower here.
 - checked: one iteration per case whose `command` checker burns 50 ms of CPU in a child process. CPU-bound
   work that Ray spreads over the cluster's cores (and nodes); the asyncio engine has this process's.
-Each figure is the wall clock of the whole `loopkit run`, Ray's start included; a one-case Ray run gives that
-fixed start-up cost, printed apart. Prints the ratio Ray ÷ asyncio per workload (under 1: Ray is faster).
+Each figure is the wall clock of the whole `loopkit run`, Ray's start included (wall, not CPU: Ray's point is
+using more cores); a one-case Ray run gives that fixed start-up cost, printed apart. Prints the ratio
+Ray ÷ asyncio per workload (under 1: Ray is faster). Both engines run 16 cases at once (`--concurrency`'s
+default), and the asyncio engine's checkers are child processes too: on one machine both use every core, so
+Ray can only win the checked workload once the cluster has more cores than this machine.
 """
 
 from __future__ import annotations
