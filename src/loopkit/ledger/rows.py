@@ -53,20 +53,31 @@ def to_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-def scrubbed(rows: Iterable[Sequence[Any]], columns: Sequence[str] | None = None) -> list[Sequence[Any]]:
+# Columns that only ever hold numbers (counts, money, scores, flags): nothing to scrub in them.
+NUMERIC = frozenset({"repeat", "success", "iterations", "best_iteration", "cost_usd", "prompt_tokens", "completion_tokens", "n",
+                     "reward", "passed", "latency_ms", "iteration", "score", "audit", "weight", "cached", "step"})
+
+
+def scrubbed(rows: Iterable[Sequence[Any]], columns: Sequence[str] | None = None, *,
+             memo: dict[str, Any] | None = None) -> list[Sequence[Any]]:
     """Rows with every secret out of every text (one scrubber for them all); with `columns` named, the
-    `GENERATED` ones are left as they are."""
+    `GENERATED` and `NUMERIC` ones are left as they are, and a text repeated across the rows (a reply is
+    also the iteration's output and the run's) is scrubbed once (across calls, when they share `memo`)."""
     clean = scrubber()
     if columns is None:
         return [tuple(clean(v) if isinstance(v, str) else v for v in row) for row in rows]
-    texts = [i for i, c in enumerate(columns) if c not in GENERATED]
+    texts = [i for i, c in enumerate(columns) if c not in GENERATED and c not in NUMERIC]
+    done: dict[str, Any] = {} if memo is None else memo
     out = []
     for row in rows:
         row = list(row)
         for i in texts:
             v = row[i]
             if isinstance(v, str):
-                row[i] = clean(v)
+                cleaned = done.get(v)
+                if cleaned is None:
+                    cleaned = done[v] = clean(v)
+                row[i] = cleaned
         out.append(row)
     return out
 
@@ -85,10 +96,10 @@ def insert(conn: sqlite3.Connection, table: str, rows: list[dict[str, Any]], *, 
 
 
 def insert_tuples(conn: sqlite3.Connection, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]], *,
-                  replace: bool = False) -> None:
+                  replace: bool = False, memo: dict[str, Any] | None = None) -> None:
     """`rows` (values in `columns` order) scrubbed and inserted with one statement."""
     if rows:
-        conn.executemany(_insert_sql(table, columns, replace), scrubbed(rows, columns))
+        conn.executemany(_insert_sql(table, columns, replace), scrubbed(rows, columns, memo=memo))
 
 
 @dataclass(frozen=True)
@@ -157,15 +168,16 @@ def write_steps(conn: sqlite3.Connection, steps: Sequence[Step]) -> None:
                            run_id, run_id]
         if step.calls and batch_id is not None:
             batch_cost[batch_id] = batch_cost.get(batch_id, 0.0) + sum(c.cost_usd for c in step.calls)
-    insert_tuples(conn, "runs", _RUN_COLUMNS, runs)
-    insert_tuples(conn, "iterations", _ITERATION_COLUMNS, iterations, replace=True)
+    memo: dict[str, Any] = {}  # texts already scrubbed in this group
+    insert_tuples(conn, "runs", _RUN_COLUMNS, runs, memo=memo)
+    insert_tuples(conn, "iterations", _ITERATION_COLUMNS, iterations, replace=True, memo=memo)
     if checks:
         conn.executemany("DELETE FROM checks WHERE run_id=? AND iteration=?", list(checks))
-        insert_tuples(conn, "checks", _CHECK_COLUMNS, [row for rows in checks.values() for row in rows])
-    insert_tuples(conn, "calls", _CALL_COLUMNS, calls)
-    insert_tuples(conn, "tool_calls", _TOOL_CALL_COLUMNS, tools)
-    insert_tuples(conn, "events", _EVENT_COLUMNS, events)
-    conn.executemany(_RUN_UPDATE, scrubbed(updates.values(), _RUN_UPDATE_COLUMNS))
+        insert_tuples(conn, "checks", _CHECK_COLUMNS, [row for rows in checks.values() for row in rows], memo=memo)
+    insert_tuples(conn, "calls", _CALL_COLUMNS, calls, memo=memo)
+    insert_tuples(conn, "tool_calls", _TOOL_CALL_COLUMNS, tools, memo=memo)
+    insert_tuples(conn, "events", _EVENT_COLUMNS, events, memo=memo)
+    conn.executemany(_RUN_UPDATE, scrubbed(updates.values(), _RUN_UPDATE_COLUMNS, memo=memo))
     if batch_cost:
         conn.executemany("UPDATE batches SET cost_usd = COALESCE(cost_usd, 0) + ? WHERE id=?",
                          [(cost, batch_id) for batch_id, cost in batch_cost.items()])
