@@ -70,6 +70,8 @@ def runs_of_cases(ledger: Ledger, batch_id: str, case_ids: Iterable[str]) -> dic
     """The runs of these cases in a batch, by (case_id, repeat): `id`, `status`, `stop_reason` (one query per chunk)."""
     ids = list(case_ids)
     found: dict[tuple[str, int], dict[str, Any]] = {}
+    if not ids or ledger.one("SELECT 1 AS x FROM runs WHERE batch_id=? LIMIT 1", (batch_id,)) is None:
+        return found  # a batch's first run: nothing to skip
     for start in range(0, len(ids), LOOKUP_CHUNK):
         chunk = ids[start:start + LOOKUP_CHUNK]
         marks = ",".join("?" * len(chunk))

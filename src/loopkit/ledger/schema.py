@@ -133,6 +133,13 @@ def m007_fleets(db: Database) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS idx_events_kind ON events (kind)")
 
 
+@_migration
+def m008_runs_batch_case(db: Database) -> None:
+    """A rerun of a fleet looks its cases up in a loop's batch a chunk at a time: one index range per case,
+    not a scan of the batch per chunk (a million-case loop would read its batch thousands of times)."""
+    db.execute("CREATE INDEX IF NOT EXISTS idx_runs_batch_case ON runs (batch_id, case_id)")
+
+
 NAMES: tuple[str, ...] = tuple(step.__name__ for step in _steps)
 
 
