@@ -138,6 +138,9 @@ def write(path: Path, cases: int, *, group: int = GROUP, cache: bool = True) -> 
 def run_child(argv: list[str], *, stdout: Any = subprocess.DEVNULL, env: dict[str, str] | None = None) -> dict[str, float]:
     """Run a command to its end; its CPU seconds (user + system, its own children included), peak RSS
     (MiB) and wall seconds, from `os.wait4` on that one child."""
+    # As installed: pip compiles the bytecode of what it installs, so a child never compiles loopkit's
+    # sources at start (PYTHONDONTWRITEBYTECODE, set in some shells, would make every start do that).
+    env = {k: v for k, v in (os.environ if env is None else env).items() if k != "PYTHONDONTWRITEBYTECODE"}
     started = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.PIPE, env=env)
     assert proc.stderr is not None
