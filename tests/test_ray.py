@@ -23,6 +23,10 @@ from loopkit.ray_engine.scheduler import REFUSED, CaseTask, Scheduler, Shipped
 from loopkit.records import IterationRecord, RunInfo, RunResult, RunState
 from loopkit.status import RunStatus, StopReason
 
+# Every real-Ray test shares the module's one local Ray: with `pytest -n auto --dist loadgroup` they stay on one
+# xdist worker, so the suite starts Ray once (other --dist modes ignore the mark).
+pytestmark = pytest.mark.xdist_group("ray")
+
 # --- the scheduler on a fake executor ----------------------------------------------------------------
 
 
@@ -402,10 +406,10 @@ def test_sigint_of_the_driver_marks_runs_interrupted_and_resume_finishes(ray_clu
     fake_llm.default = Reply("42")
     from loopkit.api import resume
     from loopkit.ledger import Ledger
-    from loopkit.ray_engine.driver import RayEngine
 
-    # Resumed on the module's Ray from this process, by one worker (each imports litellm: seconds of CPU).
-    result = resume(batch_id, ledger=Ledger(db), engine=RayEngine(workers=1))
+    # Resumed locally, as the README says a batch stopped on Ray may be (ab's test resumes one on Ray);
+    # this also spares a Ray worker's import of litellm, seconds of CPU.
+    result = resume(batch_id, ledger=Ledger(db))
     assert result.exit_code(None) == 0
     assert rows(db, "SELECT COUNT(*), COUNT(DISTINCT case_id) FROM runs") == [(6, 6)]
     assert rows(db, "SELECT DISTINCT status FROM runs") == [("passed",)]
