@@ -133,3 +133,28 @@ def test_the_example_fleet_checks_and_runs_offline(tmp_path: Path, cli) -> None:
     status = json.loads(cli("fleet", "status", "nightly", "--json").stdout)
     assert [lp["loop"] for lp in status["loops"]] == ["triage", "extract-invoice", "summarize", "math"]
     assert status["queued"] == 0 and status["budget"]["spent_usd"] == report["spent_usd"]
+
+
+def test_fleet_status_prints_where_the_money_went_and_what_waits(tmp_path: Path, cli) -> None:  # noqa: ANN001
+    write_loop(tmp_path, "triage", ["yes", "no"])
+    write_fleet(tmp_path, "budget: {usd_per_day: 1, total_usd: 2}\nreviewers: {minutes_per_day: 30}\n"
+                          "loops:\n  - {spec: triage.yaml, share: 0.5}\n")
+    assert cli("fleet", "status").returncode == 2  # nothing has run yet: a one-line usage error
+    ran = cli("fleet", "run", "fleet.yaml")
+    assert ran.returncode == 0, ran.stderr
+    shown = cli("fleet", "status", "fleet.yaml")
+    assert shown.returncode == 0
+    assert "triage" in shown.stdout and "50%" in shown.stdout  # one of two passed
+    assert "reviewer minutes today: 0 of 30 used, 30 left" in shown.stdout
+    assert "budget: today $" in shown.stdout and "of $1.0000" in shown.stdout
+
+
+def test_resume_loop_refuses_a_loop_that_is_not_paused_or_not_there(tmp_path: Path, cli) -> None:  # noqa: ANN001
+    write_loop(tmp_path, "triage", ["yes"])
+    write_fleet(tmp_path, "budget: {usd_per_day: 1}\nloops:\n  - {spec: triage.yaml}\n")
+    assert cli("fleet", "run", "fleet.yaml").returncode == 0
+    missing = cli("fleet", "resume-loop", "fleet.yaml", "nope")
+    assert missing.returncode == 2 and "has no loop 'nope' (its loops: triage)" in missing.stderr
+    running = cli("fleet", "resume-loop", "fleet.yaml", "triage")
+    assert running.returncode == 2 and "is not paused" in running.stderr
+    assert cli("fleet", "run", "fleet.yaml", "--engine", "ray").returncode == 2
