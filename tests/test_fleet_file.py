@@ -158,3 +158,12 @@ def test_resume_loop_refuses_a_loop_that_is_not_paused_or_not_there(tmp_path: Pa
     running = cli("fleet", "resume-loop", "fleet.yaml", "triage")
     assert running.returncode == 2 and "is not paused" in running.stderr
     assert cli("fleet", "run", "fleet.yaml", "--engine", "ray").returncode == 2
+
+
+def test_check_warns_of_a_provider_no_loop_uses(tmp_path: Path, cli) -> None:  # noqa: ANN001
+    write_loop(tmp_path, "triage", ["yes"])
+    write_fleet(tmp_path, "budget: {usd_per_day: 1}\nproviders: {opneai: {concurrency: 4}, loopkit: {concurrency: 2}}\n"
+                          "loops:\n  - {spec: triage.yaml}\n")
+    checked = cli("check", "fleet.yaml")
+    assert checked.returncode == 0
+    assert "warning: fleet.yaml: providers.opneai: no loop's model is from this provider (they are from: loopkit)" in checked.stderr

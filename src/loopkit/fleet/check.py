@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..api import SpecCheck
 from ..errors import LoopkitError, SpecError
-from .load import load_fleet
+from .load import Fleet, load_fleet
 
 
 def check_fleet(path: Path) -> SpecCheck:
@@ -27,4 +27,23 @@ def check_fleet(path: Path) -> SpecCheck:
             cases += check_cases(spec, inputs)
         except LoopkitError as exc:
             problems.append(f"{path}: loop {plan.name}: {exc}")
-    return SpecCheck(str(path), fleet.name, problems, [], cases, None, kind="fleet")
+    return SpecCheck(str(path), fleet.name, problems, unused_providers(fleet), cases, None, kind="fleet")
+
+
+def unused_providers(fleet: Fleet) -> list[str]:
+    """`providers:` entries no loop's model belongs to (a typo gives the default concurrency silently). Only
+    `provider/model` names and the scripted model are judged here: `check` never loads litellm."""
+    from .providers import SCRIPTED_PROVIDER
+
+    used: set[str] = set()
+    for plan in fleet.loops:
+        for _, model in plan.spec.models():
+            head, sep, _ = model.id.partition("/")
+            if model.scripted:
+                used.add(SCRIPTED_PROVIDER)
+            elif not sep:
+                return []  # a bare name (`gpt-4o`): only litellm knows its provider
+            else:
+                used.add(head)
+    return [f"{fleet.path.name}: providers.{name}: no loop's model is from this provider (they are from: "
+            f"{', '.join(sorted(used))})" for name in fleet.spec.providers if name not in used]
