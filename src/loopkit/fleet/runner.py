@@ -236,7 +236,7 @@ class FleetRun:
         except BatchBudgetRefused:
             lr.refused += 1
             lr.requeue(work)
-            self._out_of_money(lr, chain.refused_by)
+            self._out_of_money(lr, chain.refused_by or "total")  # no pool named: stop rather than retry it forever
             return
         finally:
             self.in_flight[lr.provider] -= 1
