@@ -27,6 +27,9 @@ def test_kill_9_mid_fleet_then_rerun_finishes_each_case_exactly_once(tmp_path: P
     assert before < 3020, "killed before the end"
     assert {r["status"] for r in query(db, "SELECT status FROM batches")} == {"running"}  # nobody could mark them
 
+    from loopkit.fleet.status import fleet_status
+
+    assert fleet_status(Ledger(db, readonly=True))["status"] == "interrupted"  # recorded running, but its process is gone
     result = run(tmp_path / "fleet.yaml", Ledger(db))
     assert result.status == "done"
     counts = query(db, "SELECT case_id, COUNT(*) AS n FROM runs GROUP BY case_id")

@@ -46,7 +46,8 @@ def fleet_status(ledger: Ledger, ref: str | None = None, *, path: str | None = N
         lp.pop("_rate")
     total_spent = rows.spend(ledger, ids)
     return {
-        "fleet_id": row["id"], "name": row["name"], "path": row["path"], "status": row["status"], "started_at": row["started_at"],
+        "fleet_id": row["id"], "name": row["name"], "path": row["path"], "status": _status(row["status"], list(latest.values())),
+        "started_at": row["started_at"],
         "window": spec.window,
         "budget": {"usd_per_day": spec.budget.usd_per_day, "spent_today_usd": day_spent,
                    "left_today_usd": None if spec.budget.usd_per_day is None else max(0.0, spec.budget.usd_per_day - day_spent),
@@ -82,3 +83,12 @@ def _loop(ledger: Ledger, batch: dict[str, Any], spec: FleetSpec, paused: dict[s
         "paused": paused is not None, "paused_why": (paused or {}).get("reason"),
         "eta_seconds": (queued / rate) if rate and queued else (0.0 if not queued else None), "_rate": rate,
     }
+
+
+def _status(recorded: str, batches: list[dict[str, Any]]) -> str:
+    """`running` only while a process still runs one of its loops' batches; after kill -9 or a crash, `interrupted`."""
+    from ..liveness import is_stale
+
+    if recorded == "running" and not any(b["status"] == "running" and not is_stale(b) for b in batches):
+        return "interrupted"
+    return recorded
