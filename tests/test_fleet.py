@@ -95,16 +95,21 @@ def test_two_loops_under_one_cap_the_higher_priority_first_and_spend_within_the_
     assert {b["kind"] for b in ledger.query("SELECT kind FROM batches")} == {"fleet"}
 
 
-def test_a_share_caps_its_loop_and_the_others_go_on(tmp_path: Path, ledger: Ledger) -> None:
+def share_fleet(tmp_path: Path) -> Path:
+    """`capped` (10 cases, first) may spend 6% of the fleet's $1; `other` (4 cases) competes for the rest."""
     write_loop(tmp_path, "capped", ["yes"] * 10)
     write_loop(tmp_path, "other", ["yes"] * 4)
-    path = write_fleet(tmp_path, """\
+    return write_fleet(tmp_path, """\
         budget: {total_usd: 1}
         providers: {loopkit: {concurrency: 2}}
         loops:
           - {spec: capped.yaml, priority: 1, share: 0.06}
           - {spec: other.yaml, priority: 2}
         """)
+
+
+def test_a_share_caps_its_loop_and_the_others_go_on(tmp_path: Path, ledger: Ledger) -> None:
+    path = share_fleet(tmp_path)
     result = run(path, ledger)
     assert loop_spend(ledger, "capped") <= 0.06
     assert 0 < len(loop_runs(ledger, "capped")) < 10

@@ -157,7 +157,6 @@ def test_resume_loop_refuses_a_loop_that_is_not_paused_or_not_there(tmp_path: Pa
     assert missing.returncode == 2 and "has no loop 'nope' (its loops: triage)" in missing.stderr
     running = cli("fleet", "resume-loop", "fleet.yaml", "triage")
     assert running.returncode == 2 and "is not paused" in running.stderr
-    assert cli("fleet", "run", "fleet.yaml", "--engine", "ray").returncode == 2
 
 
 def test_check_warns_of_a_provider_no_loop_uses(tmp_path: Path, cli) -> None:  # noqa: ANN001

@@ -44,21 +44,27 @@ def test_when_the_reviewer_minutes_run_out_parked_runs_are_held(tmp_path: Path, 
     assert status["loops"][0]["reviews_held"] == 1
 
 
-def test_without_reviewer_minutes_a_loop_escalates_to_its_model_instead(tmp_path: Path) -> None:
+def ladder_fleet(tmp_path: Path) -> Path:
+    """One loop of five failing cases that escalates to a person (10 minutes), then to a stronger model; the
+    day has 20 reviewer minutes."""
     write_loop(tmp_path, "ladder", ["no"] * 5, extra=f"""\
         escalate:
           - {{when: {{failed: right}}, human: {{note: "check it", minutes: 10}}}}
           - {{when: {{failed: right}}, model: {STRONG}}}
-        """.replace("stop: {max_iterations: 1}", ""))
+        """)
     spec = tmp_path / "ladder.yaml"
     spec.write_text(spec.read_text().replace("stop: {max_iterations: 1}", "stop: {max_iterations: 2}"))
-    path = write_fleet(tmp_path, """\
+    return write_fleet(tmp_path, """\
         budget: {total_usd: 5}
         reviewers: {minutes_per_day: 20}
         providers: {loopkit: {concurrency: 1}}
         loops:
           - {spec: ladder.yaml}
         """)
+
+
+def test_without_reviewer_minutes_a_loop_escalates_to_its_model_instead(tmp_path: Path) -> None:
+    path = ladder_fleet(tmp_path)
     ledger = Ledger(tmp_path / "ledger.db")
     run(path, ledger)
     assert [r["status"] for r in loop_runs(ledger, "ladder")] == ["needs_review"] * 2 + ["passed"] * 3

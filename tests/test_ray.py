@@ -519,3 +519,139 @@ def test_ctrl_c_of_ab_on_ray_marks_it_interrupted_and_resume_on_ray_runs_no_fini
     assert rows(tmp_path / "ledger.db", "SELECT COUNT(*), COUNT(DISTINCT case_id || variant) FROM runs") == [(20, 20)]
     after = dict(rows(tmp_path / "ledger.db", "SELECT r.id, COUNT(c.id) FROM runs r JOIN calls c ON c.run_id = r.id GROUP BY r.id"))
     assert {run: after[run] for run in calls_before} == calls_before  # no new call for a run that had finished
+
+
+# --- a fleet on Ray ----------------------------------------------------------------------------------------
+
+
+def test_a_fleets_pools_actor_charges_each_runs_chain_and_forgets_it_only_once_nothing_is_held():
+    """The pools a fleet's runs reserve from, behind the driver's actor (a plain class here): a loop's share
+    refuses before the total does, a settle arriving after the driver closed the run still counts, and a new
+    day's pool serves only the runs opened after it."""
+    from loopkit.ray_engine.actors import FleetBudgetActor
+
+    chain = [("share", "a\x00share"), ("day", "day"), ("total", "total")]
+    actor = FleetBudgetActor({"a\x00share": (0.10, 0.0), "day": (1.0, 0.0), "total": (5.0, 4.0)})
+
+    async def scenario() -> None:
+        actor.open("r1", chain)
+        assert (await actor.reserve("r1", 0.08, None))[0] is True
+        assert actor.close("r1") is None  # the driver saw the run end before its worker's settle arrived
+        actor.settle("r1", 0.08, 0.05)
+        assert "r1" not in actor.chains and actor.pools["a\x00share"].spent == 0.05 and actor.pools["total"].spent == 4.05
+        actor.open("r2", chain)
+        assert (await actor.reserve("r2", 0.06, None))[0] is False  # 0.05 + 0.06 > the share's 0.10
+        assert actor.close("r2") == "share"
+        actor.open("r3", chain)
+        actor.reset({"day": (1.0, 0.0)})  # midnight
+        actor.open("r4", chain)
+        assert (await actor.reserve("r3", 0.01, None))[0] and (await actor.reserve("r4", 0.01, None))[0]
+        actor.settle("r3", 0.01, 0.01)
+        actor.settle("r4", 0.01, 0.01)
+        assert actor.chains["r3"].pools[1].pool.spent == pytest.approx(0.06) and actor.pools["day"].spent == 0.01
+        assert actor.release("r3") == 0.0  # nothing of it held any more
+
+    asyncio.run(scenario())
+
+
+def test_a_limiter_key_with_its_own_ceiling_uses_it():
+    from loopkit.ray_engine.actors import LimiterActor
+
+    limiter = LimiterActor(16, {"openai": 3})
+    assert (limiter.limit("openai"), limiter.limit("anthropic")) == (3, 16)
+
+
+def test_fleet_address_without_the_ray_engine_is_a_usage_error(cli, tmp_path):
+    from test_fleet import write_fleet, write_loop
+
+    write_loop(tmp_path, "triage", ["yes"])
+    write_fleet(tmp_path, "budget: {usd_per_day: 1}\nloops:\n  - {spec: triage.yaml}\n")
+    proc = cli("fleet", "run", "fleet.yaml", "--address", "auto")
+    assert proc.returncode == 2 and "--engine ray" in proc.stderr
+
+
+def test_a_fleet_on_ray_runs_each_case_once_within_its_share_across_a_lost_worker(ray_cluster, cli, tmp_path):
+    """Two loops on Ray: the capped loop's share holds (counted from the calls table) although its first case's
+    worker is killed mid-case, the other loop runs every case, and a rerun on Ray runs no finished case again."""
+    from test_fleet import loop_runs, loop_spend, run, share_fleet
+
+    from loopkit.ledger import Ledger
+    from loopkit.ray_engine import engine_for
+
+    marker = tmp_path / "killed"
+    path = share_fleet(tmp_path)
+    spec = tmp_path / "capped.yaml"
+    spec.write_text(spec.read_text().replace(
+        'checkers: [{name: right, type: equals, expected: "yes"}]',
+        f'checkers:\n  - {{name: right, type: equals, expected: "yes"}}\n'
+        f'  - {{name: node_loss, type: command, run: "if [ ! -e {marker} ]; then touch {marker}; kill -9 $PPID; fi"}}'))
+    ledger = Ledger(tmp_path / "ledger.db")
+    result = run(path, ledger, engine=engine_for("ray"))
+    assert marker.exists()  # a worker really was killed
+    assert loop_spend(ledger, "capped") <= 0.06
+    assert 0 < len(loop_runs(ledger, "capped")) < 10
+    assert [r["status"] for r in loop_runs(ledger, "other")] == ["passed"] * 4
+    per_case = rows(tmp_path / "ledger.db", "SELECT batch_id, case_id, COUNT(*) FROM runs GROUP BY batch_id, case_id")
+    assert per_case and all(n == 1 for *_, n in per_case)
+    assert rows(tmp_path / "ledger.db", "SELECT COUNT(*) FROM runs WHERE status = 'running'") == [(0,)]
+    capped = next(lp for lp in result.loops if lp["loop"] == "capped")
+    assert capped["out_of_money"] == "share" and result.status == "budget" and result.exit_code == 3
+
+    # The lost worker's call was charged its worst case while the fleet ran; the ledger (what was recorded) may
+    # leave the share room for one more case now, never more than the share.
+    other_calls = rows(tmp_path / "ledger.db", "SELECT COUNT(*) FROM calls c JOIN runs r ON r.id = c.run_id WHERE r.spec_name = 'other'")
+    again = cli("fleet", "run", "fleet.yaml", "--engine", "ray", "--json")
+    assert again.returncode == 3, again.stderr
+    assert {lp["loop"]: lp["finished"] for lp in json.loads(again.stdout)["loops"]}["other"] == 0
+    assert loop_spend(ledger, "capped") <= 0.06
+    assert all(n == 1 for *_, n in rows(tmp_path / "ledger.db", "SELECT batch_id, case_id, COUNT(*) FROM runs GROUP BY batch_id, case_id"))
+    assert rows(tmp_path / "ledger.db", "SELECT COUNT(*) FROM calls c JOIN runs r ON r.id = c.run_id WHERE r.spec_name = 'other'") \
+        == other_calls
+
+
+def test_a_fleet_on_ray_gives_people_only_the_days_minutes_and_the_model_escalation_the_rest(ray_cluster, tmp_path):
+    """The reviewer gate stays at the driver and the loop's spec without people is shipped to the workers:
+    as on one machine, two hand-offs fit the day's 20 minutes and the other cases take the model's road."""
+    from test_fleet import loop_runs, run
+    from test_fleet_reviewers import ladder_fleet
+
+    from loopkit.ledger import Ledger
+    from loopkit.ray_engine import engine_for
+
+    path = ladder_fleet(tmp_path)
+    ledger = Ledger(tmp_path / "ledger.db")
+    result = run(path, ledger, engine=engine_for("ray"))
+    assert result.status == "done"
+    assert [r["status"] for r in loop_runs(ledger, "ladder")] == ["needs_review"] * 2 + ["passed"] * 3
+    assert {m["model"] for m in ledger.query("SELECT DISTINCT model FROM calls")} == {"loopkit/scripted", "strong"}
+
+
+def test_ctrl_c_of_a_fleet_on_ray_marks_it_interrupted_and_a_rerun_runs_each_case_once(ray_cluster, tmp_path):
+    from test_fleet import run, write_fleet, write_loop
+
+    from loopkit.ledger import Ledger
+    from loopkit.ray_engine import engine_for
+
+    write_loop(tmp_path, "first", ["yes"] * 8)
+    write_loop(tmp_path, "second", ["no", "yes"] * 4)
+    path = write_fleet(tmp_path, "budget: {total_usd: 5}\nproviders: {loopkit: {concurrency: 2}}\n"
+                                 "loops:\n  - {spec: first.yaml}\n  - {spec: second.yaml}\n")
+    ledger = Ledger(tmp_path / "ledger.db")
+    launched: list[str] = []
+
+    def ctrl_c_at_the_sixth_launch(loop: str, case: str, at: object) -> None:
+        launched.append(case)
+        if len(launched) == 6:
+            signal.raise_signal(signal.SIGINT)  # what Ctrl-C delivers; the fleet's handler cancels it
+
+    with pytest.raises(KeyboardInterrupt):
+        run(path, ledger, engine=engine_for("ray"), on_launch=ctrl_c_at_the_sixth_launch)
+    db = tmp_path / "ledger.db"
+    assert {s for (s,) in rows(db, "SELECT status FROM batches")} == {"interrupted"}
+    assert rows(db, "SELECT COUNT(*) FROM runs WHERE status = 'running'") == [(0,)]
+    first_time = rows(db, "SELECT COUNT(*) FROM runs")[0][0]
+    assert 0 < first_time <= 6
+    result = run(path, ledger, engine=engine_for("ray"))
+    assert result.status == "done"
+    assert rows(db, "SELECT COUNT(*), COUNT(DISTINCT case_id) FROM runs") == [(16, 16)]
+    assert {s for (s,) in rows(db, "SELECT status FROM batches")} == {"done"}

@@ -325,5 +325,10 @@ class ModelPool:
             if ref.scripted:
                 self._clients[key] = ScriptedClient(ref)
             else:
-                self._clients[key] = LiteLLMClient(ref, retry=self.retry, limit=AdaptiveLimit(self.concurrency))
+                self._clients[key] = LiteLLMClient(ref, retry=self.retry, limit=self.limit_for(ref, key))  # type: ignore[arg-type]
         return self._clients[key]
+
+    def limit_for(self, ref: ModelRef, key: str) -> Any:
+        """The concurrency limit a model's calls share: here one `AdaptiveLimit` per model. A fleet shares one
+        per provider, the Ray engine one per model (or provider) across the cluster."""
+        return AdaptiveLimit(self.concurrency)

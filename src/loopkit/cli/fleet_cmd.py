@@ -10,8 +10,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from ..errors import UsageError
 from .app import JsonOpt, LedgerOpt, app, err, ledger_option, money, out, print_json
+from .run_cmd import AddressOpt, EngineOpt
 
 fleet_app = typer.Typer(help="Run many loops under one budget, one reviewer capacity and one time window.",
                         no_args_is_help=True, rich_markup_mode=None)
@@ -28,8 +28,8 @@ def run(
                                         "waiting: for cron.")] = False,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Neither read nor write the response cache.")] = False,
     max_retries: Annotated[int, typer.Option("--max-retries", min=1, help="Attempts per model call (rate limits, 5xx, timeouts).")] = 6,
-    engine: Annotated[str, typer.Option("--engine", help="Where cases run: asyncio (in this process); ray is not "
-                                        "supported for fleets yet.")] = "asyncio",
+    engine: EngineOpt = "asyncio",
+    address: AddressOpt = None,
     as_json: JsonOpt = False,
     ledger: LedgerOpt = None,
 ) -> None:
@@ -40,16 +40,16 @@ def run(
     from ..fleet import load_fleet
     from ..fleet.runner import FleetOptions, FleetRun
     from ..ledger import Ledger
+    from ..ray_engine import engine_for
 
-    if engine != "asyncio":
-        raise UsageError(f"--engine {engine}: fleets run on the asyncio engine only for now")
+    runner_engine = engine_for(engine, address)  # a missing Ray is exit 2 before anything else
     plan = load_fleet(fleet)
     store = Ledger(ledger_option(ctx, ledger))
     def note(text: str) -> None:
         err.print(Text(text, style="dim"))
 
     runner = FleetRun(plan, store, FleetOptions(once=once, no_cache=no_cache, max_retries=max_retries, argv=sys.argv[1:],
-                                                on_note=None if as_json else note))
+                                                on_note=None if as_json else note, engine=runner_engine))
     try:
         result = runner.run()
     except KeyboardInterrupt:

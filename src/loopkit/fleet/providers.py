@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from ..models import AdaptiveLimit, LiteLLMClient, ModelClient, RetryPolicy, ScriptedClient
+from ..models import AdaptiveLimit, ModelPool, RetryPolicy
 from ..spec import ModelRef
 
 SCRIPTED_PROVIDER = "loopkit"
@@ -24,26 +24,18 @@ def provider_of(ref: ModelRef) -> str:
         return head
 
 
-class FleetModels:
+class FleetModels(ModelPool):
     """The fleet's ModelPool: one client per distinct model, one AdaptiveLimit per provider."""
 
     def __init__(self, limits: dict[str, int], *, max_retries: int, default: int) -> None:
+        super().__init__(retry=RetryPolicy(attempts=max(1, max_retries)), concurrency=default)
         self.limits = limits
-        self.default = default
-        self.retry = RetryPolicy(attempts=max(1, max_retries))
         self._limits: dict[str, AdaptiveLimit] = {}
-        self._clients: dict[str, ModelClient] = {}
 
     def limit(self, provider: str) -> AdaptiveLimit:
         if provider not in self._limits:
-            self._limits[provider] = AdaptiveLimit(self.limits.get(provider, self.default))
+            self._limits[provider] = AdaptiveLimit(self.limits.get(provider, self.concurrency))
         return self._limits[provider]
 
-    def client(self, ref: ModelRef) -> ModelClient:
-        key = ref.model_dump_json()
-        if key not in self._clients:
-            if ref.scripted:
-                self._clients[key] = ScriptedClient(ref)
-            else:
-                self._clients[key] = LiteLLMClient(ref, retry=self.retry, limit=self.limit(provider_of(ref)))
-        return self._clients[key]
+    def limit_for(self, ref: ModelRef, key: str) -> AdaptiveLimit:
+        return self.limit(provider_of(ref))

@@ -6,6 +6,8 @@ whose provider has a free slot. Money: each case's calls reserve their worst cas
 share, the day's budget and the fleet's total (money.py, built from budget.py's pools). Outside the
 window, or with the day's budget spent, nothing starts: the run waits (on its clock) or, with
 `once`, returns. Ctrl-C or a crash marks the loops' batches interrupted; a rerun picks up there.
+With `engine` (the Ray engine) the fleet still picks every case; only where it runs differs
+(ray_engine/fleet.py), with the same pools and limits held by actors at the driver.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from ..budget import BatchPool, CaseBudget, batch_cap
 from ..engine import BatchBudgetRefused, run_case
 from ..ledger import Ledger
 from ..ledger import fleet as rows
+from ..records import RunResult
+from ..spec import LoopSpec
 from ..status import BatchStatus, RunStatus, StopReason, exit_code
 from .clock import Clock, SystemClock, day_bounds, in_window, seconds_to_midnight, seconds_to_open
 from .load import Fleet
@@ -43,6 +47,7 @@ class FleetOptions:
     argv: list[str] = field(default_factory=list)
     on_launch: Callable[[str, str, datetime], None] | None = None  # (loop, case id, local time): progress, tests
     on_note: Callable[[str], None] | None = None  # what the fleet is doing and why: waiting, a loop paused, money out
+    engine: Any = None  # where cases run: None in this process, else a ray_engine.RayEngine
 
 
 @dataclass
@@ -77,6 +82,7 @@ class FleetRun:
         self.total_out = False
         self.day_out = False
         self.in_flight: dict[str, int] = {}
+        self.remote: Any = None  # the Ray engine's side of the fleet (ray_engine.fleet.RayFleet) while it runs
 
     # --- setup: every check before the first call, each loop's batch found or started ----------------
 
@@ -90,7 +96,7 @@ class FleetRun:
                                    max_retries=self.options.max_retries, no_cache=self.options.no_cache, human_usd_per_hour=rate,
                                    max_usd=spec.budget.total_usd or spec.budget.usd_per_day)
             batch = Batch(plan.spec, self.ledger, options, argv=self.options.argv)
-            batch.models = self.models  # type: ignore[assignment] - one client per model, one adaptive limit per provider
+            batch.models = self.models  # one client per model, one adaptive limit per provider
             cases = batch.prepare()
             self.ledger.save_spec(batch.spec.hash, batch.spec.name, str(plan.spec.path) if plan.spec.path else None, batch.spec.source)
             tags = {"fleet": self.fleet_id, "fleet_name": self.fleet.name, "fleet_loop": plan.name, "fleet_priority": str(plan.priority),
@@ -135,6 +141,19 @@ class FleetRun:
 
         self.desk.used = rows.reviewer_minutes(self.ledger, self._batch_ids(), since=since, until=until, default=DEFAULT_REVIEW_MINUTES)
         self._release_held()
+        if self.remote is not None:
+            self.remote.new_day(self.pools(day_only=True))
+
+    def pools(self, *, day_only: bool = False) -> dict[str, BatchPool]:
+        """Every pool of the fleet by name (the day's alone with `day_only`), as `chain` names them."""
+        found = {"day": self.today} | {f"{lr.name}\x00day share": lr.share_day for lr in self.loops}
+        if not day_only:
+            found |= {"total": self.total} | {f"{lr.name}\x00share": lr.share_total for lr in self.loops}
+        return found
+
+    def chain(self, lr: LoopRun) -> list[tuple[str, str]]:
+        """The pools a case of `lr` reserves from, first asked first: (the name a refusal reports, the pool's name)."""
+        return [("share", f"{lr.name}\x00share"), ("day share", f"{lr.name}\x00day share"), ("day", "day"), ("total", "total")]
 
     def _release_held(self) -> None:
         """Runs held for reviewer capacity go first when a day's minutes start: higher priority, then oldest."""
@@ -217,6 +236,8 @@ class FleetRun:
                 lr.in_flight += 1
                 tasks.add(asyncio.create_task(self._case(lr, work)))
         except BaseException:
+            if self.remote is not None:
+                await self.remote.interrupt()  # the workers stop their cases; the steps still coming are written
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -227,24 +248,20 @@ class FleetRun:
         spec = lr.batch.spec
         if state is None and lr.no_people is not None and not self.desk.can_take(handoff_minutes(spec)):
             spec = lr.no_people  # no reviewer minutes left today: a model escalation instead of a person
-        chain = PoolChain([NamedPool("share", lr.share_total), NamedPool("day share", lr.share_day),
-                           NamedPool("day", self.today), NamedPool("total", self.total)])
         try:
-            result = await run_case(spec, case, clients=lr.batch._clients(), recorder=lr.gate, budget=CaseBudget(spec.budget, chain),
-                                    cache=lr.batch._cache(), batch_id=lr.batch.batch_id, repeat=repeat, run_id=run_id, state=state,
-                                    toolbox=lr.batch.toolbox)
-        except BatchBudgetRefused:
-            lr.refused += 1
-            lr.requeue(work)
-            self._out_of_money(lr, chain.refused_by or "total")  # no pool named: stop rather than retry it forever
-            return
+            result, refused_by = await (self._run_here(lr, spec, work) if self.remote is None else self.remote.run(lr, spec, work))
         finally:
             self.in_flight[lr.provider] -= 1
             lr.in_flight -= 1
+        if result is None:
+            lr.refused += 1
+            lr.requeue(work)
+            self._out_of_money(lr, refused_by or "total")  # no pool named: stop rather than retry it forever
+            return
         lr.finished += 1
         lr.errors += int(result.status == RunStatus.ERROR)
         if result.stop_reason == StopReason.BUDGET_TOTAL_USD:
-            self._out_of_money(lr, chain.refused_by)
+            self._out_of_money(lr, refused_by)
         if result.status == RunStatus.NEEDS_REVIEW or result.stop_reason == StopReason.BUDGET_TOTAL_USD:
             return  # a person's decision, or money, not the loop's quality: neither counts for yielding
         reason = lr.watch.add(result)
@@ -252,6 +269,19 @@ class FleetRun:
             lr.paused = reason
             self._note(f"loop {lr.name} paused: {reason}; `loopkit fleet resume-loop` un-pauses it")
             rows.fleet_event(self.ledger, self.fleet_id, "fleet_pause", lr.name, {"reason": reason, "batch_id": lr.batch.batch_id})
+
+    async def _run_here(self, lr: LoopRun, spec: LoopSpec, work: Work) -> tuple[RunResult | None, str | None]:
+        """The case's run in this process, and the pool that refused it if one did (no run: its first call was refused)."""
+        case, repeat, run_id, state = work
+        pools = self.pools()
+        chain = PoolChain([NamedPool(label, pools[name]) for label, name in self.chain(lr)])
+        try:
+            result = await run_case(spec, case, clients=lr.batch._clients(), recorder=lr.gate, budget=CaseBudget(spec.budget, chain),
+                                    cache=lr.batch._cache(), batch_id=lr.batch.batch_id, repeat=repeat, run_id=run_id, state=state,
+                                    toolbox=lr.batch.toolbox)
+        except BatchBudgetRefused:
+            return None, chain.refused_by
+        return result, chain.refused_by
 
     def _out_of_money(self, lr: LoopRun, pool: str | None) -> None:
         if pool is not None and not (pool == "total" and self.total_out or pool == "day" and self.day_out or lr.out_of_money == pool):
@@ -273,8 +303,12 @@ class FleetRun:
             lr.gate.inner = writer
         status = "interrupted"
         try:
-            async with contextlib.AsyncExitStack() as stack:  # the loops' MCP servers run while the fleet does
-                for lr in self.loops:
+            async with contextlib.AsyncExitStack() as stack:  # the loops' MCP servers (or Ray's actors) run while the fleet does
+                if self.options.engine is not None:
+                    from ..ray_engine.fleet import RayFleet
+
+                    self.remote = await stack.enter_async_context(RayFleet(self.options.engine, self).session())
+                for lr in self.loops if self.remote is None else []:  # on Ray each run opens its tools where it runs
                     if lr.batch.toolbox is not None:
                         await stack.enter_async_context(lr.batch.toolbox)
                 status = await self.drain()
@@ -289,7 +323,14 @@ class FleetRun:
                            rows.spend(self.ledger, self._batch_ids()))
 
     def run(self) -> FleetResult:
-        self.prepare()
+        if self.options.engine is not None:  # a bad address fails before anything is recorded
+            self.options.engine.connect(self.fleet.path.parent)
+        try:
+            self.prepare()
+        except BaseException:
+            if self.options.engine is not None:
+                self.options.engine.close()
+            raise
         return _run_until_interrupted(self._execute())
 
 

@@ -23,7 +23,9 @@ from ..budget import BatchPool, CaseBudget
 from ..cache import LedgerCache, NoCache, ReplayMiss
 from ..engine import BatchBudgetRefused, run_case
 from ..inputs import Case
-from ..models import AdaptiveLimit, LiteLLMClient, ModelClient, ModelPool, RetryPolicy, ScriptedClient
+from ..fleet.money import NamedPool, PoolChain
+from ..fleet.providers import provider_of
+from ..models import AdaptiveLimit, ModelClient, ModelPool, RetryPolicy
 from ..records import RunState
 from ..spec import LoopSpec, ModelRef
 from .proxies import ActorLedger, PoolProxy, SharedLimit, ShippingRecorder, StoreOnlyCache
@@ -36,35 +38,34 @@ _DONE = object()
 class WorkerConfig:
     """What every worker of a batch is built from (sent once, at its creation)."""
 
-    specs: bytes  # {variant: LoopSpec}, pickled, `--model` applied: {None: spec} for a run, {"A":, "B":} for an A/B test
+    specs: bytes  # {key: LoopSpec}, pickled, `--model` applied: {None: spec} for a run, {"A":, "B":} for an A/B test, a fleet's by loop
     batch_id: str
     cap: float | None  # the batch cap (the pool itself lives in the budget actor)
     concurrency: int  # per model, across the cluster (the adaptive limits' ceiling)
     max_retries: int = 6
     no_cache: bool = False
     replay: str | None = None
-    shipped: dict[str | None, str] = field(default_factory=dict)  # variant → its spec's file name in the shipped working_dir
+    shipped: dict[str | None, str] = field(default_factory=dict)  # key → its spec's path in the shipped working_dir
     ledger_path: str | None = None  # the ledger, readable by workers on the driver's node
     driver_node: str | None = None
+    batch_ids: dict[str | None, str] = field(default_factory=dict)  # key → its own batch (a fleet's loops), else batch_id
+    per_provider: bool = False  # one adaptive limit per provider (a fleet), not per model
 
 
 class SharedModelPool(ModelPool):
-    """A worker's model clients: as `ModelPool`, but each real model's adaptive limit is the cluster's."""
+    """A worker's model clients: as `ModelPool`, but each real model's adaptive limit is the cluster's (one per
+    provider for a fleet, as fleet.providers shares them on one machine)."""
 
-    def __init__(self, limiter: Any, owner: str, *, retry: RetryPolicy, concurrency: int) -> None:
+    def __init__(self, limiter: Any, owner: str, *, retry: RetryPolicy, concurrency: int, per_provider: bool = False) -> None:
         super().__init__(retry=retry, concurrency=concurrency)
         self.limiter = limiter
         self.owner = owner
+        self.per_provider = per_provider
 
-    def client(self, ref: ModelRef) -> ModelClient:
-        key = ref.model_dump_json()
-        if key not in self._clients:
-            if ref.scripted:
-                self._clients[key] = ScriptedClient(ref)
-            else:
-                limit = SharedLimit(self.limiter, key, self.owner) if self.limiter is not None else AdaptiveLimit(self.concurrency)
-                self._clients[key] = LiteLLMClient(ref, retry=self.retry, limit=limit)  # type: ignore[arg-type]
-        return self._clients[key]
+    def limit_for(self, ref: ModelRef, key: str) -> Any:
+        if self.limiter is None:
+            return super().limit_for(ref, key)
+        return SharedLimit(self.limiter, provider_of(ref) if self.per_provider else key, self.owner)
 
 
 class CaseWorker:
@@ -80,9 +81,9 @@ class CaseWorker:
         self.budget = budget
         self.local_pool = config.cap is None and all(s.budget.usd is None and s.budget.tokens is None for s in specs.values())
         self.models = SharedModelPool(limiter, self.id, retry=RetryPolicy(attempts=max(1, config.max_retries)),
-                                      concurrency=config.concurrency)
-        source = self._source(reader) if config.replay or not config.no_cache else None
-        self.caches = {variant: self._cache(source, variant) for variant in specs}
+                                      concurrency=config.concurrency, per_provider=config.per_provider)
+        self.source = self._source(reader) if config.replay or not config.no_cache else None
+        self.caches: dict[tuple[str, str | None], Any] = {}
         self.loops: set[asyncio.Task[Any]] = set()
 
     def _source(self, reader: Any) -> Any:
@@ -94,15 +95,20 @@ class CaseWorker:
             return Ledger(c.ledger_path, readonly=True)  # same machine: read the file, no round trip
         return ActorLedger(reader) if reader is not None else None
 
-    def _cache(self, source: Any, variant: str | None) -> Any:
+    def _cache(self, batch_id: str, variant: str | None) -> Any:
+        if (batch_id, variant) not in self.caches:
+            self.caches[batch_id, variant] = self._new_cache(batch_id, variant)
+        return self.caches[batch_id, variant]
+
+    def _new_cache(self, batch_id: str, variant: str | None) -> Any:
         c = self.config
         if c.no_cache and not c.replay:
             return NoCache()
-        if source is None:
+        if self.source is None:
             return StoreOnlyCache()
         # an A/B variant never reuses the other variant's calls of its own batch (as `loopkit ab` locally)
-        variant_of = (c.batch_id, variant) if variant is not None else None
-        return LedgerCache(source, replay_batch=c.replay, variant_of=variant_of)  # type: ignore[arg-type]
+        variant_of = (batch_id, variant) if variant is not None else None
+        return LedgerCache(self.source, replay_batch=c.replay, variant_of=variant_of)  # type: ignore[arg-type]
 
     def _clients(self, ref: ModelRef) -> ModelClient:
         if self.config.replay:
@@ -117,18 +123,20 @@ class CaseWorker:
         return {"id": self.id, "host": socket.gethostname(), "pid": os.getpid(), "cwd": os.getcwd()}
 
     async def run_case(self, case: Case, repeat: int, run_id: str, state: RunState | None,
-                       variant: str | None = None) -> AsyncIterator[list[bytes] | str]:
-        """Run one case (of `variant`'s spec) from `state` (None: from its start); yield its steps (pickled
-        `Shipped`) as they commit, several at once when they queue up; REFUSED when the batch budget refused
-        its first call."""
-        spec = self.specs[variant]
+                       variant: str | None = None, key: str | None = None) -> AsyncIterator[list[bytes] | str]:
+        """Run one case (of spec `key`, by default `variant`'s) from `state` (None: from its start); yield its steps
+        (pickled `Shipped`) as they commit, several at once when they queue up; REFUSED when the batch budget
+        refused its first call."""
+        key = variant if key is None else key
+        spec = self.specs[key]
+        batch_id = self.config.batch_ids.get(key, self.config.batch_id)
         recorder = ShippingRecorder()
         budget = CaseBudget(spec.budget, PoolProxy(self.budget, run_id, cap=self.config.cap, local=self.local_pool))  # type: ignore[arg-type]
 
         async def loop() -> None:
             try:
-                await run_case(spec, case, clients=self._clients, recorder=recorder, budget=budget, cache=self.caches[variant],
-                               batch_id=self.config.batch_id, repeat=repeat, variant=variant, run_id=run_id, state=state)
+                await run_case(spec, case, clients=self._clients, recorder=recorder, budget=budget, cache=self._cache(batch_id, variant),
+                               batch_id=batch_id, repeat=repeat, variant=variant, run_id=run_id, state=state)
                 recorder.queue.put_nowait(_DONE)
             except BatchBudgetRefused:
                 recorder.queue.put_nowait(REFUSED)
@@ -175,15 +183,20 @@ class BudgetActor:
         self.pool = BatchPool(cap=cap, spent=spent)
         self.held: dict[str, list[float]] = {}
 
+    def _pool(self, owner: str) -> BatchPool | PoolChain:
+        """The pool a run's calls reserve from: the batch's, for every run."""
+        return self.pool
+
     async def reserve(self, owner: str, amount: float, timeout: float | None) -> tuple[bool | None, float | None, Any]:
         """(admitted, remaining, overrun); admitted None when `timeout` passed waiting for room."""
+        pool = self._pool(owner)
         try:
-            admitted = await self.pool.reserve(amount, timeout=timeout)
+            admitted = await pool.reserve(amount, timeout=timeout)
         except TimeoutError:
-            return None, self.pool.remaining, self.pool.overrun
+            return None, pool.remaining, pool.overrun
         if admitted:
             self.held.setdefault(owner, []).append(amount)
-        return admitted, self.pool.remaining, self.pool.overrun
+        return admitted, pool.remaining, pool.overrun
 
     def settle(self, owner: str, reserved: float, actual: float) -> None:
         held = self.held.get(owner)
@@ -192,16 +205,17 @@ class BudgetActor:
         held.remove(reserved)
         if not held:
             del self.held[owner]
-        self.pool.settle(reserved, actual)
+        self._pool(owner).settle(reserved, actual)
 
-    def set_overrun(self, overrun: dict[str, Any]) -> None:
-        self.pool.overrun = self.pool.overrun or overrun
+    def set_overrun(self, owner: str, overrun: dict[str, Any]) -> None:
+        pool = self._pool(owner)
+        pool.overrun = pool.overrun or overrun
 
     def release(self, owner: str) -> float:
         """A run's worker is gone: its calls in flight may still be billed, so each is charged its worst case."""
         charged = 0.0
         for amount in self.held.pop(owner, []):
-            self.pool.settle(amount, amount)
+            self._pool(owner).settle(amount, amount)
             charged += amount
         return charged
 
@@ -209,17 +223,63 @@ class BudgetActor:
         return {"cap": self.pool.cap, "spent": self.pool.spent, "reserved": self.pool.reserved, "held": len(self.held)}
 
 
-class LimiterActor:
-    """One `AdaptiveLimit` per model for the cluster; slots a dead worker held are freed by `forget`."""
+class FleetBudgetActor(BudgetActor):
+    """A fleet's pools (fleet.money's, unchanged) behind an actor: each run reserves from the chain of its loop's
+    shares, the day and the total, built when the driver opens the run; a new day replaces the day's pools
+    for runs opened after it (a run in flight at midnight keeps reserving against the day it started)."""
 
-    def __init__(self, concurrency: int) -> None:
+    def __init__(self, pools: dict[str, tuple[float | None, float]]) -> None:
+        super().__init__(None, 0.0)
+        self.pools: dict[str, BatchPool] = {}
+        self.chains: dict[str, PoolChain] = {}
+        self.closed: set[str] = set()  # runs ended whose last settle (sent by their worker, not the driver) is still to come
+        self.reset(pools)
+
+    def reset(self, pools: dict[str, tuple[float | None, float]]) -> None:
+        """Pools by name, as (cap, spent): new ones, or the day's anew."""
+        self.pools.update({name: BatchPool(cap=cap, spent=spent) for name, (cap, spent) in pools.items()})
+
+    def open(self, owner: str, chain: list[tuple[str, str]]) -> None:
+        """The run's chain: (the name the runner knows it by, the pool's name here), first asked first."""
+        self.chains[owner] = PoolChain([NamedPool(label, self.pools[name]) for label, name in chain])
+
+    def close(self, owner: str) -> str | None:
+        """The run ended: which pool of its chain refused it, if one did. Its chain goes once nothing of it is held."""
+        chain = self.chains.get(owner)
+        self.closed.add(owner)
+        self._forget(owner)
+        return None if chain is None else chain.refused_by
+
+    def settle(self, owner: str, reserved: float, actual: float) -> None:
+        super().settle(owner, reserved, actual)
+        self._forget(owner)
+
+    def release(self, owner: str) -> float:
+        charged = super().release(owner)
+        self._forget(owner)
+        return charged
+
+    def _forget(self, owner: str) -> None:
+        if owner in self.closed and owner not in self.held:
+            self.closed.discard(owner)
+            self.chains.pop(owner, None)
+
+    def _pool(self, owner: str) -> PoolChain:
+        return self.chains.get(owner) or PoolChain([])  # an overrun reported after its run was forgotten has no pool left to stop
+
+
+class LimiterActor:
+    """One `AdaptiveLimit` per model (or provider) for the cluster; slots a dead worker held are freed by `forget`."""
+
+    def __init__(self, concurrency: int, ceilings: dict[str, int] | None = None) -> None:
         self.concurrency = concurrency
+        self.ceilings = ceilings or {}  # a key's own ceiling (a fleet's providers), else `concurrency`
         self.limits: dict[str, AdaptiveLimit] = {}
         self.holding: dict[str, dict[str, int]] = {}  # worker → model → slots
 
     def _limit(self, key: str) -> AdaptiveLimit:
         if key not in self.limits:
-            self.limits[key] = AdaptiveLimit(self.concurrency)
+            self.limits[key] = AdaptiveLimit(self.ceilings.get(key, self.concurrency))
         return self.limits[key]
 
     async def acquire(self, key: str, owner: str) -> None:

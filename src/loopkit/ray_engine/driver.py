@@ -8,6 +8,7 @@ the batch's one `Writer`, as the asyncio engine does. Everything else of a batch
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -21,7 +22,7 @@ from ..errors import LoopkitError, UsageError
 from ..records import RunInfo, RunState, new_id
 from ..status import RunStatus
 from . import require_ray
-from .actors import BudgetActor, CaseWorker, LedgerReader, LimiterActor, WorkerConfig
+from .actors import BudgetActor, CaseWorker, FleetBudgetActor, LedgerReader, LimiterActor, WorkerConfig
 from .scheduler import DRAIN_SECONDS, REFUSED, CaseTask, Scheduler, Shipped
 
 if TYPE_CHECKING:
@@ -41,7 +42,9 @@ class RayError(LoopkitError):
 @dataclass(frozen=True)
 class Job:
     """What a batch's workers are built from: a `run` batch's one spec (variant None), or an A/B test's two
-    ("A", "B"; A's folder is the one shipped), and the batch's cap, what it already spent, and its options."""
+    ("A", "B"; A's folder is the one shipped), and the batch's cap, what it already spent, and its options.
+    A fleet's job has a spec per loop, each with its own batch (`batch_ids`), its pools by name (`pools`: the
+    budget actor is then a `FleetBudgetActor`), one limit per provider (`ceilings`), and its own folder."""
 
     specs: dict[str | None, LoopSpec]
     batch_id: str
@@ -52,6 +55,10 @@ class Job:
     max_retries: int = 6
     no_cache: bool = False
     replay: str | None = None
+    batch_ids: dict[str | None, str] = field(default_factory=dict)
+    pools: dict[str, tuple[float | None, float]] | None = None
+    ceilings: dict[str, int] | None = None
+    folder: Path | None = None  # shipped as the workers' working_dir: default, the first spec's
 
     @classmethod
     def of_batch(cls, batch: Batch) -> Job:
@@ -138,7 +145,7 @@ class RayExecutor:
         worker = await self._pick()
         worker.load += 1
         try:
-            stream = worker.actor.run_case.remote(task.case, task.repeat, task.run_id, task.state, task.variant)
+            stream = worker.actor.run_case.remote(task.case, task.repeat, task.run_id, task.state, task.variant, task.key)
             async for ref in stream:
                 item = await ref
                 yield item if item == REFUSED else [pickle.loads(b) for b in item]
@@ -180,6 +187,14 @@ def driver_side(node_id: str | None) -> dict[str, Any]:
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     return {"num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)}
+
+
+def _info(job: Job, task: CaseTask) -> RunInfo:
+    """The run's fixed facts, for a run the driver writes itself (a case whose worker kept dying)."""
+    key = task.variant if task.key is None else task.key
+    spec = job.specs[key]
+    return RunInfo(task.run_id, job.batch_ids.get(key, job.batch_id), spec.hash, spec.name, task.case.id, task.case.data, task.repeat,
+                   task.variant)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -229,27 +244,29 @@ class RayEngine:
 
     def _config(self, job: Job) -> WorkerConfig:
         specs, shipped = {}, {}
-        for variant, spec in job.specs.items():
+        for key, spec in job.specs.items():
             if spec.path is not None:
-                if self.shipped_dir is not None and spec.path.resolve().parent == self.shipped_dir:
-                    shipped[variant] = spec.path.name
+                if self.shipped_dir is not None and spec.path.resolve().is_relative_to(self.shipped_dir):
+                    shipped[key] = spec.path.resolve().relative_to(self.shipped_dir).as_posix()
                 else:
                     spec = spec.model_copy(update={"path": spec.path.resolve()})  # the workers' cwd may differ
-            specs[variant] = spec
+            specs[key] = spec
         if job.replay and self.client_mode:
             raise UsageError("--replay reads the ledger, which Ray Client workers cannot reach: run the driver on the cluster")
         ray = require_ray()
         return WorkerConfig(pickle.dumps(specs), job.batch_id, job.cap, job.concurrency, job.max_retries, job.no_cache, job.replay,
                             shipped, None if self.client_mode else str(job.ledger_path.resolve()),
-                            None if self.client_mode else ray.get_runtime_context().get_node_id())
+                            None if self.client_mode else ray.get_runtime_context().get_node_id(), job.batch_ids,
+                            per_provider=job.ceilings is not None)
 
     async def _executor(self, job: Job) -> RayExecutor:
         ray = require_ray()
         config = self._config(job)
         count = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         here = driver_side(config.driver_node)
-        budget = ray.remote(BudgetActor).options(**here).remote(job.cap, job.spent)
-        limiter = ray.remote(LimiterActor).options(**here).remote(job.concurrency)
+        budget = (ray.remote(BudgetActor).options(**here).remote(job.cap, job.spent) if job.pools is None else
+                  ray.remote(FleetBudgetActor).options(**here).remote(job.pools))
+        limiter = ray.remote(LimiterActor).options(**here).remote(job.concurrency, job.ceilings)
         reader = None
         if not self.client_mode and len([n for n in ray.nodes() if n.get("Alive")]) > 1 and (config.replay or not config.no_cache):
             reader = ray.remote(LedgerReader).options(**here).remote(config.ledger_path)
@@ -268,16 +285,21 @@ class RayEngine:
         when one ends; `commit` gets every step once, in order (the caller writes it: the driver is the
         ledger's only writer), `on_refused` each case the batch budget refused. `Batch` and the A/B runner
         both drive their cases through here."""
+        async with self.session(job, commit=commit, on_refused=on_refused) as scheduler:
+            self._scheduler = scheduler
+            await scheduler.drive(tasks)
+
+    @contextlib.asynccontextmanager
+    async def session(self, job: Job, *, commit: Callable[[Shipped], None],
+                      on_refused: Callable[[CaseTask], None] | None = None) -> AsyncIterator[Scheduler]:
+        """Ray joined (or started), the job's actors up, and a scheduler over them; all stopped at the end.
+        `run_tasks` drives it through a window; a fleet admits each case itself (`Scheduler.run`)."""
         first = job.first
-        self.connect(first.base_dir if first.path else None)
+        self.connect(job.folder or (first.base_dir if first.path else None))
         try:
             executor = await self._executor(job)
-            scheduler = Scheduler(executor, window=job.concurrency, commit=commit, on_refused=on_refused,
-                                  info=lambda t: RunInfo(t.run_id, job.batch_id, job.specs[t.variant].hash, job.specs[t.variant].name,
-                                                         t.case.id, t.case.data, t.repeat, t.variant))
-            self._scheduler = scheduler
             try:
-                await scheduler.drive(tasks)
+                yield Scheduler(executor, window=job.concurrency, commit=commit, on_refused=on_refused, info=lambda t: _info(job, t))
             finally:
                 executor.stop()
         finally:

@@ -42,7 +42,7 @@ class PoolProxy:
     @overrun.setter
     def overrun(self, value: dict[str, Any] | None) -> None:
         if value is not None and self._overrun is None and not self.local:
-            self.actor.set_overrun.remote(value)  # the whole batch stops admitting calls
+            self.actor.set_overrun.remote(self.owner, value)  # the whole batch stops admitting calls
         self._overrun = value
 
     async def reserve(self, amount: float, *, timeout: float | None = None) -> bool:

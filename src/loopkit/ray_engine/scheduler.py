@@ -49,8 +49,14 @@ class CaseTask:
     run_id: str
     state: RunState | None = None
     variant: str | None = None  # an A/B test's "A" or "B"; None in a `run` batch
-    status: RunStatus | None = None  # of the last committed step
+    key: str | None = None  # which of the workers' specs runs it (a fleet's loop); None: the variant's
+    result: RunResult | None = None  # of the last committed step
+    refused: bool = False  # the budget refused its first call: nothing of it was written
     losses: int = 0  # workers lost while running it
+
+    @property
+    def status(self) -> RunStatus | None:
+        return None if self.result is None else self.result.status
 
     @property
     def finished(self) -> bool:
@@ -122,21 +128,35 @@ class Scheduler:
             while self.running:  # asyncio.wait, not gather: cancelling this wait must not cancel the cases
                 await asyncio.wait(list(self.running))
         except asyncio.CancelledError:
-            await self._interrupt()
+            await self.interrupt()
             raise
+        if self.crash is not None:
+            raise self.crash
+
+    async def run(self, task: CaseTask) -> None:
+        """One task the caller admitted itself (a fleet picks each next case by its own limits), committed as
+        `drive` commits; `interrupt` stops it with the rest."""
+        runner = asyncio.current_task()
+        assert runner is not None
+        self.running[runner] = task
+        try:
+            await self._one(task)
+        finally:
+            self.running.pop(runner, None)
         if self.crash is not None:
             raise self.crash
 
     def _record(self, task: CaseTask, shipped: Shipped) -> None:
         self.commit(shipped)
         task.state = shipped.result.state
-        task.status = shipped.result.status
+        task.result = shipped.result
 
     async def _one(self, task: CaseTask) -> None:
         while True:
             try:
                 async for item in self.executor.run(task):
                     if item == REFUSED:
+                        task.refused = True
                         self.refused += 1
                         self.on_refused(task)
                         return
@@ -174,7 +194,7 @@ class Scheduler:
         if self.stopping and task.state is not None and not task.finished:
             self._record(task, Shipped(stopped(task, RunStatus.INTERRUPTED, StopReason.INTERRUPTED), None, [], [], None))
 
-    async def _interrupt(self) -> None:
+    async def interrupt(self) -> None:
         """Stop every worker's cases, drain their last steps (a second Ctrl-C cuts this short), and mark
         each run still without a final step `interrupted`."""
         self.stopping = True
