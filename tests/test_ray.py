@@ -291,6 +291,51 @@ def test_address_without_the_ray_engine_is_a_usage_error(cli, write_spec):
     assert proc.returncode == 2 and "--engine ray" in proc.stderr
 
 
+def test_an_address_where_nothing_listens_is_one_line_before_anything_is_recorded(cli, write_spec, tmp_path):
+    """Ray itself retries a dead address for minutes; loopkit answers at once, and records no batch."""
+    import socket
+
+    pytest.importorskip("ray")
+    from test_fleet import write_fleet, write_loop
+
+    with socket.socket() as probe:  # a port nothing listens on once the probe closes
+        probe.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{probe.getsockname()[1]}"
+    write_spec(SPEC.format(replies='["x"]', extra=""))
+    cases(tmp_path, 2)
+    write_loop(tmp_path, "triage", ["yes"])
+    write_fleet(tmp_path, "budget: {usd_per_day: 1}\nloops:\n  - {spec: triage.yaml}\n")
+    for args in (["run", "spec.yaml"], ["fleet", "run", "fleet.yaml"]):
+        proc = cli(*args, "--engine", "ray", "--address", dead)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().startswith(f"error: --address {dead}: could not join Ray: nothing answers there")
+    assert rows(tmp_path / "ledger.db", "select count(*) from batches") == [(0,)]
+
+
+def test_the_folder_shipped_holds_every_spec_unless_that_means_the_whole_disk_or_home(tmp_path, monkeypatch):
+    """With --address one folder is shipped: for a fleet file in examples/ whose loops are in ../loops, their
+    parent, so every spec keeps its relative path on the workers; never `/` or a folder holding home."""
+    from test_fleet import write_loop
+
+    from loopkit.fleet.load import load_fleet
+    from loopkit.fleet.runner import FleetRun
+    from loopkit.ledger import Ledger
+    from loopkit.ray_engine.driver import common_folder
+
+    monkeypatch.setenv("HOME", "/nonexistent/home/me")
+    (tmp_path / "examples").mkdir()
+    (tmp_path / "loops").mkdir()
+    write_loop(tmp_path / "loops", "triage", ["yes"])
+    (tmp_path / "examples" / "fleet.yaml").write_text("budget: {usd_per_day: 1}\nloops:\n  - {spec: ../loops/triage.yaml}\n")
+    fleet = FleetRun(load_fleet(tmp_path / "examples" / "fleet.yaml"), Ledger(tmp_path / "ledger.db"))
+    assert fleet.shipped_folder == tmp_path.resolve()
+    assert common_folder([tmp_path / "loops"]) == (tmp_path / "loops").resolve()
+    assert common_folder([Path("/srv/a"), Path("/opt/b")]) == Path("/srv/a")
+    monkeypatch.setenv("HOME", str(tmp_path / "home" / "me"))
+    assert common_folder([tmp_path / "home" / "me" / "a", tmp_path / "home" / "me" / "b"]) == (tmp_path / "home" / "me" / "a").resolve()
+    assert common_folder([]) is None
+
+
 # --- a real local Ray -----------------------------------------------------------------------------------
 
 SPEC = """\

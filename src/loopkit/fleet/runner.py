@@ -17,6 +17,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from ..batch import Batch, BatchOptions, _run_until_interrupted
@@ -122,6 +123,13 @@ class FleetRun:
         self.total.spent = rows.spend(self.ledger, self._batch_ids())
         self._new_day(self.clock.now())
         rows.set_fleet_status(self.ledger, self.fleet_id, "running")
+
+    @property
+    def shipped_folder(self) -> Path | None:
+        """What Ray ships with --address: one folder holding the fleet file and every loop's spec."""
+        from ..ray_engine.driver import common_folder
+
+        return common_folder([self.fleet.path.parent, *(plan.spec.base_dir for plan in self.fleet.loops)])
 
     def _batch_ids(self) -> list[str]:
         return [lr.batch.batch_id for lr in self.loops]
@@ -324,7 +332,7 @@ class FleetRun:
 
     def run(self) -> FleetResult:
         if self.options.engine is not None:  # a bad address fails before anything is recorded
-            self.options.engine.connect(self.fleet.path.parent)
+            self.options.engine.connect(self.shipped_folder)
         try:
             self.prepare()
         except BaseException:

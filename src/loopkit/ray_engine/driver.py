@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import pickle
+import socket
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,7 @@ class RayError(LoopkitError):
 @dataclass(frozen=True)
 class Job:
     """What a batch's workers are built from: a `run` batch's one spec (variant None), or an A/B test's two
-    ("A", "B"; A's folder is the one shipped), and the batch's cap, what it already spent, and its options.
+    ("A", "B"), and the batch's cap, what it already spent, and its options.
     A fleet's job has a spec per loop, each with its own batch (`batch_ids`), its pools by name (`pools`: the
     budget actor is then a `FleetBudgetActor`), one limit per provider (`ceilings`), and its own folder."""
 
@@ -58,17 +59,17 @@ class Job:
     batch_ids: dict[str | None, str] = field(default_factory=dict)
     pools: dict[str, tuple[float | None, float]] | None = None
     ceilings: dict[str, int] | None = None
-    folder: Path | None = None  # shipped as the workers' working_dir: default, the first spec's
+    folder: Path | None = None  # shipped as the workers' working_dir: default, the one holding every spec
+
+    @property
+    def shipped_folder(self) -> Path | None:
+        return self.folder or common_folder(spec.base_dir for spec in self.specs.values() if spec.path is not None)
 
     @classmethod
     def of_batch(cls, batch: Batch) -> Job:
         o = batch.options
         return cls({None: batch.spec}, batch.batch_id, batch.ledger.path, batch.pool.cap, batch.pool.spent, o.concurrency,
                    o.max_retries, o.no_cache, o.replay)
-
-    @property
-    def first(self) -> LoopSpec:
-        return next(iter(self.specs.values()))
 
 
 @dataclass
@@ -197,6 +198,29 @@ def _info(job: Job, task: CaseTask) -> RunInfo:
                    task.variant)
 
 
+def _check_reachable(address: str) -> None:
+    """Fail at once when nothing listens at HOST:PORT: Ray itself retries a dead address for minutes."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # `auto`, or a form Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as exc:
+        raise RayError(f"--address {address}: could not join Ray: nothing answers there ({exc.strerror or exc})") from None
+
+
+def common_folder(folders: Iterable[Path]) -> Path | None:
+    """The folder to ship for specs in `folders`: the deepest holding them all, so their relative paths hold on
+    the workers; when that is the filesystem root or holds the home folder (far too much to ship), the first
+    one alone, and specs outside it are read by absolute path."""
+    resolved = [folder.resolve() for folder in folders]
+    if not resolved:
+        return None
+    common = Path(os.path.commonpath(resolved))
+    too_wide = common == Path(common.anchor) or Path.home().resolve().is_relative_to(common)
+    return resolved[0] if too_wide else common
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[-1] if text else type(exc).__name__
@@ -230,6 +254,7 @@ class RayEngine:
                 ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, **quiet)
                 self._started = True
             else:
+                _check_reachable(self.address)
                 ray.init(address=self.address, **quiet)
             if "runtime_env" in quiet:
                 self.shipped_dir = spec_dir.resolve()  # type: ignore[union-attr]
@@ -294,8 +319,7 @@ class RayEngine:
                       on_refused: Callable[[CaseTask], None] | None = None) -> AsyncIterator[Scheduler]:
         """Ray joined (or started), the job's actors up, and a scheduler over them; all stopped at the end.
         `run_tasks` drives it through a window; a fleet admits each case itself (`Scheduler.run`)."""
-        first = job.first
-        self.connect(job.folder or (first.base_dir if first.path else None))
+        self.connect(job.shipped_folder)
         try:
             executor = await self._executor(job)
             try:

@@ -53,7 +53,7 @@ class RayFleet:
         first = fleet.loops[0].batch
         return Job(specs, first.batch_id, fleet.ledger.path, budget.total_usd or budget.usd_per_day, 0.0, DEFAULT_CONCURRENCY,
                    fleet.options.max_retries, fleet.options.no_cache, batch_ids=batch_ids, pools=_states(fleet.pools()),
-                   ceilings=dict(fleet.limits), folder=fleet.fleet.path.parent)
+                   ceilings=dict(fleet.limits), folder=fleet.shipped_folder)
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[RayFleet]:
