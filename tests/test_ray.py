@@ -634,7 +634,9 @@ def test_a_fleet_on_ray_runs_each_case_once_within_its_share_across_a_lost_worke
     result = run(path, ledger, engine=engine_for("ray"))
     assert marker.exists()  # a worker really was killed
     assert loop_spend(ledger, "capped") <= 0.06
-    assert 0 < len(loop_runs(ledger, "capped")) < 10
+    # The killed worker's calls count against the share but never reach the ledger: when it held both of the
+    # provider's slots, what was left of the share may not admit even the rerun, so `capped` can record none.
+    assert len(loop_runs(ledger, "capped")) < 10
     assert [r["status"] for r in loop_runs(ledger, "other")] == ["passed"] * 4
     per_case = rows(tmp_path / "ledger.db", "SELECT batch_id, case_id, COUNT(*) FROM runs GROUP BY batch_id, case_id")
     assert per_case and all(n == 1 for *_, n in per_case)
