@@ -656,6 +656,29 @@ def test_a_fleet_on_ray_runs_each_case_once_within_its_share_across_a_lost_worke
         == other_calls
 
 
+def test_a_fleet_joining_a_cluster_ships_the_folder_holding_its_file_and_its_loops(ray_cluster, cli_proc, tmp_path,
+                                                                                  tmp_path_factory):
+    """The fleet file is in examples/ and its loop in ../loops/: a driver joining the cluster (--address) ships
+    their parent, so the loop's python checker runs from the shipped copy (its `__file__` says where)."""
+    (tmp_path / "examples").mkdir()
+    loops = tmp_path / "loops"
+    loops.mkdir()
+    (loops / "checks.py").write_text("def where(output, case):\n    return (1.0, True, __file__)\n")
+    (loops / "cases.jsonl").write_text('{"id": "a"}\n{"id": "b"}\n')
+    (loops / "where.yaml").write_text(
+        "name: where\nmodel: {id: loopkit/scripted, replies: [ok], price: {input_per_mtok: 1, output_per_mtok: 1}}\n"
+        "params: {max_tokens: 5}\ntask: {prompt: 'Say ok'}\ninputs: cases.jsonl\n"
+        "checkers: [{name: where, type: python, function: checks.py:where}]\n")
+    (tmp_path / "examples" / "fleet.yaml").write_text("budget: {total_usd: 1}\nloops:\n  - {spec: ../loops/where.yaml}\n")
+    db = tmp_path_factory.mktemp("ledger") / "ledger.db"  # outside the shipped folder
+    proc = cli_proc("fleet", "run", "examples/fleet.yaml", "--engine", "ray", "--address", ray_cluster,
+                    env={"LOOPKIT_LEDGER": str(db)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    files = [Path(f) for (f,) in rows(db, "SELECT feedback FROM checks")]
+    assert len(files) == 2 and all(f.name == "checks.py" and f.parent.name == "loops" for f in files)
+    assert not any(f.is_relative_to(tmp_path.resolve()) for f in files)  # the shipped copy ran, not the original
+
+
 def test_a_fleet_on_ray_gives_people_only_the_days_minutes_and_the_model_escalation_the_rest(ray_cluster, tmp_path):
     """The reviewer gate stays at the driver and the loop's spec without people is shipped to the workers:
     as on one machine, two hand-offs fit the day's 20 minutes and the other cases take the model's road."""
