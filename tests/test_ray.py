@@ -302,10 +302,11 @@ def test_an_address_where_nothing_listens_is_one_line_before_anything_is_recorde
         probe.bind(("127.0.0.1", 0))
         dead = f"127.0.0.1:{probe.getsockname()[1]}"
     write_spec(SPEC.format(replies='["x"]', extra=""))
+    write_spec(SPEC.format(replies='["y"]', extra=""), name="b.yaml")
     cases(tmp_path, 2)
     write_loop(tmp_path, "triage", ["yes"])
     write_fleet(tmp_path, "budget: {usd_per_day: 1}\nloops:\n  - {spec: triage.yaml}\n")
-    for args in (["run", "spec.yaml"], ["fleet", "run", "fleet.yaml"]):
+    for args in (["run", "spec.yaml"], ["ab", "spec.yaml", "b.yaml"], ["fleet", "run", "fleet.yaml"]):
         proc = cli(*args, "--engine", "ray", "--address", dead)
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.strip().startswith(f"error: --address {dead}: could not join Ray: nothing answers there")

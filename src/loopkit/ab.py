@@ -146,8 +146,8 @@ class ABTest:
         self._remote: dict[str, tuple[_Unit, int, str]] = {}  # run id → its case, repeat and variant, while on the engine
 
     def prepare(self) -> int:
-        """Everything that can fail before a call is paid for: both variants' prompts on every case, keys.
-        Then the schedule: the cases in their seeded shuffled order."""
+        """Everything that can fail before a call is paid for: both variants' prompts on every case, keys, the
+        engine's cluster. Then the schedule: the cases in their seeded shuffled order."""
         for spec in self.specs.values():
             validate_budget(spec, extra_cap=self.pool.cap)  # the shared cap covers both variants' calls
             check_cases(spec, self.inputs)
@@ -159,6 +159,8 @@ class ABTest:
         self.units = [_Unit(case, 2 * self.options.repeat) for case in cases]
         self.monitor = SequentialMonitor(alpha=self.options.alpha, target_n=len(cases), margin=self.options.margin)
         self.progress.total = 2 * self.options.repeat * len(cases)
+        if self.engine is not None:
+            self.engine.connect_for(self.specs.values())  # a bad --address fails before the batch is recorded
         return len(cases)
 
     def _advance(self) -> None:

@@ -196,7 +196,7 @@ class Batch:
         return None if self.options.no_cache else LedgerCache(self.writer or self.ledger)
 
     def prepare(self) -> int:
-        """Everything that can fail before a call is paid for: inputs, prices, keys."""
+        """Everything that can fail before a call is paid for: inputs, prices, keys, the engine's cluster."""
         validate_budget(self.spec, extra_cap=self.options.max_usd)  # --model and --max-usd are only known here
         self.spec = with_history(self.spec, self.ledger)  # what the ledger says of `cheapest:` options, read once
         count = check_cases(self.spec, self.inputs)
@@ -205,6 +205,8 @@ class Batch:
         if not self.options.replay:
             for _, model in self.spec.models():
                 self.models.client(model)  # an unknown model or a missing key fails here, before any call
+        if self.engine is not None:
+            self.engine.connect_for([self.spec])  # a bad --address fails before the batch is recorded
         return count
 
     async def _run_one(self, case: Case, repeat: int, *, run_id: str | None = None, state: RunState | None = None) -> RunResult | None:

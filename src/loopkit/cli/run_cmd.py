@@ -120,8 +120,6 @@ def run(
         batch = Batch(loop_spec, store, options, argv=sys.argv[1:], tags=_tags(tag), on_progress=on_progress)
         batch.engine = runner
         try:
-            if runner is not None:
-                runner.connect(loop_spec.base_dir)  # a bad --address fails before the batch is recorded
             result = batch.run()
         except KeyboardInterrupt:
             if not batch.batch_id:  # stopped while checking the cases and models: nothing ran, nothing was paid

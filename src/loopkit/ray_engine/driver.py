@@ -63,7 +63,7 @@ class Job:
 
     @property
     def shipped_folder(self) -> Path | None:
-        return self.folder or common_folder(spec.base_dir for spec in self.specs.values() if spec.path is not None)
+        return self.folder or specs_folder(self.specs.values())
 
     @classmethod
     def of_batch(cls, batch: Batch) -> Job:
@@ -221,6 +221,11 @@ def common_folder(folders: Iterable[Path]) -> Path | None:
     return resolved[0] if too_wide else common
 
 
+def specs_folder(specs: Iterable[LoopSpec]) -> Path | None:
+    """The folder `--address` ships for these specs (see `common_folder`)."""
+    return common_folder(spec.base_dir for spec in specs if spec.path is not None)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[-1] if text else type(exc).__name__
@@ -261,6 +266,11 @@ class RayEngine:
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise RayError(f"--address {self.address}: could not join Ray: {_first_line(exc)}" if self.address
                            else f"could not start a local Ray: {_first_line(exc)}") from None
+
+    def connect_for(self, specs: Iterable[LoopSpec]) -> None:
+        """`connect` before anything is recorded (a bad address is exit 2 with the ledger untouched), shipping
+        the folder that holds `specs`."""
+        self.connect(specs_folder(specs))
 
     def close(self) -> None:
         if self._started:
