@@ -91,7 +91,7 @@ class BatchResult:
 def check_cases(spec: LoopSpec, inputs: Inputs) -> int:
     """Read every case and render its prompt once, so a broken case stops the batch before any call."""
     count = 0
-    for count, case in enumerate(inputs, start=1):
+    for count, case in enumerate(inputs.checked(), start=1):
         try:
             render(spec.task.prompt, case=case.data)
             if spec.task.system:
