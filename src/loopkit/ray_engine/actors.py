@@ -124,10 +124,9 @@ class CaseWorker:
 
     async def run_case(self, case: Case, repeat: int, run_id: str, state: RunState | None,
                        variant: str | None = None, key: str | None = None) -> AsyncIterator[list[bytes] | str]:
-        """Run one case (of spec `key`, by default `variant`'s) from `state` (None: from its start); yield its steps
-        (pickled `Shipped`) as they commit, several at once when they queue up; REFUSED when the batch budget
-        refused its first call."""
-        key = variant if key is None else key
+        """Run one case of spec `key` (`CaseTask.spec_key`) as `variant` from `state` (None: from its start); yield
+        its steps (pickled `Shipped`) as they commit, several at once when they queue up; REFUSED when the batch
+        budget refused its first call."""
         spec = self.specs[key]
         batch_id = self.config.batch_ids.get(key, self.config.batch_id)
         recorder = ShippingRecorder()

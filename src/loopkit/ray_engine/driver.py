@@ -146,7 +146,7 @@ class RayExecutor:
         worker = await self._pick()
         worker.load += 1
         try:
-            stream = worker.actor.run_case.remote(task.case, task.repeat, task.run_id, task.state, task.variant, task.key)
+            stream = worker.actor.run_case.remote(task.case, task.repeat, task.run_id, task.state, task.variant, task.spec_key)
             async for ref in stream:
                 item = await ref
                 yield item if item == REFUSED else [pickle.loads(b) for b in item]
@@ -192,9 +192,8 @@ def driver_side(node_id: str | None) -> dict[str, Any]:
 
 def _info(job: Job, task: CaseTask) -> RunInfo:
     """The run's fixed facts, for a run the driver writes itself (a case whose worker kept dying)."""
-    key = task.variant if task.key is None else task.key
-    spec = job.specs[key]
-    return RunInfo(task.run_id, job.batch_ids.get(key, job.batch_id), spec.hash, spec.name, task.case.id, task.case.data, task.repeat,
+    spec = job.specs[task.spec_key]
+    return RunInfo(task.run_id, job.batch_ids.get(task.spec_key, job.batch_id), spec.hash, spec.name, task.case.id, task.case.data, task.repeat,
                    task.variant)
 
 

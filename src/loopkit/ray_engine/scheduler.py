@@ -55,6 +55,11 @@ class CaseTask:
     losses: int = 0  # workers lost while running it
 
     @property
+    def spec_key(self) -> str | None:
+        """Which of the job's specs runs it: the fleet loop's `key`, else the variant's (None in a `run` batch)."""
+        return self.variant if self.key is None else self.key
+
+    @property
     def status(self) -> RunStatus | None:
         return None if self.result is None else self.result.status
 
