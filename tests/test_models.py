@@ -143,3 +143,21 @@ def test_ollama_needs_no_key_and_an_unroutable_model_is_refused_before_any_call(
     assert LiteLLMClient(ModelRef(id="ollama/llama3")).ref.id == "ollama/llama3"  # localhost by default, no key
     with pytest.raises(UsageError, match="did you mean `gpt-4o-mini`"):
         LiteLLMClient(ModelRef(id="gpt-4o-mimi"))
+
+
+def test_a_provider_request_litellm_built_but_a_cancel_never_sent_is_not_reported_as_never_awaited():
+    """Ctrl-C between litellm building a provider's request coroutine and awaiting it left a warning on stderr."""
+    import subprocess
+    import sys
+
+    code = (
+        "import gc\n"
+        "from loopkit.models import litellm\n"
+        "litellm()\n"
+        "class OpenAIChatCompletion:\n    async def acompletion(self): pass\n"
+        "class Mine:\n    async def work(self): pass\n"
+        "OpenAIChatCompletion().acompletion(); Mine().work(); gc.collect()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "'OpenAIChatCompletion.acompletion' was never awaited" not in done.stderr
+    assert "'Mine.work' was never awaited" in done.stderr  # our own bugs still show

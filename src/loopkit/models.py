@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -136,6 +137,11 @@ def litellm() -> Any:
         module.suppress_debug_info = True
         module.disable_hf_tokenizer_download = True
         module.telemetry = False
+        # litellm.acompletion builds the provider's request coroutine in a thread, then awaits it; a call
+        # cancelled (Ctrl-C) in between leaves that coroutine unstarted: nothing was sent, but Python
+        # would print "never awaited" over the user's clean interrupt message.
+        warnings.filterwarnings("ignore", message=r"coroutine '\w+\.acompletion' was never awaited",
+                                category=RuntimeWarning)
         _litellm_module = module
     return _litellm_module
 
