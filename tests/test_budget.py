@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from fake_llm import Reply
-from loopkit.budget import BatchPool, BudgetStop, CaseBudget, worst_case_tokens
+from loopkit.budget import BatchPool, BudgetStop, CaseBudget, Prompt, worst_case_call, worst_case_tokens
 from loopkit.prices import TokenPrice
 from loopkit.spec import Budget
 
@@ -40,6 +40,53 @@ def test_token_and_seconds_caps():
     with pytest.raises(BudgetStop) as stop:
         asyncio.run(CaseBudget(Budget(seconds=1), elapsed_before=2).reserve(None, 1, 1))
     assert stop.value.reason == "budget_seconds"
+
+
+class CountedPrompt:
+    """A Prompt whose exact count records that it was taken."""
+
+    def __init__(self, bound: int, exact: int) -> None:
+        self.taken = 0
+
+        def count() -> int:
+            self.taken += 1
+            return exact
+        self.prompt = Prompt(bound, count)
+
+
+def test_a_bound_that_fits_is_reserved_without_counting_and_the_count_is_taken_when_it_does_not():
+    async def scenario() -> None:
+        far = CountedPrompt(4_000, 1_000)
+        budget = CaseBudget(Budget(usd=1.0))
+        reserved = await budget.reserve(PRICE, far.prompt, 100)
+        assert far.taken == 0 and reserved.usd == worst_case_call(PRICE, 4_000, 100).usd
+        budget.settle(reserved, 0.001, 1_100)
+        exact_usd = worst_case_call(PRICE, 1_000, 100).usd
+        assert exact_usd is not None
+        near = CountedPrompt(4_000, 1_000)
+        tight = CaseBudget(Budget(usd=exact_usd))
+        assert (await tight.reserve(PRICE, near.prompt, 100)).usd == exact_usd and near.taken == 1
+
+    asyncio.run(scenario())
+
+
+def test_a_bound_refused_by_a_stale_view_of_the_batch_pool_is_retried_with_the_exact_count():
+    class StalePool(BatchPool):
+        """A Ray worker's view: the room it saw last, while other workers spent most of it."""
+
+        @property
+        def remaining(self) -> float | None:
+            return 1.0
+
+    async def scenario() -> None:
+        exact_usd = worst_case_call(PRICE, 1_000, 100).usd
+        assert exact_usd is not None
+        pool = StalePool(cap=exact_usd)
+        prompt = CountedPrompt(4_000, 1_000)
+        assert (await CaseBudget(Budget(), pool).reserve(PRICE, prompt.prompt, 100)).usd == exact_usd
+        assert prompt.taken == 1 and pool.reserved == exact_usd
+
+    asyncio.run(scenario())
 
 
 def test_the_batch_pool_waits_for_calls_in_flight_to_settle_before_it_refuses():

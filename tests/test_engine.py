@@ -10,7 +10,8 @@ from loopkit.budget import BatchPool, CaseBudget
 from loopkit.engine import BatchBudgetRefused, run_case
 from loopkit.inputs import Case
 from loopkit.models import ModelPool
-from loopkit.spec import parse_spec
+from loopkit.spec import Budget, parse_spec
+from loopkit.status import RunStatus
 
 
 def run(spec_text: str, recorder, case: dict | None = None, **kw):
@@ -192,6 +193,7 @@ def test_a_per_case_usd_cap_of_two_calls_worth_makes_exactly_two_calls(recorder)
     from loopkit.budget import worst_case_tokens
     from loopkit.models import count_tokens
     from loopkit.prices import known_price
+    from loopkit.prices import known_price
 
     text = """
 model: {id: loopkit/scripted, replies: ["same-length-1", "same-length-2", "same-length-3"], price: {input_per_mtok: 1000, output_per_mtok: 2000}}
@@ -314,8 +316,28 @@ def test_no_prompt_is_counted_when_no_cap_applies(recorder):
 
 
 @pytest.mark.parametrize("cap", ["budget: {usd: 1.0}\n", "budget: {tokens: 10000}\n", "batch"])
-def test_every_prompt_is_counted_when_a_cap_applies(recorder, cap):
+def test_far_from_a_cap_a_prompt_is_reserved_by_its_bytes_without_the_tokenizer(recorder, cap):
     if cap == "batch":
-        assert _counted_run(PRICED, recorder, lambda s: CaseBudget(s.budget, BatchPool(cap=1.0))) == 2
+        assert _counted_run(PRICED, recorder, lambda s: CaseBudget(s.budget, BatchPool(cap=1.0))) == 0
     else:
-        assert _counted_run(PRICED + cap, recorder, lambda s: CaseBudget(s.budget)) == 2
+        assert _counted_run(PRICED + cap, recorder, lambda s: CaseBudget(s.budget)) == 0
+    assert len(recorder.calls) == 2 and not recorder.events
+
+
+@pytest.mark.parametrize("cap", ["tokens", "usd", "batch"])
+def test_near_a_cap_the_prompt_is_counted_so_a_call_that_fits_is_not_refused(recorder, cap):
+    from loopkit.budget import prompt_bytes, worst_case_call
+    from loopkit.models import count_tokens
+    from loopkit.prices import known_price
+
+    x = "7" * 400
+    spec = parse_spec(PRICED.replace('replies: ["{{ case.x }}", ', "replies: ["))
+    opening = [{"role": "user", "content": f"Double {x}."}]
+    exact = worst_case_call(known_price(spec.model), count_tokens(spec.model, opening), 50)
+    assert worst_case_call(known_price(spec.model), prompt_bytes(opening), 50).tokens > exact.tokens  # the bound would not fit
+    budget = {"tokens": Budget(tokens=exact.tokens), "usd": Budget(usd=exact.usd), "batch": Budget()}[cap]
+    client = CountingClient(ModelPool().client(spec.model))
+    result = asyncio.run(run_case(spec, Case("c1", {"x": x}), clients=lambda ref: client, recorder=recorder,
+                                  budget=CaseBudget(budget, BatchPool(cap=exact.usd if cap == "batch" else None))))
+    assert result.status == RunStatus.PASSED and len(recorder.calls) == 1
+    assert client.counted == 1

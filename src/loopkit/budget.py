@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -53,6 +53,21 @@ def worst_case_tokens(prompt_tokens: int, max_tokens: int | None) -> tuple[int, 
     """(prompt, completion) tokens a call can at most be billed for."""
     padded = -(-prompt_tokens * (100 + PROMPT_MARGIN_PERCENT) // 100)  # integer ceil: no float rounding
     return padded + PROMPT_PAD, int(max_tokens or 0)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A prompt's tokens for a reservation. Its UTF-8 bytes bound them for free; counting them with the
+    model's tokenizer costs far more per call (and hands the GIL to other threads). The bound is reserved
+    when it fits at once; the exact count is taken only near a cap, so a call that fits is never refused."""
+
+    bound: int
+    count: Callable[[], int]
+
+    @classmethod
+    def of(cls, messages: list[dict[str, str]], count: Callable[[], int], *, extra: int = 0) -> Prompt:
+        """`messages` with plain-text contents; `extra` tokens (images) are added to both figures."""
+        return cls(prompt_bytes(messages) + extra, lambda: count() + extra)
 
 
 @dataclass(frozen=True)
@@ -231,9 +246,28 @@ class CaseBudget:
         except TimeoutError:
             raise self._out_of_time(doing) from None
 
-    async def reserve(self, price: TokenPrice | None, prompt_tokens: int, max_tokens: int | None, *,
+    def _fits_at_once(self, call: CallWorstCase) -> bool:
+        """Whether `call` is within the case's caps and the pool's room now: admitted without waiting."""
+        b, usd, room = self.budget, call.usd or 0.0, self.pool.remaining
+        return ((b.tokens is None or self.spent_tokens + call.tokens <= b.tokens)
+                and (b.usd is None or self.spent_usd + usd <= b.usd + EPSILON) and (room is None or usd <= room))
+
+    async def reserve(self, price: TokenPrice | None, prompt: int | Prompt, max_tokens: int | None, *,
                       model: str = "") -> Reservation:
-        """Claim the worst case of one call or raise BudgetStop; nothing is claimed on refusal."""
+        """Claim the worst case of one call or raise BudgetStop; nothing is claimed on refusal. A `Prompt`
+        is counted exactly only when its bound does not fit at once (or, on Ray, the batch's room seen
+        last was stale and the bound was refused)."""
+        if isinstance(prompt, int):
+            return await self._reserve(price, prompt, max_tokens, model)
+        if self._fits_at_once(worst_case_call(price, prompt.bound, max_tokens)):
+            try:
+                return await self._reserve(price, prompt.bound, max_tokens, model)
+            except BudgetStop as stop:
+                if stop.reason != StopReason.BUDGET_TOTAL_USD or self.pool.overrun is not None:
+                    raise
+        return await self._reserve(price, prompt.count(), max_tokens, model)
+
+    async def _reserve(self, price: TokenPrice | None, prompt_tokens: int, max_tokens: int | None, model: str) -> Reservation:
         b = self.budget
         if self.time_left() == 0.0:
             raise self._out_of_time(f"after {self.elapsed:.1f}s, before the next call")
@@ -309,7 +343,8 @@ class WorstCase:
     unbounded: list[str] = field(default_factory=list)
 
 
-def _bytes(messages: list[dict[str, str]]) -> int:
+def prompt_bytes(messages: list[dict[str, str]]) -> int:
+    """An upper bound on the prompt tokens of plain-text messages, without a tokenizer."""
     return sum(len((m.get("content") or "").encode()) + MESSAGE_OVERHEAD for m in messages) + REPLY_PRIMING
 
 
@@ -342,7 +377,7 @@ def worst_case_per_case(spec: LoopSpec, cases: Iterable[Case] | None = None) -> 
     rows = Inputs(spec.inputs, base_dir=spec.base_dir) if cases is None else cases
     longest: tuple[int, str | None, dict[str, Any]] = (-1, None, {})
     for c in rows:
-        size = _bytes(_opening(spec, c.data))
+        size = prompt_bytes(_opening(spec, c.data))
         if size > longest[0]:
             longest = (size, c.id, c.data)
     _, case_id, case = longest
@@ -363,8 +398,8 @@ def worst_case_per_case(spec: LoopSpec, cases: Iterable[Case] | None = None) -> 
     n = spec.stop.max_iterations
     for k in range(n):
         earlier = k if spec.task.memory == "conversation" else min(k, 1)
-        worker = [worst_case_call(known_price(m), _bytes(opening) + earlier * turn, max_tokens(m)) for m in ladder]
-        judged = [worst_case_call(known_price(m), _bytes(judge_messages(j, prompt, "")) + reply, max_tokens(m))
+        worker = [worst_case_call(known_price(m), prompt_bytes(opening) + earlier * turn, max_tokens(m)) for m in ladder]
+        judged = [worst_case_call(known_price(m), prompt_bytes(judge_messages(j, prompt, "")) + reply, max_tokens(m))
                   for j in judges for m in [j.model or spec.model]]
         tokens += max(w.tokens for w in worker) + sum(j.tokens for j in judged)
         usd += max(w.usd or 0.0 for w in worker) + sum(j.usd or 0.0 for j in judged)

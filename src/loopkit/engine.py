@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .agents import AgentWorker
-from .budget import BudgetStop, CaseBudget, Reservation
+from .budget import BudgetStop, CaseBudget, Prompt, Reservation
 from .cache import CallCache, NoCache, cache_key
 from .cheapest import escalation_action
 from .checkers import CheckContext, CheckerError, CheckResult, run_checker
@@ -151,9 +151,10 @@ class Loop:
         completion = self.cache.lookup(key)
         reservation: Reservation | None = None
         if completion is None or self.cache.charges_budget:
-            # the prompt is counted only to reserve its worst case against a cap; without one it costs nothing
-            prompt_tokens = client.count_tokens(countable(messages, tools)) if self.budget.capped else 0
-            reservation = await self.budget.reserve(client.price, prompt_tokens, params.get("max_tokens"), model=model.label)
+            # the prompt's size matters only to reserve its worst case against a cap; without one it costs nothing
+            counted = countable(messages, tools)
+            prompt = Prompt.of(counted, lambda: client.count_tokens(counted)) if self.budget.capped else 0
+            reservation = await self.budget.reserve(client.price, prompt, params.get("max_tokens"), model=model.label)
         if completion is None:
             try:  # retries and their back-off included, cut at the case's deadline
                 completion = await self.budget.within_deadline(client.complete(messages, params, variables), f"calling {model.label}")

@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..budget import BudgetStop, CaseBudget, Reservation
+from ..budget import BudgetStop, CaseBudget, Prompt, Reservation
 from ..cache import cache_key
 from ..models import Completion, ModelCallError, ModelClient
 from ..records import CallRecord, EventRecord, new_id
@@ -105,11 +105,10 @@ def _images(messages: list[dict[str, Any]]) -> int:
                for p in m["content"] if isinstance(p, dict) and "image" in str(p.get("type")))
 
 
-def prompt_tokens(client: ModelClient, messages: list[dict[str, Any]], tools: Any) -> int:
-    """A request's prompt as the budget estimates it: its text (and its tools' schemas) by the client's
-    counter, plus IMAGE_TOKENS per image."""
+def prompt_size(client: ModelClient, messages: list[dict[str, Any]], tools: Any) -> Prompt:
+    """A request's prompt as the budget sizes it: its text (and its tools' schemas), plus IMAGE_TOKENS per image."""
     counted = flat_messages(messages) + ([{"role": "system", "content": json.dumps(tools)}] if tools else [])
-    return client.count_tokens(counted) + IMAGE_TOKENS * _images(messages)
+    return Prompt.of(counted, lambda: client.count_tokens(counted), extra=IMAGE_TOKENS * _images(messages))
 
 
 def _max_tokens(body: dict[str, Any], cap: int | None) -> int | None:
@@ -197,8 +196,8 @@ class Meter:
             if self.stop is not None:
                 raise self._refusal()
             try:
-                counted = prompt_tokens(ctx.client, messages, params.get("tools")) if ctx.budget.capped else 0
-                reservation = await ctx.budget.reserve(ctx.client.price, counted, max_tokens, model=ctx.model.label)
+                prompt = prompt_size(ctx.client, messages, params.get("tools")) if ctx.budget.capped else 0
+                reservation = await ctx.budget.reserve(ctx.client.price, prompt, max_tokens, model=ctx.model.label)
             except BudgetStop as stop:
                 raise self._stopping(stop) from None
             sent = flat_messages(messages) if ctx.model.scripted else messages

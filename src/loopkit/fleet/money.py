@@ -58,7 +58,7 @@ class PoolChain:
             for p in self.pools:
                 if not await p.pool.reserve(amount, timeout=timeout):
                     self.refused += 1
-                    self.refused_by = self.refused_by or p.name
+                    self.refused_by = p.name  # the last refusal decides: an earlier one may have been retried
                     for held in claimed:
                         held.settle(amount, 0.0)
                     return False
