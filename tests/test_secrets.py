@@ -193,3 +193,32 @@ def test_a_key_in_a_checkers_output_or_a_reply_is_neither_stored_nor_sent_back(
         assert secret not in done.stdout + shown.stdout + done.stderr + shown.stderr
         for name, data in _files_under(tmp_path).items():
             assert secret.encode() not in data, f"{secret} written to {name}"
+
+
+def test_skipping_the_key_patterns_on_texts_without_their_marks_changes_no_result():
+    """`scrub` runs its key-shape patterns only on texts holding a substring they need; checked against
+    running them always, on texts built from the patterns' own pieces and the letters `re` folds together."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from loopkit import redact
+
+    def always(text: str) -> str:
+        return redact._HEADER_PATTERN.sub(redact._mask_header, redact._KEY_PATTERN.sub(MASK, text))
+
+    pieces = st.sampled_from(["sk-", "pk-", "rk-", "ghp_", "gho_", "github_pat_", "hf_", "xoxb-", "AIza", "AKIA", "ASIA",
+                              "Bearer ", "BEARER", "x-api-key: ", "api_key=", "Api-Key\": \"", "apı_key=", "APİ_KEY=", "ApiKey",
+                              "abcDEF123456", "A1b2C3d4E5f6G7h8", "0123456789ABCDEF", " ", "\"", ":", "=", "-", "_", "é", "ı", "İ"])
+
+    token = "A1b2C3d4E5f6G7h8" * 2
+    shapes = ["sk-", "sk-proj-", "pk-", "rk-", "ghp_", "ghr_", "github_pat_", "hf_", "xoxb-", "AIza", "AKIA", "ASIA",
+              "Bearer ", "x-api-key: ", "api_key=", "apı_key=", "APİ_KEY=", "Api-Key\": \""]
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.one_of(st.lists(pieces, min_size=1, max_size=12).map("".join),
+                     st.tuples(st.sampled_from(shapes), st.sampled_from(["", "see: ", "é "])).map(
+                         lambda t: t[1] + t[0] + (token.upper()[:16] if t[0] in ("AKIA", "ASIA") else token))))
+    def same(text: str) -> None:
+        assert redact.scrubber()(text) == (always(text) if len(text) >= 8 else text)
+
+    same()

@@ -38,6 +38,20 @@ _KEY_PATTERN = re.compile(
 # "Authorization: Bearer <token>" / "x-api-key: <token>" as they appear in logged requests.
 _HEADER_PATTERN = re.compile(r"(?i)\b(bearer|x-api-key:?|api[_-]?key[\"']?\s*[:=]\s*[\"']?)\s*([A-Za-z0-9_\-\.=]{16,})")
 
+# Substrings without which those patterns cannot match: testing for them is several times cheaper than
+# running the patterns, and almost no text holds them. The header pattern ignores case, and so `re`
+# also matches a dotless "ı" for the "i" of "api": lower-cased, with that one folded.
+def _may_hold_key(text: str) -> bool:
+    # sk-/pk-/rk-, gh?_, github_pat_, hf_, xox?-, AIza, AKIA/ASIA; spelt out: a loop costs more than the test
+    return ("k-" in text or "gh" in text or "_pat_" in text or "hf_" in text or "xox" in text or "AIza" in text
+            or "AKIA" in text or "ASIA" in text)
+
+
+def _may_hold_header(text: str) -> bool:
+    folded = text.lower().replace("ı", "i")
+    return "api" in folded or "bearer" in folded
+
+
 _registered: set[str] = set()
 _lock = threading.Lock()
 # The last scrubber built, with what it was built from: (environment, how many secrets were registered
@@ -54,7 +68,7 @@ def is_secret_name(name: str) -> bool:
 
 def looks_like_key(text: str) -> bool:
     """True when `text` holds a token shaped like a provider key (`sk-...`, `AIza...`, ...)."""
-    return _KEY_PATTERN.search(text) is not None
+    return _may_hold_key(text) and _KEY_PATTERN.search(text) is not None
 
 
 def register_secret(value: str | None) -> None:
@@ -103,8 +117,9 @@ def _build_scrubber(secrets: tuple[str, ...]) -> Callable[[str | None], str | No
             return text
         if literal is not None:
             text = literal.sub(MASK, text)
-        text = _KEY_PATTERN.sub(MASK, text)
-        return _HEADER_PATTERN.sub(_mask_header, text)
+        if _may_hold_key(text):
+            text = _KEY_PATTERN.sub(MASK, text)
+        return _HEADER_PATTERN.sub(_mask_header, text) if _may_hold_header(text) else text
 
     return clean
 
