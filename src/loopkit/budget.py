@@ -65,9 +65,9 @@ class Prompt:
     count: Callable[[], int]
 
     @classmethod
-    def of(cls, messages: list[dict[str, str]], count: Callable[[], int], *, extra: int = 0) -> Prompt:
-        """`messages` with plain-text contents; `extra` tokens (images) are added to both figures."""
-        return cls(prompt_bytes(messages) + extra, lambda: count() + extra)
+    def of(cls, messages: list[dict[str, str]], count: Callable[[list[dict[str, str]]], int], *, extra: int = 0) -> Prompt:
+        """`messages` with plain-text contents, `count` the model's counter; `extra` tokens (images) are added to both."""
+        return cls(prompt_bytes(messages) + extra, lambda: count(messages) + extra)
 
 
 @dataclass(frozen=True)

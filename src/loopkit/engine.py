@@ -152,8 +152,7 @@ class Loop:
         reservation: Reservation | None = None
         if completion is None or self.cache.charges_budget:
             # the prompt's size matters only to reserve its worst case against a cap; without one it costs nothing
-            counted = countable(messages, tools)
-            prompt = Prompt.of(counted, lambda: client.count_tokens(counted)) if self.budget.capped else 0
+            prompt = Prompt.of(countable(messages, tools), client.count_tokens) if self.budget.capped else 0
             reservation = await self.budget.reserve(client.price, prompt, params.get("max_tokens"), model=model.label)
         if completion is None:
             try:  # retries and their back-off included, cut at the case's deadline

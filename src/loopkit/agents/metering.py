@@ -108,7 +108,7 @@ def _images(messages: list[dict[str, Any]]) -> int:
 def prompt_size(client: ModelClient, messages: list[dict[str, Any]], tools: Any) -> Prompt:
     """A request's prompt as the budget sizes it: its text (and its tools' schemas), plus IMAGE_TOKENS per image."""
     counted = flat_messages(messages) + ([{"role": "system", "content": json.dumps(tools)}] if tools else [])
-    return Prompt.of(counted, lambda: client.count_tokens(counted), extra=IMAGE_TOKENS * _images(messages))
+    return Prompt.of(counted, client.count_tokens, extra=IMAGE_TOKENS * _images(messages))
 
 
 def _max_tokens(body: dict[str, Any], cap: int | None) -> int | None:
