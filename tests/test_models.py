@@ -106,6 +106,38 @@ def test_adaptive_limit_halves_on_rate_limits_and_recovers():
     assert int(limit.limit) == 16
 
 
+def test_the_adaptive_limit_holds_calls_beyond_it_and_lets_them_in_first_come_first_served():
+    async def scenario() -> tuple[int, list[int]]:
+        limit, inside, most, entered = AdaptiveLimit(2), 0, 0, []
+        gates = [asyncio.Event() for _ in range(5)]
+
+        async def call(i: int) -> None:
+            nonlocal inside, most
+            async with limit:
+                entered.append(i)
+                inside += 1
+                most = max(most, inside)
+                await gates[i].wait()
+                inside -= 1
+
+        tasks = [asyncio.create_task(call(i)) for i in range(5)]
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert entered == [0, 1]  # the others wait
+        limit.rate_limited()  # 2 → 1: one call out lets nobody in, two out let one in
+        gates[0].set()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert entered == [0, 1]
+        for i in range(1, 5):
+            gates[i].set()
+        await asyncio.gather(*tasks)
+        return most, entered
+
+    most, entered = asyncio.run(scenario())
+    assert most == 2 and entered == [0, 1, 2, 3, 4]
+
+
 def test_rate_limits_lower_the_models_concurrency_and_successes_raise_it_again(fake_llm):
     limit = AdaptiveLimit(8)
     c = LiteLLMClient(ModelRef(id="openai/gpt-4o-mini", api_base=fake_llm.base_url), retry=FAST, limit=limit)

@@ -177,18 +177,27 @@ class AdaptiveLimit:
         self.max = max(1, limit)
         self.limit = float(self.max)
         self._in_flight = 0
+        self._waiting = 0
         self._cond = asyncio.Condition()
 
     async def __aenter__(self) -> AdaptiveLimit:
+        if not self._waiting and self._in_flight < int(self.limit):  # room and no queue: no lock, no await
+            self._in_flight += 1
+            return self
         async with self._cond:
-            await self._cond.wait_for(lambda: self._in_flight < int(self.limit))
+            self._waiting += 1
+            try:
+                await self._cond.wait_for(lambda: self._in_flight < int(self.limit))
+            finally:
+                self._waiting -= 1
             self._in_flight += 1
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        async with self._cond:
-            self._in_flight -= 1
-            self._cond.notify_all()
+        self._in_flight -= 1
+        if self._waiting:
+            async with self._cond:
+                self._cond.notify_all()
 
     def rate_limited(self) -> None:
         self.limit = max(1.0, self.limit / 2)
