@@ -223,7 +223,7 @@ class Loop:
     async def _run(self) -> RunResult:
         s = self.state
         for _, model in self.spec.models():
-            self.clients(model)  # ready (a provider library loaded) before the case's clock starts
+            self._client(model)  # ready (a provider library loaded) before the case's clock starts
         self.budget.start()
         try:
             self.prompt = render(self.spec.task.prompt, case=self.info.case)

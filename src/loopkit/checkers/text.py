@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 
 import regex
 
@@ -52,10 +53,16 @@ def check_contains(checker: ContainsChecker, output: str, ctx: CheckContext) -> 
     return verdict(expected in output, f"the answer must contain {short(expected)!r}")
 
 
+@lru_cache(maxsize=256)
+def _compiled(pattern: str) -> regex.Pattern[str]:
+    """A checker's pattern, compiled once (regex's own cache costs more per search than the search)."""
+    return regex.compile(pattern)
+
+
 def check_regex(checker: RegexChecker, output: str, ctx: CheckContext) -> CheckResult:
     limit = TimeLimit.of(REGEX_TIMEOUT, ctx)
     try:
-        found = regex.search(checker.pattern, output.strip(), timeout=limit.seconds) is not None
+        found = _compiled(checker.pattern).search(output.strip(), timeout=limit.seconds) is not None
     except regex.error as exc:
         raise CheckerError(checker.name, f"bad regular expression /{checker.pattern}/: {exc}") from None
     except TimeoutError:
