@@ -118,6 +118,26 @@ def test_a_reply_with_a_lone_surrogate_is_recorded_escaped_and_the_run_finishes(
     assert fake_llm.requests[1]["messages"][1] == {"role": "assistant", "content": "4\\ud8002"}
 
 
+def test_a_template_that_makes_a_lone_surrogate_is_checked_and_run_with_it_escaped(tmp_path, cli):
+    """`{{ '\\udc80' }}` in a prompt renders a character no request, ledger row or byte count can encode."""
+    (tmp_path / "spec.yaml").write_text(textwrap.dedent("""\
+        name: made-surrogate
+        model: {id: loopkit/scripted, replies: ["{{ case.x }}"], price: {input_per_mtok: 1, output_per_mtok: 1}}
+        params: {max_tokens: 50}
+        task: {prompt: "Echo {{ '\\udc80' }} {{ case.x }}"}
+        inputs: [{id: a, x: "1"}]
+        checkers: [{name: e, type: equals, expected: "{{ case.x }}"}]
+        budget: {usd: 1.0}
+        """))
+    assert render("{{ '\\udc80' }}x") == "\\udc80x"
+    checked = cli("check", "spec.yaml")
+    assert checked.returncode == 0 and "Traceback" not in checked.stderr, checked.stderr
+    ran = cli("run", "spec.yaml", "--json")
+    assert ran.returncode == 0 and "Traceback" not in ran.stderr, ran.stderr
+    db = sqlite3.connect(tmp_path / "ledger.db")
+    assert db.execute("SELECT messages FROM calls").fetchall() == [(json.dumps([{"role": "user", "content": "Echo \\udc80 1"}]),)]
+
+
 # --- rendering once per case -------------------------------------------------------------------
 
 

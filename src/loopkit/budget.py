@@ -344,8 +344,9 @@ class WorstCase:
 
 
 def prompt_bytes(messages: list[dict[str, str]]) -> int:
-    """An upper bound on the prompt tokens of plain-text messages, without a tokenizer."""
-    return sum(len((m.get("content") or "").encode()) + MESSAGE_OVERHEAD for m in messages) + REPLY_PRIMING
+    """An upper bound on the prompt tokens of plain-text messages, without a tokenizer (a lone surrogate,
+    which no request could carry unescaped, counts as its three bytes rather than failing the bound)."""
+    return sum(len((m.get("content") or "").encode("utf-8", "surrogatepass")) + MESSAGE_OVERHEAD for m in messages) + REPLY_PRIMING
 
 
 def _opening(spec: LoopSpec, case: dict[str, Any]) -> list[dict[str, str]]:

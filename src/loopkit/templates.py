@@ -105,9 +105,11 @@ def render(text: str, **variables: Any) -> str:
 
 
 def _render(text: str, variables: dict[str, Any]) -> str:
-    """Render with Jinja2, every time (the one place that does; tests count its calls)."""
+    """Render with Jinja2, every time (the one place that does; tests count its calls). A template can
+    make a lone surrogate (`{{ '\\udc80' }}`) that no prompt, ledger row or byte count could encode: it
+    comes out escaped, as a model's reply does."""
     try:
-        return _compile(text).render(**variables)
+        return safe_text(_compile(text).render(**variables))
     except UndefinedError as exc:
         raise TemplateError(f"template uses an undefined value: {exc.message}") from None
     except Exception as exc:  # noqa: BLE001 - any render failure is the template's, reported as such
