@@ -384,3 +384,14 @@ def test_damage_deep_in_a_ledger_is_one_line_and_exit_2_not_a_traceback(tmp_path
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert "Traceback" not in done.stderr and done.stderr.startswith("error:") and len(done.stderr.splitlines()) == 1
     assert "integrity_check" in done.stderr
+
+
+def test_every_text_a_row_carries_is_made_writable_a_lone_surrogate_escaped(tmp_path):
+    """Whatever let one through (a model's tool-call arguments, a checker's detail), a lone surrogate
+    must not fail the commit of a whole group of steps."""
+    from loopkit.ledger.rows import insert_tuples
+
+    conn = sqlite3.connect(tmp_path / "t.db")
+    conn.execute("CREATE TABLE events (run_id TEXT, kind TEXT, detail TEXT, created_at TEXT)")
+    insert_tuples(conn, "events", ("run_id", "kind", "detail", "created_at"), [("r1", "note", '{"x": "a\udc80b"}', "now")])
+    assert conn.execute("SELECT detail FROM events").fetchall() == [('{"x": "a\\udc80b"}',)]

@@ -8,7 +8,8 @@ import textwrap
 
 import pytest
 
-from loopkit.templates import TemplateError, case_templates, render, safe_text, template_problem
+from loopkit.redact import safe_text
+from loopkit.templates import TemplateError, case_templates, render, template_problem
 
 
 def test_a_template_renders_the_case_fields():

@@ -143,6 +143,18 @@ def test_a_tool_that_raises_tells_the_model_and_the_run_goes_on(fake_llm: FakeLL
     assert tool == {"tool": "broken", "result": None, "error": "ValueError: the rate table is missing"}
 
 
+def test_a_tool_result_or_error_with_a_lone_surrogate_is_kept_escaped_and_the_run_goes_on(fake_llm: FakeLLM, run_spec,
+                                                                                          tmp_path: Path):
+    """A tool's text can hold what no ledger row can store (a lone surrogate, e.g. from a JSON API)."""
+    (tmp_path / "odd.py").write_text('def odd(x: int) -> str:\n    """Odd."""\n    if x:\n        raise ValueError("bad \\udc80")\n'
+                                     '    return "4\\udc802"\n')
+    fake_llm.queue(Reply(tool_calls=[{"name": "odd", "arguments": {"x": 0}}, {"name": "odd", "arguments": {"x": 1}}]), "42")
+    code, report = run_spec(spec_text(fake_llm.base_url, tools="[{name: odd, type: python, function: odd.py:odd}]"))
+    assert code == 0 and report["passed"] == 1, (report["error_kinds"], report["runs"])
+    assert rows(tmp_path, "SELECT result, error FROM tool_calls ORDER BY rowid") == [
+        {"result": "4\\udc802", "error": None}, {"result": None, "error": "ValueError: bad \\udc80"}]
+
+
 def test_bad_arguments_and_unknown_tools_are_errors_the_model_reads(fake_llm: FakeLLM, run_spec, tmp_path: Path):
     fake_llm.queue(Reply(tool_calls=[{"name": "add", "arguments": {"a": "many", "b": 2}}, {"name": "mul", "arguments": "{}"},
                                      {"name": "add", "arguments": "{not json"}]), "42")

@@ -19,12 +19,12 @@ from .cheapest import escalation_action
 from .checkers import CheckContext, CheckerError, CheckResult, run_checker
 from .inputs import Case
 from .models import ModelCallError, ModelClient
-from .redact import scrub_messages
+from .redact import safe_text, scrub_messages
 from .records import (CallRecord, CheckRecord, EventRecord, IterationRecord, Messages, Recorder, RunInfo, RunResult,
                       RunState, new_id)
 from .spec import Escalation, JudgeChecker, LoopSpec, ModelRef
 from .status import RunStatus, StopReason
-from .templates import TemplateError, case_templates, render, safe_text
+from .templates import TemplateError, case_templates, render
 from .timewindow import utcnow_iso as now_iso
 from .tool_loop import countable, tools_for, trajectory, worker_turn
 

@@ -8,6 +8,8 @@ ledger or printed).
   or given as an extra argument;
 - tokens shaped like provider keys even when loopkit never saw them (OpenAI/Anthropic `sk-...`,
   `Bearer ...`, Google `AIza...`, GitHub, Hugging Face, Slack, AWS access key IDs).
+
+`safe_text(text)` is the other half of making a text fit to write: a lone surrogate written as its escape.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 MASK = "[REDACTED]"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 # Name parts (split on "_") that mark an environment variable's value as a secret.
 _SECRET_NAME_PARTS = frozenset({"KEY", "APIKEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "CREDENTIALS", "PAT"})
@@ -143,3 +146,12 @@ def _mask_header(match: re.Match[str]) -> str:
         return match.group(0)
     prefix = match.group(1)
     return prefix + (" " if prefix[-1].isalpha() else "") + MASK
+
+
+def safe_text(text: str) -> str:
+    """`text` with each lone UTF-16 surrogate (e.g. "\\ud800" from a model's JSON reply) written as the
+    escape `\\ud800`: such a string cannot be encoded as UTF-8, so the ledger, a child process's
+    environment or a request body would fail on it after the call that produced it was paid."""
+    if _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

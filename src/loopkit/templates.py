@@ -22,6 +22,8 @@ from typing import Any
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError, meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from .redact import safe_text
+
 # Immutable: a template cannot change the case (or any list or dict) it is given, so one render
 # never leaks into the next (the case is shared by the prompt, the checkers and every iteration).
 _env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=False, autoescape=False)
@@ -40,16 +42,6 @@ def _compile(text: str) -> Template:
     return template
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def safe_text(text: str) -> str:
-    """`text` with each lone UTF-16 surrogate (e.g. "\\ud800" from a model's JSON reply) written as the
-    escape `\\ud800`: such a string cannot be encoded as UTF-8, so the ledger, a child process's
-    environment or a request body would fail on it after the call that produced it was paid."""
-    if _SURROGATE.search(text) is None:
-        return text
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 # A filter or global whose result is random: a template using one is never reused.

@@ -27,7 +27,7 @@ from ..models import Completion, ModelCallError, ModelClient
 from ..records import CallRecord, EventRecord, new_id
 from ..redact import scrubber
 from ..spec import ModelRef
-from ..templates import safe_text
+from ..redact import safe_text
 from .http import Request, Response
 
 # What an agent's request may set besides `messages`; anything else (`api_base`, `api_key`, headers,

@@ -34,7 +34,8 @@ from ..records import EventRecord, RunInfo
 from ..spec import LoopSpec, ModelRef
 from ..spec.schema import CommandWorker, OutputFile, WorkdirCopy
 from ..status import StopReason
-from ..templates import render, safe_text
+from ..redact import safe_text
+from ..templates import render
 from .http import Server
 from .metering import Meter, MeterContext, Tally
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..redact import is_secret_name
 from ..spec import CommandChecker
-from ..templates import safe_text
+from ..redact import safe_text
 from .base import CheckContext, CheckerError, CheckResult, TimeLimit, verdict
 
 FEEDBACK_TAIL = 2000

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..spec import JudgeChecker
-from ..templates import safe_text
+from ..redact import safe_text
 from .base import CheckContext, CheckerError, CheckResult, short
 
 JUDGE_SYSTEM = (

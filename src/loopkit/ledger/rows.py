@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from ..redact import scrubber
+from ..redact import safe_text, scrubber
 
 if TYPE_CHECKING:
     from ..records import CallRecord, EventRecord, IterationRecord, RunInfo, RunResult
@@ -60,10 +60,15 @@ NUMERIC = frozenset({"repeat", "success", "iterations", "best_iteration", "cost_
 
 def scrubbed(rows: Iterable[Sequence[Any]], columns: Sequence[str] | None = None, *,
              memo: dict[str, Any] | None = None) -> list[Sequence[Any]]:
-    """Rows with every secret out of every text (one scrubber for them all); with `columns` named, the
-    `GENERATED` and `NUMERIC` ones are left as they are, and a text repeated across the rows (a reply is
-    also the iteration's output and the run's) is scrubbed once (across calls, when they share `memo`)."""
-    clean = scrubber()
+    """Rows with every secret out of every text (one scrubber for them all) and every text writable (a lone
+    surrogate escaped: a tool's result, say, would otherwise fail the whole group's commit); with `columns`
+    named, the `GENERATED` and `NUMERIC` ones are left as they are, and a text repeated across the rows (a
+    reply is also the iteration's output and the run's) is cleaned once (across calls, when they share `memo`)."""
+    scrub = scrubber()
+
+    def clean(text: str) -> str:
+        return safe_text(scrub(text) or "")
+
     if columns is None:
         return [tuple(clean(v) if isinstance(v, str) else v for v in row) for row in rows]
     texts = [i for i, c in enumerate(columns) if c not in GENERATED and c not in NUMERIC]

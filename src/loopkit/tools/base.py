@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..budget import BudgetStop
+from ..redact import safe_text
 from ..status import StopReason
 
 RESULT_CHARS = 20_000  # the most of one result the model is sent: a tool's output must not fill its context
@@ -94,7 +95,9 @@ async def run_tool(tool: Tool | None, name: str, raw_arguments: str | dict[str, 
     started = time.perf_counter()
 
     def done(result: str | None, error: str | None) -> Outcome:
-        return Outcome(None if result is None else clipped(result), error, (time.perf_counter() - started) * 1000)
+        # a tool's text goes back to the model: a lone surrogate in it is escaped, as in a model's reply
+        return Outcome(None if result is None else clipped(safe_text(result)), None if error is None else safe_text(error),
+                       (time.perf_counter() - started) * 1000)
 
     if tool is None:
         return done(None, f"there is no tool named {name!r}; the tools are: {', '.join(known) or 'none'}")

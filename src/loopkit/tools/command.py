@@ -20,7 +20,7 @@ import jsonschema
 
 from ..checkers.command import TAG, clean_environment, kill_group, kill_tagged
 from ..spec.schema import CommandTool
-from ..templates import safe_text
+from ..redact import safe_text
 from .base import ToolFailure, ToolSchema
 
 OUTPUT_BYTES = 1_000_000  # read at most this much of a command's output
