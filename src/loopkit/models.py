@@ -276,8 +276,8 @@ class LiteLLMClient:
         """The provider's response, retried on rate limits, timeouts, 5xx and lost connections; ModelCallError
         once it failed for good.
 
-        The first attempt runs on its own: tenacity's bookkeeping around a call that succeeds cost about a
-        tenth of loopkit's CPU per call. A failure is handed to tenacity as its first attempt, so whether to
+        The first attempt runs on its own: tenacity's bookkeeping around a call that succeeds cost about
+        0.08 ms, a fifth of what loopkit adds to a call. A failure is handed to tenacity as its first attempt, so whether to
         retry, how long to wait and when to give up are tenacity's decisions from attempt one."""
         try:
             return await self._attempt(kwargs)
