@@ -277,8 +277,8 @@ class LiteLLMClient:
         once it failed for good.
 
         The first attempt runs on its own: tenacity's bookkeeping around a call that succeeds cost about
-        0.08 ms, a fifth of what loopkit adds to a call. A failure is handed to tenacity as its first attempt, so whether to
-        retry, how long to wait and when to give up are tenacity's decisions from attempt one."""
+        0.08 ms, a fifth of what loopkit adds to a call. A failure is handed to tenacity as its first
+        attempt, so whether to retry, how long to wait and when to give up stay tenacity's decisions."""
         try:
             return await self._attempt(kwargs)
         except Exception as exc:  # noqa: BLE001 - replayed below; CancelledError is not an Exception and propagates

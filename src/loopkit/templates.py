@@ -42,8 +42,6 @@ def _compile(text: str) -> Template:
     return template
 
 
-
-
 # A filter or global whose result is random: a template using one is never reused.
 _UNSTABLE_FILTERS = frozenset({"random"})
 _UNSTABLE_GLOBALS = frozenset({"lipsum"})
