@@ -20,7 +20,6 @@ import jsonschema
 
 from ..checkers.command import TAG, clean_environment, kill_group, kill_tagged
 from ..spec.schema import CommandTool
-from ..redact import safe_text
 from .base import ToolFailure, ToolSchema
 
 OUTPUT_BYTES = 1_000_000  # read at most this much of a command's output
@@ -70,7 +69,7 @@ class CommandLineTool:
             if proc.returncode is None:
                 kill_group(proc)
             await asyncio.shield(asyncio.to_thread(kill_tagged, tag))
-        text = safe_text(out[:OUTPUT_BYTES].decode(errors="replace"))
+        text = out[:OUTPUT_BYTES].decode(errors="replace")  # run_tool escapes what goes back to the model
         if proc.returncode != 0:
             raise ToolFailure(f"`{self.config.run}` exited {proc.returncode}" + (f":\n{text.strip()}" if text.strip() else ""))
         return text
