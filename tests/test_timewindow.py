@@ -201,6 +201,14 @@ def test_utcnow_iso() -> None:
     assert before <= text <= after
 
 
+def test_utcnow_iso_formats_each_second_once_and_is_right_across_the_boundary(monkeypatch) -> None:
+    from loopkit import timewindow
+
+    for ns in (1_700_000_000_999_999_000, 1_700_000_000_000_000_000, 1_700_000_001_000_001_000, 1_700_000_001_500_000_000):
+        monkeypatch.setattr(timewindow.time, "time_ns", lambda ns=ns: ns)
+        assert utcnow_iso() == to_iso(datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ns // 1000))
+
+
 aware_datetimes = st.datetimes(
     min_value=datetime(1970, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.sampled_from(
         [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]

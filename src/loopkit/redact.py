@@ -152,6 +152,6 @@ def safe_text(text: str) -> str:
     """`text` with each lone UTF-16 surrogate (e.g. "\\ud800" from a model's JSON reply) written as the
     escape `\\ud800`: such a string cannot be encoded as UTF-8, so the ledger, a child process's
     environment or a request body would fail on it after the call that produced it was paid."""
-    if _SURROGATE.search(text) is None:
+    if text.isascii() or _SURROGATE.search(text) is None:  # isascii reads a flag: most texts end here
         return text
     return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -9,6 +9,7 @@ UTC datetime. `to_iso` writes the ledger's format, whose strings sort like the t
 from __future__ import annotations
 
 import re
+import time
 from datetime import date, datetime, timedelta, timezone
 
 from loopkit.errors import UsageError
@@ -79,9 +80,18 @@ def seconds_between(start: str | None, end: str | None) -> float | None:
     return None if a is None or b is None else max(0.0, (b - a).total_seconds())
 
 
+_SECOND: tuple[int, str] = (-1, "")  # the last whole second formatted, shared by every thread
+
+
 def utcnow_iso() -> str:
-    """The current time in the ledger's format (`to_iso`'s text; isoformat is twice as fast as strftime)."""
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")[:26] + "Z"
+    """The current time in the ledger's format (`to_iso`'s text). Three are taken per iteration, so the
+    date and time are formatted once per second and only the microseconds per call."""
+    global _SECOND
+    seconds, micros = divmod(time.time_ns() // 1000, 1_000_000)
+    known = _SECOND
+    if known[0] != seconds:
+        known = _SECOND = (seconds, datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{known[1]}.{micros:06d}Z"
 
 
 def _utc(dt: datetime) -> datetime:
