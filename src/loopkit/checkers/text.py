@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import re
 from functools import lru_cache
-
-import regex
+from typing import TYPE_CHECKING
 
 from ..spec import ContainsChecker, EqualsChecker, JsonChecker, NumberChecker, RegexChecker
 from ..templates import render
 from .base import CheckContext, CheckerError, CheckResult, TimeLimit, short, verdict
+
+if TYPE_CHECKING:
+    import regex
 
 REGEX_TIMEOUT = 5.0  # seconds one match may take; far beyond any sane pattern, short enough not to stall a batch
 
@@ -55,11 +57,16 @@ def check_contains(checker: ContainsChecker, output: str, ctx: CheckContext) -> 
 
 @lru_cache(maxsize=256)
 def _compiled(pattern: str) -> regex.Pattern[str]:
-    """A checker's pattern, compiled once (regex's own cache costs more per search than the search)."""
+    """A checker's pattern, compiled once (regex's own cache costs more per search than the search). The
+    package is imported here: loading it takes ~17 ms, which only a spec with a regex checker pays."""
+    import regex
+
     return regex.compile(pattern)
 
 
 def check_regex(checker: RegexChecker, output: str, ctx: CheckContext) -> CheckResult:
+    import regex
+
     limit = TimeLimit.of(REGEX_TIMEOUT, ctx)
     try:
         found = _compiled(checker.pattern).search(output.strip(), timeout=limit.seconds) is not None
