@@ -226,6 +226,17 @@ def test_match_cases_by_case_and_repeat_in_review_order():
     assert diffing.summarize_changes(cases) == {"regression": 2, "fix": 1, "changed": 0, "removed": 1, "added": 1, "same": 2}
 
 
+def test_matched_cases_builds_only_the_first_of_each_class_and_counts_them_all():
+    a = [_row(f"a{i}", str(i), "passed", 1) for i in range(30)] + [_row(f"a{i}", str(i), "failed", 0) for i in range(30, 40)]
+    b = [_row(f"b{i}", str(i), "failed", 0) for i in range(25)] + [_row(f"b{i}", str(i), "passed", 1) for i in range(25, 40)]
+    full = diffing.match_cases(a, b)
+    shown, counts = diffing.matched_cases(a, b, per_class=4)
+    assert counts == diffing.summarize_changes(full) == {"regression": 25, "fix": 10, "changed": 0, "removed": 0, "added": 0,
+                                                         "same": 5}
+    firsts = [c for change in diffing.CHANGE_ORDER for c in [c for c in full if c["change"] == change][:4]]
+    assert shown == firsts and [c["case_id"] for c in shown][:4] == ["0", "1", "2", "3"]
+
+
 def test_metrics_and_their_deltas():
     a = [_row("a1", "1", "passed", 1.0, 1, 0.02), _row("a2", "2", "failed", 0.5, 3, 0.06)]
     b = [_row("b1", "1", "passed", 1.0, 1, 0.01), _row("b2", "2", "passed", 1.0, 2, 0.03)]

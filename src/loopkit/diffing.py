@@ -3,7 +3,7 @@
 `loopkit diff` reads rows with `loopkit.ledger.diffs` and hands them here:
 
 - `text_diff` — a unified diff of two spec texts;
-- `match_cases` — cases matched by (case_id, repeat), each classified as a regression (passed →
+- `match_cases` / `matched_cases` — cases matched by (case_id, repeat), each classified as a regression (passed →
   not passed), a fix (not passed → passed), changed (status, stop reason, reward or iterations
   differ), same, or only on one side; regressions first, then fixes, then the rest;
 - `batch_metrics` / `metric_deltas` — pass rate, mean reward, cost, cost per pass, mean
@@ -29,6 +29,7 @@ __all__ = [
     "classify",
     "iteration_pairs",
     "match_cases",
+    "matched_cases",
     "metric_deltas",
     "summarize_changes",
     "text_diff",
@@ -117,25 +118,35 @@ def match_cases(a_rows: Iterable[Row], b_rows: Iterable[Row], *, a_latency: Mapp
     Each entry: `case_id`, `repeat`, `change`, `a` and `b` (see `case_outcome`; None on the side that
     lacks the case) and `delta` (B − A of reward, cost_usd, iterations, latency_ms).
     """
+    return matched_cases(a_rows, b_rows, a_latency=a_latency, b_latency=b_latency)[0]
+
+
+def matched_cases(a_rows: Iterable[Row], b_rows: Iterable[Row], *, a_latency: Mapping[str, float] | None = None,
+                  b_latency: Mapping[str, float] | None = None, per_class: int | None = None,
+                  ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """`match_cases` with every class counted (see `summarize_changes`) and, with `per_class`, only the first
+    that many entries of each class built: a terminal shows a few, and 10,000 entries cost more than the SQL."""
     a_latency = a_latency or {}
     b_latency = b_latency or {}
     a_by = {(str(r["case_id"]), int(r.get("repeat") or 0)): r for r in a_rows}
     b_by = {(str(r["case_id"]), int(r.get("repeat") or 0)): r for r in b_rows}
-    keys = list(a_by) + [k for k in b_by if k not in a_by]
-    rank = {name: i for i, name in enumerate(CHANGE_ORDER)}
+    classes: dict[str, list[tuple[str, int]]] = {name: [] for name in CHANGE_ORDER}
+    for key in list(a_by) + [k for k in b_by if k not in a_by]:
+        classes[classify(a_by.get(key), b_by.get(key))].append(key)
     cases = []
-    for key in keys:
-        a, b = a_by.get(key), b_by.get(key)
-        oa = case_outcome(a, a_latency.get(a["id"], 0.0) if a is not None else None)
-        ob = case_outcome(b, b_latency.get(b["id"], 0.0) if b is not None else None)
-        delta = {
-            field: (_delta(_num(oa[field]) if oa[field] is not None else None, _num(ob[field]) if ob[field] is not None else None)
-                    if oa is not None and ob is not None else None)
-            for field in ("reward", "cost_usd", "iterations", "latency_ms")
-        }
-        cases.append({"case_id": key[0], "repeat": key[1], "change": classify(a, b), "a": oa, "b": ob, "delta": delta})
-    cases.sort(key=lambda c: (rank[c["change"]], _case_sort_key(c["case_id"]), c["repeat"]))
-    return cases
+    for change, keys in classes.items():
+        keys.sort(key=lambda k: (_case_sort_key(k[0]), k[1]))
+        for key in keys if per_class is None else keys[:per_class]:
+            a, b = a_by.get(key), b_by.get(key)
+            oa = case_outcome(a, a_latency.get(a["id"], 0.0) if a is not None else None)
+            ob = case_outcome(b, b_latency.get(b["id"], 0.0) if b is not None else None)
+            delta = {
+                field: (_delta(_num(oa[field]) if oa[field] is not None else None, _num(ob[field]) if ob[field] is not None else None)
+                        if oa is not None and ob is not None else None)
+                for field in ("reward", "cost_usd", "iterations", "latency_ms")
+            }
+            cases.append({"case_id": key[0], "repeat": key[1], "change": change, "a": oa, "b": ob, "delta": delta})
+    return cases, {change: len(keys) for change, keys in classes.items()}
 
 
 def summarize_changes(cases: Iterable[Mapping[str, Any]]) -> dict[str, int]:

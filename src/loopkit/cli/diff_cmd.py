@@ -9,7 +9,7 @@ from rich.text import Text
 
 from .app import JsonOpt, LedgerOpt, app, ledger_option, money, out, print_json
 
-SHOWN_PER_CLASS = 50
+SHOWN_PER_CLASS = 25  # a screenful per class; --json lists every case
 _CLASS_STYLE = {"regression": "red", "fix": "green", "changed": "yellow", "removed": "magenta", "added": "cyan", "same": "dim"}
 _CLASS_TITLE = {"regression": "regressions (passed → not passed)", "fix": "fixes (not passed → passed)", "changed": "changed",
                 "removed": "only in A", "added": "only in B", "same": "same"}
@@ -110,7 +110,7 @@ def _print_cases(doc: dict[str, Any]) -> None:
         cases = [c for c in doc["cases"] if c["change"] == change]
         if not cases:
             continue
-        table = Table(title=f"{_CLASS_TITLE[change]} ({len(cases):,})", title_justify="left", title_style=_CLASS_STYLE[change])
+        table = Table(title=f"{_CLASS_TITLE[change]} ({counts[change]:,})", title_justify="left", title_style=_CLASS_STYLE[change])
         columns = ["case"] + (["variant"] if with_variant else []) + ["repeat", "A", "B", "Δ reward", "Δ cost", "runs A → B"]
         for col in columns:
             table.add_column(col, justify="right" if col.startswith("Δ") else "left")  # type: ignore[arg-type]
@@ -122,8 +122,8 @@ def _print_cases(doc: dict[str, Any]) -> None:
                 f"{d['reward']:+.2f}" if d["reward"] is not None else "-", _signed_money(d["cost_usd"]), runs]
             table.add_row(*(Text(cell) for cell in row))
         out.print(table)
-        if len(cases) > SHOWN_PER_CLASS:
-            out.print(f"… {len(cases) - SHOWN_PER_CLASS:,} more {_CLASS_TITLE[change]}: see --json", markup=False)
+        if counts[change] > SHOWN_PER_CLASS:
+            out.print(f"… {counts[change] - SHOWN_PER_CLASS:,} more {_CLASS_TITLE[change]}: see --json", markup=False)
 
 
 def _side_text(side: dict[str, Any]) -> str:
@@ -224,7 +224,7 @@ def diff(
     """
     from ..ledger.diffs import diff as compute
 
-    doc = compute(ledger_option(ctx, ledger), a, b)
+    doc = compute(ledger_option(ctx, ledger), a, b, cases_per_class=None if as_json else SHOWN_PER_CLASS)
     code = 1 if fail_on_regression and doc["regressions"] else 0
     if as_json:
         print_json({**doc, "exit_code": code})

@@ -20,8 +20,7 @@ from .store import Ledger
 __all__ = ["DiffSide", "diff", "diff_batches", "diff_runs", "diff_specs", "is_spec_path", "spec_hash_of_text"]
 
 # Columns a batch diff needs; outputs and case data stay in the file.
-_RUN_COLUMNS = ("id, batch_id, spec_hash, spec_name, variant, case_id, repeat, status, stop_reason, success, reward, "
-                "iterations, cost_usd, started_at, ended_at")
+_RUN_COLUMNS = "id, spec_name, variant, case_id, repeat, status, stop_reason, success, reward, iterations, cost_usd"
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 
@@ -106,8 +105,9 @@ def _spec_section(ledger: Ledger | None, a_hash: str | None, b_hash: str | None,
 # --- batches -------------------------------------------------------------------------------
 
 
-def diff_batches(ledger: Ledger, a: DiffSide, b: DiffSide) -> dict[str, Any]:
-    """Two batches (or variants): spec diff, metric deltas, and every case matched by (case_id, repeat).
+def diff_batches(ledger: Ledger, a: DiffSide, b: DiffSide, *, cases_per_class: int | None = None) -> dict[str, Any]:
+    """Two batches (or variants): spec diff, metric deltas, and every case matched by (case_id, repeat);
+    with `cases_per_class`, the cases listed are only the first of each class (all are counted).
 
     Both sides being whole A/B batches matches cases per variant too.
     """
@@ -116,16 +116,17 @@ def diff_batches(ledger: Ledger, a: DiffSide, b: DiffSide) -> dict[str, Any]:
     b_lat = a_lat if b.id == a.id else _latencies(ledger, b.id)
     by_variant = a.variant is None and b.variant is None and a.batch.get("kind") == "ab" and b.batch.get("kind") == "ab"
     if by_variant:
-        cases = []
+        cases, changes = [], dict.fromkeys(diffing.CHANGE_ORDER, 0)
         for variant in ("A", "B"):
             va = [r for r in a_rows if r.get("variant") == variant]
             vb = [r for r in b_rows if r.get("variant") == variant]
-            cases += [{**c, "variant": variant} for c in diffing.match_cases(va, vb, a_latency=a_lat, b_latency=b_lat)]
-        rank = {name: i for i, name in enumerate(diffing.CHANGE_ORDER)}
-        cases.sort(key=lambda c: rank[c["change"]])  # stable: keeps case order within a class
+            found, counts = diffing.matched_cases(va, vb, a_latency=a_lat, b_latency=b_lat, per_class=cases_per_class)
+            cases += [{**c, "variant": variant} for c in found]
+            changes = {k: changes[k] + counts[k] for k in changes}
+        # class by class, variant A's cases before B's; each variant kept `cases_per_class` of a class, so cut again
+        cases = [c for change in diffing.CHANGE_ORDER for c in [c for c in cases if c["change"] == change][:cases_per_class]]
     else:
-        cases = diffing.match_cases(a_rows, b_rows, a_latency=a_lat, b_latency=b_lat)
-    changes = diffing.summarize_changes(cases)
+        cases, changes = diffing.matched_cases(a_rows, b_rows, a_latency=a_lat, b_latency=b_lat, per_class=cases_per_class)
     a_info, b_info = a.describe(ledger, a_rows), b.describe(ledger, b_rows)
     return {
         "kind": "batches",
@@ -204,7 +205,8 @@ def latest_batch_of_spec(ledger: Ledger, spec_hash: str) -> DiffSide | None:
     return DiffSide(row, variant)
 
 
-def diff_specs(ledger: Ledger | None, a_path: str | Path, b_path: str | Path) -> dict[str, Any]:
+def diff_specs(ledger: Ledger | None, a_path: str | Path, b_path: str | Path, *, cases_per_class: int | None = None,
+               ) -> dict[str, Any]:
     """Two spec files: their text diff, and a diff of the latest batch of each version (by content hash).
 
     `ledger` may be None (no ledger yet): then only the text is compared.
@@ -230,7 +232,7 @@ def diff_specs(ledger: Ledger | None, a_path: str | Path, b_path: str | Path) ->
             doc[key]["batch_id"], doc[key]["variant"] = side.id, side.variant
         sides.append(side)
     if ledger is not None and sides[0] is not None and sides[1] is not None:
-        doc["batches"] = diff_batches(ledger, sides[0], sides[1])
+        doc["batches"] = diff_batches(ledger, sides[0], sides[1], cases_per_class=cases_per_class)
         doc["regressions"] = doc["batches"]["regressions"]
     return doc
 
@@ -249,8 +251,9 @@ def _resolve_side(ledger: Ledger, arg: str) -> tuple[str, str, str | None]:
     return kind, full, variant
 
 
-def diff(ledger_path: str | Path | None, a: str, b: str) -> dict[str, Any]:
-    """`loopkit diff A B`: two spec files, two runs, or two batches (IDs by unique prefix)."""
+def diff(ledger_path: str | Path | None, a: str, b: str, *, cases_per_class: int | None = None) -> dict[str, Any]:
+    """`loopkit diff A B`: two spec files, two runs, or two batches (IDs by unique prefix). `cases_per_class`:
+    list only the first cases of each class of change (a terminal's view; every case is still counted)."""
     a_spec, b_spec = is_spec_path(a), is_spec_path(b)
     if a_spec or b_spec:
         if not (a_spec and b_spec):
@@ -260,7 +263,7 @@ def diff(ledger_path: str | Path | None, a: str, b: str) -> dict[str, Any]:
         except LedgerError:
             ledger = None  # no ledger yet: the text diff still answers
         try:
-            return diff_specs(ledger, a, b)
+            return diff_specs(ledger, a, b, cases_per_class=cases_per_class)
         finally:
             if ledger is not None:
                 ledger.close()
@@ -279,4 +282,4 @@ def diff(ledger_path: str | Path | None, a: str, b: str) -> dict[str, Any]:
             other = b_batch if batch is a_batch else a_batch
             if batch.get("kind") == "ab" and var is None and other.get("kind") != "ab":
                 raise UsageError(f"{arg} is an A/B batch: name a variant, {arg}:A or {arg}:B")
-        return diff_batches(store, DiffSide(a_batch, a_var), DiffSide(b_batch, b_var))
+        return diff_batches(store, DiffSide(a_batch, a_var), DiffSide(b_batch, b_var), cases_per_class=cases_per_class)
