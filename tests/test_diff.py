@@ -288,3 +288,12 @@ def test_a_key_written_into_a_spec_file_is_not_printed_by_its_diff(cli, tmp_path
         assert done.returncode == 0, done.stderr
         assert key not in done.stdout + done.stderr
         assert "[REDACTED]" in done.stdout and "6 times seven" in done.stdout
+
+
+def test_a_batch_whose_spec_text_the_ledger_lacks_is_named_by_its_runs(cli, tmp_path):
+    built = Built(tmp_path)
+    with sqlite3.connect(built.ledger_path) as db:
+        db.execute("DELETE FROM specs")
+    _, doc = _json(cli, built.batch_a, built.batch_b, "--ledger", str(built.ledger_path))
+    assert (doc["a"]["spec_name"], doc["b"]["spec_name"]) == ("quiz", "quiz")
+    assert doc["spec"]["text_missing"] and doc["changes"]["regression"] == 1

@@ -9,7 +9,6 @@ without a variant compares its variant A with its variant B.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +19,15 @@ from .store import Ledger
 __all__ = ["DiffSide", "diff", "diff_batches", "diff_runs", "diff_specs", "is_spec_path", "spec_hash_of_text"]
 
 # Columns a batch diff needs; outputs and case data stay in the file.
-_RUN_COLUMNS = "id, spec_name, variant, case_id, repeat, status, stop_reason, success, reward, iterations, cost_usd"
+_RUN_COLUMNS = "id, variant, case_id, repeat, status, stop_reason, success, reward, iterations, cost_usd"
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 
 
 def spec_hash_of_text(text: str) -> str:
     """The ledger's spec version id: `LoopSpec.hash`, sha256 of the text, 16 hex digits."""
+    import hashlib  # only a diff of spec files needs it; loading OpenSSL's bindings is most of `diff`'s imports
+
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -59,12 +60,13 @@ class DiffSide:
     def label(self) -> str:
         return self.id[:10] + (f":{self.variant}" if self.variant else "")
 
-    def describe(self, ledger: Ledger, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    def describe(self, ledger: Ledger) -> dict[str, Any]:
         spec = ledger.one("SELECT name FROM specs WHERE hash=?", (self.spec_hash,)) if self.spec_hash else None
-        names = sorted({r["spec_name"] for r in rows if r.get("spec_name")})
+        if spec is None:  # a spec text the ledger lacks: the name its runs were written with
+            spec = ledger.one("SELECT MIN(NULLIF(spec_name, '')) AS name FROM runs WHERE batch_id=?1 AND (?2 IS NULL OR variant=?2)",
+                              (self.id, self.variant))
         return {"batch_id": self.id, "variant": self.variant, "kind": self.batch.get("kind"), "status": self.batch.get("status"),
-                "started_at": self.batch.get("started_at"), "spec_hash": self.spec_hash,
-                "spec_name": (spec or {}).get("name") or (names[0] if names else None)}
+                "started_at": self.batch.get("started_at"), "spec_hash": self.spec_hash, "spec_name": (spec or {}).get("name")}
 
 
 def _split_variant(arg: str) -> tuple[str, str | None]:
@@ -85,8 +87,8 @@ def _side_rows(ledger: Ledger, side: DiffSide) -> list[dict[str, Any]]:
 
 def _latencies(ledger: Ledger, batch_id: str) -> dict[str, float]:
     """Run id → the sum of its calls' latency_ms, for every run of a batch (one indexed pass)."""
-    return {r["run_id"]: float(r["ms"] or 0.0) for r in ledger.query(
-        "SELECT run_id, SUM(latency_ms) AS ms FROM calls WHERE batch_id=? GROUP BY run_id", (batch_id,))}
+    return {run_id: float(ms or 0.0) for run_id, ms in ledger.tuples(
+        "SELECT run_id, SUM(latency_ms) FROM calls WHERE batch_id=? GROUP BY run_id", (batch_id,))}
 
 
 def _spec_section(ledger: Ledger | None, a_hash: str | None, b_hash: str | None, a_name: str, b_name: str,
@@ -127,7 +129,7 @@ def diff_batches(ledger: Ledger, a: DiffSide, b: DiffSide, *, cases_per_class: i
         cases = [c for change in diffing.CHANGE_ORDER for c in [c for c in cases if c["change"] == change][:cases_per_class]]
     else:
         cases, changes = diffing.matched_cases(a_rows, b_rows, a_latency=a_lat, b_latency=b_lat, per_class=cases_per_class)
-    a_info, b_info = a.describe(ledger, a_rows), b.describe(ledger, b_rows)
+    a_info, b_info = a.describe(ledger), b.describe(ledger)
     return {
         "kind": "batches",
         "a": a_info,
