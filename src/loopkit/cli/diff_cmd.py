@@ -9,7 +9,7 @@ from rich.text import Text
 
 from .app import JsonOpt, LedgerOpt, app, ledger_option, money, out, print_json
 
-SHOWN_PER_CLASS = 25  # a screenful per class; --json lists every case
+SHOWN_PER_CLASS = 20  # a screenful per class; --json lists every case
 _CLASS_STYLE = {"regression": "red", "fix": "green", "changed": "yellow", "removed": "magenta", "added": "cyan", "same": "dim"}
 _CLASS_TITLE = {"regression": "regressions (passed → not passed)", "fix": "fixes (not passed → passed)", "changed": "changed",
                 "removed": "only in A", "added": "only in B", "same": "same"}
