@@ -43,8 +43,9 @@ def test_wal_mode_and_indexes_for_the_common_queries(tmp_path):
     ledger = Ledger(tmp_path / "l.db")
     assert ledger.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     plan = " ".join(str(r[3]) for r in ledger.conn.execute(
-        "EXPLAIN QUERY PLAN SELECT SUM(cost_usd) FROM calls WHERE created_at >= '2026'"))
-    assert "idx_calls_created_at" in plan
+        "EXPLAIN QUERY PLAN SELECT model, role, COUNT(*), TOTAL(cost_usd), TOTAL(prompt_tokens), TOTAL(completion_tokens), "
+        "SUM(cached = 1), SUM(error IS NOT NULL) FROM calls WHERE created_at >= '2026' GROUP BY 1, 2"))
+    assert "COVERING INDEX idx_calls_created_cost" in plan  # `cost` reads a window from the index alone
 
 
 def test_the_path_comes_from_the_option_then_the_environment_then_the_default(monkeypatch, tmp_path):

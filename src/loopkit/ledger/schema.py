@@ -150,6 +150,17 @@ def m009_calls_cache_key_cost(db: Database) -> None:
     db.execute("DROP INDEX IF EXISTS idx_calls_cache_key")
 
 
+@_migration
+def m010_calls_created_at_cost(db: Database) -> None:
+    """`loopkit cost` sums a window's calls by model and role: the time index now holds every column that sum
+    reads, so the window is read from the index alone instead of from each call's row, where those columns
+    sit behind the call's messages and response (the raw SQL took 0.26 s for a week of a 1M-call ledger, the
+    index alone 0.1 s). It replaces the index on `created_at` alone, so a call still costs no extra index."""
+    db.execute("CREATE INDEX IF NOT EXISTS idx_calls_created_cost ON calls "
+               "(created_at, model, role, cost_usd, prompt_tokens, completion_tokens, cached, error)")
+    db.execute("DROP INDEX IF EXISTS idx_calls_created_at")
+
+
 NAMES: tuple[str, ...] = tuple(step.__name__ for step in _steps)
 
 
