@@ -114,7 +114,7 @@ def _print_cases(doc: dict[str, Any]) -> None:
         columns = ["case"] + (["variant"] if with_variant else []) + ["repeat", "A", "B", "Δ reward", "Δ cost", "runs A → B"]
         for col in columns:
             table.add_column(col, justify="right" if col.startswith("Δ") else "left")  # type: ignore[arg-type]
-        for c in cases[:SHOWN_PER_CLASS]:
+        for c in cases:  # the first SHOWN_PER_CLASS: `compute` was asked for no more
             d = c["delta"]
             runs = f"{(c['a'] or {}).get('run_id', '-') or '-'}"[:10] + " → " + f"{(c['b'] or {}).get('run_id', '-') or '-'}"[:10]
             row = [short(str(c["case_id"]), 30)] + ([c.get("variant") or ""] if with_variant else []) + [

@@ -126,7 +126,10 @@ def diff_batches(ledger: Ledger, a: DiffSide, b: DiffSide, *, cases_per_class: i
             cases += [{**c, "variant": variant} for c in found]
             changes = {k: changes[k] + counts[k] for k in changes}
         # class by class, variant A's cases before B's; each variant kept `cases_per_class` of a class, so cut again
-        cases = [c for change in diffing.CHANGE_ORDER for c in [c for c in cases if c["change"] == change][:cases_per_class]]
+        by_change: dict[str, list[dict[str, Any]]] = {change: [] for change in diffing.CHANGE_ORDER}
+        for case in cases:
+            by_change[case["change"]].append(case)
+        cases = [case for group in by_change.values() for case in group[:cases_per_class]]
     else:
         cases, changes = diffing.matched_cases(a_rows, b_rows, a_latency=a_lat, b_latency=b_lat, per_class=cases_per_class)
     a_info, b_info = a.describe(ledger), b.describe(ledger)
