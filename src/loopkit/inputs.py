@@ -223,8 +223,7 @@ class Inputs:
 class _SeenIds:
     """Which ids a pass has seen, in 2 MiB whatever their number: a Bloom filter (three bits per id). An id whose
     bits were all set already is a suspect: a duplicate, or a false alarm (at 100,000 ids, one pass in about
-    seven has one). A dict
-    of every id grew the peak memory of a 100,000-case run by 13 MiB."""
+    seven has one). A dict of every id grew the peak memory of a 100,000-case run by 13 MiB."""
 
     BITS = 1 << 24
 
