@@ -228,9 +228,8 @@ def build(path: Path, total_calls: int, seed: int = 7) -> dict[str, str]:
 RAW_RUNS = ["SELECT * FROM runs ORDER BY started_at DESC LIMIT 50"]
 RAW_COST = [
     "SELECT c.model, c.role, COUNT(*), TOTAL(c.cost_usd), TOTAL(c.prompt_tokens), TOTAL(c.completion_tokens), "
-    "SUM(c.cached = 1), SUM(c.error IS NOT NULL) FROM calls c WHERE c.created_at >= :since GROUP BY 1, 2",
-    "SELECT c.model, c.role, TOTAL((SELECT MAX(o.cost_usd) FROM calls o WHERE o.cache_key = c.cache_key AND o.cached = 0)) "
-    "FROM calls c WHERE c.created_at >= :since AND c.cached = 1 GROUP BY 1, 2",
+    "SUM(c.cached = 1), TOTAL(c.saved_usd), COUNT(c.saved_usd), SUM(c.error IS NOT NULL) FROM calls c "
+    "WHERE c.created_at >= :since GROUP BY 1, 2",
 ]
 RAW_SHOW = [
     "SELECT * FROM batches WHERE id >= :a_prefix AND id < :a_next LIMIT 2",
@@ -241,9 +240,8 @@ RAW_SHOW = [
     "SELECT id, case_id, cost_usd FROM runs WHERE batch_id = :a ORDER BY cost_usd DESC LIMIT 3",
     "SELECT id, case_id, status, stop_reason, reward, iterations, cost_usd, started_at, suspect FROM runs "
     "WHERE batch_id = :a ORDER BY started_at LIMIT 50",
-    # the cache line: the batch's calls, each cached one priced at its original (show prints it)
-    "SELECT COUNT(*), SUM(c.cached = 1), TOTAL(CASE WHEN c.cached = 1 THEN (SELECT MAX(o.cost_usd) FROM calls o "
-    "WHERE o.cache_key = c.cache_key AND o.cached = 0) END) FROM calls c WHERE c.batch_id = :a",
+    # the cache line: the batch's calls, each cached one with what it saved (show prints it)
+    "SELECT COUNT(*), SUM(c.cached = 1), TOTAL(c.saved_usd), COUNT(c.saved_usd) FROM calls c WHERE c.batch_id = :a",
 ]
 RAW_DIFF = [
     "SELECT * FROM batches WHERE id >= :a_prefix AND id < :a_next LIMIT 2",

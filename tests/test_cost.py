@@ -230,3 +230,54 @@ def test_json_is_one_document_from_the_console_script(cli_proc, cached):
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)  # the whole of stdout is one JSON document
     assert set(report) == {"since", "until", "by", "total", "roles", "groups", "saved_estimate"}
+
+
+def _as_before_m011(path: Path) -> None:
+    """The ledger as a loopkit before `calls.saved_usd` left it."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP INDEX idx_calls_created_saved")
+        conn.execute("ALTER TABLE calls DROP COLUMN saved_usd")
+        conn.execute("CREATE INDEX idx_calls_created_cost ON calls "
+                     "(created_at, model, role, cost_usd, prompt_tokens, completion_tokens, cached, error)")
+        conn.execute("CREATE INDEX idx_calls_cached_created_at ON calls (created_at) WHERE cached = 1")
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = 'm011_calls_saved_usd'")
+
+
+def test_savings_are_priced_when_recorded_and_an_older_ledger_reads_and_migrates_to_the_same(cli, cached, tmp_path):
+    with Ledger(cached.path, readonly=True) as ledger:
+        priced = ledger.query("SELECT c.saved_usd, o.cost_usd FROM calls c JOIN calls o ON o.cache_key = c.cache_key AND o.cached = 0 "
+                              "WHERE c.cached = 1")
+    assert len(priced) == 8 and all(p["saved_usd"] == p["cost_usd"] > 0 for p in priced)  # each its own original's price
+    want = json.loads(cli("cost", "--by", "batch", "--json", "--ledger", str(cached.path)).stdout)
+
+    old = tmp_path / "old.db"
+    old.write_bytes(cached.path.read_bytes())
+    _as_before_m011(old)
+    with sqlite3.connect(old) as conn:  # a key paid twice: a copy saved what the dearer original cost
+        conn.execute("INSERT INTO calls (id, run_id, batch_id, role, model, cost_usd, cached, cache_key, created_at) "
+                     "SELECT 'dearer', run_id, batch_id, role, model, cost_usd + 1, 0, cache_key, created_at FROM calls "
+                     "WHERE cached = 0 AND cache_key = (SELECT cache_key FROM calls WHERE cached = 1 LIMIT 1)")
+    read = json.loads(cli("cost", "--by", "batch", "--json", "--ledger", str(old)).stdout)  # read as it is, not migrated
+    assert "saved_usd" not in {r[1] for r in sqlite3.connect(old).execute("PRAGMA table_info(calls)")}
+    assert read["total"]["saved_usd"] == pytest.approx(want["total"]["saved_usd"] + 1)
+    assert read["total"]["cached_without_original"] == 0
+    Ledger(old).close()  # a write-open migrates it
+    migrated = json.loads(cli("cost", "--by", "batch", "--json", "--ledger", str(old)).stdout)
+    assert migrated["total"] == read["total"] and migrated["groups"] == read["groups"]
+    with sqlite3.connect(old) as conn:
+        assert conn.execute("SELECT COUNT(saved_usd) FROM calls").fetchone()[0] == 8
+
+
+def test_a_cached_call_without_its_original_saves_nothing_and_is_counted(cli, cached, tmp_path):
+    orphaned = tmp_path / "orphaned.db"
+    orphaned.write_bytes(cached.path.read_bytes())
+    _as_before_m011(orphaned)
+    with sqlite3.connect(orphaned) as conn:
+        conn.execute("DELETE FROM calls WHERE batch_id = ?", (cached.first,))
+    Ledger(orphaned).close()
+    report = json.loads(cli("cost", "--json", "--ledger", str(orphaned)).stdout)
+    assert report["total"]["cached_calls"] == 8 and report["total"]["cached_without_original"] == 8
+    assert report["total"]["saved_usd"] == 0
+    shown = cli("show", cached.second[:10], "--ledger", str(orphaned))
+    assert shown.returncode == 0, shown.stderr
+    assert "(and 8 whose original call was not in the ledger)" in shown.stdout

@@ -192,10 +192,12 @@ print(json.dumps(sorted(m for m in ("jinja2", "loopkit.spec.schema", "loopkit.te
 
 
 def test_what_a_cached_call_saved_is_priced_from_the_cache_key_index_alone(tmp_path: Path) -> None:
-    """`show` and `cost` price each cached call at its original's cost: one index range, no row read per call."""
+    """The writer prices each cached call at its original's cost (for `show` and `cost`): one index range, no row
+    read per original."""
+    from loopkit.ledger.rows import _PRICE_CACHED
+
     ledger = Ledger(tmp_path / "l.db")
-    plan = " ".join(row[3] for row in ledger.conn.execute(
-        "EXPLAIN QUERY PLAN SELECT MAX(o.cost_usd) FROM calls o WHERE o.cache_key = ? AND o.cached = 0", ("k",)))
+    plan = " ".join(row[3] for row in ledger.conn.execute("EXPLAIN QUERY PLAN " + _PRICE_CACHED, ("k", "id")))
     assert "COVERING INDEX idx_calls_cache_key_cost" in plan, plan
     lookup = " ".join(row[3] for row in ledger.conn.execute(
         "EXPLAIN QUERY PLAN SELECT c.response FROM calls c WHERE c.cache_key=? AND c.error IS NULL ORDER BY c.created_at LIMIT 1", ("k",)))

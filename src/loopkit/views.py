@@ -28,7 +28,7 @@ class CacheUse:
     calls: int = 0
     cached: int = 0
     would_have_cost_usd: float = 0.0
-    without_original: int = 0  # cached calls whose original call is no longer in the ledger
+    without_original: int = 0  # cached calls whose original call was not in the ledger when they were recorded
 
     @classmethod
     def of(cls, row: dict[str, Any]) -> CacheUse:

@@ -120,7 +120,7 @@ def cache_line(use: dict[str, Any]) -> str:
     """answered from the cache: 3 of 3 calls; would have cost $0.0123 (what the original calls cost)."""
     text = f"answered from the cache: {use['cached']:,} of {use['calls']:,} calls; would have cost {money(use['would_have_cost_usd'])}"
     if use["without_original"]:
-        text += f" (and {use['without_original']:,} whose original call is no longer in the ledger)"
+        text += f" (and {use['without_original']:,} whose original call was not in the ledger)"
     return text
 
 

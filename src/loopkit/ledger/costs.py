@@ -1,11 +1,11 @@
 """`loopkit cost`: spend, tokens and calls in a time window, from the `calls` table.
 
-One indexed pass over the window's calls (`calls(created_at)`), grouped by (group, role), folded
-into totals here. A cached call costs nothing; what it saved is estimated as the cost of the
+One pass over the window's calls, read from the calls' time index alone, grouped by (group, role),
+folded into totals here. A cached call costs nothing; what it saved is estimated as the cost of the
 original, uncached call with the same `cache_key` (the most expensive one, should a key have been
-paid for more than once; found through the cache-key index wherever in time the original was).
-A cached call whose original is not in the ledger counts in `cached_without_original` and adds
-nothing to `saved_usd`.
+paid for more than once, wherever in time it was), priced when the cached call was recorded
+(`calls.saved_usd`). A cached call whose original was not in the ledger counts in
+`cached_without_original` and adds nothing to `saved_usd`.
 """
 
 from __future__ import annotations
@@ -71,18 +71,10 @@ def cost_report(ledger: Ledger, *, since: str | None = None, until: str | None =
     rows = ledger.query(
         f"SELECT {key} AS key, c.role AS role, COUNT(*) AS calls, TOTAL(c.cost_usd) AS cost_usd, "
         "TOTAL(c.prompt_tokens) AS prompt_tokens, TOTAL(c.completion_tokens) AS completion_tokens, "
-        f"SUM(c.cached = 1) AS cached_calls, SUM(c.error IS NOT NULL) AS errors FROM calls c{join}{where} GROUP BY 1, 2", args)
-    # What the cached calls saved: a second pass over the cached calls only (the partial index
-    # calls(created_at) WHERE cached = 1), each priced by its original through calls(cache_key).
-    saved = {(r["key"], r["role"]): r for r in ledger.query(
-        f"SELECT key, role, TOTAL(original) AS saved_usd, COUNT(original) AS priced FROM ("
-        f"  SELECT {key} AS key, c.role AS role, (SELECT MAX(o.cost_usd) FROM calls o WHERE o.cache_key = c.cache_key "
-        f"  AND o.cached = 0) AS original FROM calls c{join}{where + ' AND' if where else ' WHERE'} c.cached = 1 LIMIT -1"
-        ") GROUP BY 1, 2", args)}
+        f"SUM(c.cached = 1) AS cached_calls, TOTAL({ledger.saved_by_call}) AS saved_usd, COUNT({ledger.saved_by_call}) AS priced, "
+        f"SUM(c.error IS NOT NULL) AS errors FROM calls c{join}{where} GROUP BY 1, 2", args)
     for row in rows:
-        extra = saved.get((row["key"], row["role"]))
-        row["saved_usd"] = extra["saved_usd"] if extra else 0.0
-        row["cached_without_original"] = (row["cached_calls"] or 0) - (extra["priced"] if extra else 0)
+        row["cached_without_original"] = (row["cached_calls"] or 0) - row.pop("priced")
     total = _zero()
     roles: dict[str, dict[str, Any]] = {"worker": _zero(), "judge": _zero()}
     groups: dict[Any, dict[str, Any]] = {}

@@ -42,16 +42,15 @@ def cache_use(ledger: Ledger, *, run_id: str | None = None, batch_id: str | None
     """How many of a run's (or batch's) calls the cache answered, and what they would have cost: each cached
     call priced at its original uncached call with the same cache key (as `loopkit cost` counts savings).
 
-    Returns `calls`, `cached`, `would_have_cost_usd` and `without_original` (cached calls whose original is gone).
+    Returns `calls`, `cached`, `would_have_cost_usd` and `without_original` (cached calls whose original was not in the ledger).
     """
     column, value = ("run_id", run_id) if run_id is not None else ("batch_id", batch_id)
     row = ledger.one(
-        "SELECT COUNT(*) AS calls, COALESCE(SUM(cached = 1), 0) AS cached, TOTAL(original) AS would_have_cost_usd, "
-        "COALESCE(SUM(cached = 1 AND original IS NULL), 0) AS without_original FROM ("
-        "  SELECT c.cached, CASE WHEN c.cached = 1 THEN (SELECT MAX(o.cost_usd) FROM calls o WHERE o.cache_key = c.cache_key "
-        f"  AND o.cached = 0) END AS original FROM calls c WHERE c.{column} = ?)", (value,)) or {}
-    return {"calls": int(row.get("calls") or 0), "cached": int(row.get("cached") or 0),
-            "would_have_cost_usd": float(row.get("would_have_cost_usd") or 0.0), "without_original": int(row.get("without_original") or 0)}
+        f"SELECT COUNT(*) AS calls, COALESCE(SUM(c.cached = 1), 0) AS cached, TOTAL({ledger.saved_by_call}) AS would_have_cost_usd, "
+        f"COUNT({ledger.saved_by_call}) AS priced FROM calls c WHERE c.{column} = ?", (value,)) or {}
+    cached = int(row.get("cached") or 0)
+    return {"calls": int(row.get("calls") or 0), "cached": cached, "would_have_cost_usd": float(row.get("would_have_cost_usd") or 0.0),
+            "without_original": cached - int(row.get("priced") or 0)}
 
 
 SHOWN_RUNS = 50

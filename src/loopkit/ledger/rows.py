@@ -48,6 +48,9 @@ _RUN_UPDATE = (
     "completion_tokens=t.c FROM (SELECT COALESCE(SUM(cost_usd), 0) AS cost, COALESCE(SUM(prompt_tokens), 0) AS p, "
     "COALESCE(SUM(completion_tokens), 0) AS c FROM calls WHERE run_id=?) AS t WHERE id=?")
 
+# A cached call's `saved_usd`: its original's cost, read once here so `cost` and `show` sum a column (m011).
+_PRICE_CACHED = "UPDATE calls SET saved_usd = (SELECT MAX(o.cost_usd) FROM calls o WHERE o.cache_key = ? AND o.cached = 0) WHERE id = ?"
+
 
 def to_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
@@ -140,6 +143,7 @@ def write_steps(conn: sqlite3.Connection, steps: Sequence[Step]) -> None:
     calls: list[tuple[Any, ...]] = []
     tools: list[tuple[Any, ...]] = []
     events: list[tuple[Any, ...]] = []
+    cached: list[tuple[str | None, str]] = []  # (cache key, call id) of the cached calls, priced after the insert
     updates: dict[str, list[Any]] = {}  # a run's row is rewritten once, from its latest step
     batch_cost: dict[str, float] = {}
     for step in steps:
@@ -163,6 +167,8 @@ def write_steps(conn: sqlite3.Connection, steps: Sequence[Step]) -> None:
             calls.append((c.id, run_id, batch_id, c.iteration, c.role, c.model, c.api_base, to_json(c.messages), c.response,
                           c.prompt_tokens, c.completion_tokens, c.cost_usd, c.latency_ms, int(c.cached), c.error, c.cache_key,
                           c.call_key, c.created_at, to_json(c.tool_calls) if c.tool_calls else None))
+            if c.cached:
+                cached.append((c.cache_key, c.id))
             tools.extend((run_id, t.iteration, t.step, t.tool, t.arguments, t.result, t.error, t.latency_ms, t.call_id,
                           t.tool_call_id, t.created_at) for t in c.tools_run)
         events.extend((run_id, e.kind, to_json(e.detail), e.created_at) for e in step.events)
@@ -180,6 +186,8 @@ def write_steps(conn: sqlite3.Connection, steps: Sequence[Step]) -> None:
         conn.executemany("DELETE FROM checks WHERE run_id=? AND iteration=?", list(checks))
         insert_tuples(conn, "checks", _CHECK_COLUMNS, [row for rows in checks.values() for row in rows], memo=memo)
     insert_tuples(conn, "calls", _CALL_COLUMNS, calls, memo=memo)
+    if cached:  # after the insert, so an original written in this same group prices its copies
+        conn.executemany(_PRICE_CACHED, cached)
     insert_tuples(conn, "tool_calls", _TOOL_CALL_COLUMNS, tools, memo=memo)
     insert_tuples(conn, "events", _EVENT_COLUMNS, events, memo=memo)
     conn.executemany(_RUN_UPDATE, scrubbed(updates.values(), _RUN_UPDATE_COLUMNS, memo=memo))

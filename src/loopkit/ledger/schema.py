@@ -161,6 +161,22 @@ def m010_calls_created_at_cost(db: Database) -> None:
     db.execute("DROP INDEX IF EXISTS idx_calls_created_at")
 
 
+
+@_migration
+def m011_calls_saved_usd(db: Database) -> None:
+    """What a cached call saved (the cost of the original uncached call with its cache key, the most expensive
+    one should the key have been paid more than once) is written on the cached call's row when it is recorded,
+    and the calls' time index holds it: `cost` then sums a window's savings in its one pass over the index
+    instead of pricing each cached call through the cache-key index (half of `cost`'s SQL on a 1M-call
+    ledger). Cached calls already in the ledger are priced here, once; their partial time index goes."""
+    db["calls"].add_column("saved_usd", float)
+    db.execute("UPDATE calls SET saved_usd = (SELECT MAX(o.cost_usd) FROM calls o WHERE o.cache_key = calls.cache_key "
+               "AND o.cached = 0) WHERE cached = 1")
+    db.execute("CREATE INDEX IF NOT EXISTS idx_calls_created_saved ON calls "
+               "(created_at, model, role, cost_usd, prompt_tokens, completion_tokens, cached, error, saved_usd)")
+    db.execute("DROP INDEX IF EXISTS idx_calls_created_cost")
+    db.execute("DROP INDEX IF EXISTS idx_calls_cached_created_at")
+
 NAMES: tuple[str, ...] = tuple(step.__name__ for step in _steps)
 
 

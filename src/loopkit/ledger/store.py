@@ -302,6 +302,14 @@ class Ledger:
         run["tool_calls"] = self._tool_calls(run_id)
         return run
 
+    @cached_property
+    def saved_by_call(self) -> str:
+        """SQL for what call `c` saved: its `saved_usd` (priced when it was recorded), or, in a ledger read as it
+        was left by a loopkit before m011, its original's cost looked up per cached call as m011 does once."""
+        if self.one("SELECT 1 AS found FROM pragma_table_info('calls') WHERE name = 'saved_usd'") is not None:
+            return "c.saved_usd"
+        return "(CASE WHEN c.cached = 1 THEN (SELECT MAX(o.cost_usd) FROM calls o WHERE o.cache_key = c.cache_key AND o.cached = 0) END)"
+
     def _tool_calls(self, run_id: str) -> list[dict[str, Any]]:
         """A run's tool calls in the order they ran (none in a ledger from before tools, read without migrating)."""
         if self.one("SELECT 1 AS found FROM sqlite_master WHERE type = 'table' AND name = 'tool_calls'") is None:
