@@ -297,9 +297,9 @@ def test_a_duplicate_id_in_inline_inputs_names_both_items():
 def test_the_id_filters_false_alarms_are_settled_by_a_second_read(tmp_path, monkeypatch):
     """Ids are remembered in a fixed-size filter; shrunk to 16 bits, nearly every id is a suspect, yet only a
     real duplicate is an error, at its own line."""
-    from loopkit import inputs
+    from loopkit import bloom
 
-    monkeypatch.setattr(inputs._SeenIds, "BITS", 16)
+    monkeypatch.setattr(bloom, "BITS", 16)
     unique = write(tmp_path, "unique.jsonl", "".join(f'{{"id": "c{i}"}}\n' for i in range(200)))
     assert Inputs(unique).validate() == 200
     twice = write(tmp_path, "twice.jsonl", "".join(f'{{"id": "c{i}"}}\n' for i in range(200)) + '{"id": "c7"}\n')

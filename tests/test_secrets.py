@@ -208,11 +208,12 @@ def test_skipping_the_key_patterns_on_texts_without_their_marks_changes_no_resul
 
     pieces = st.sampled_from(["sk-", "pk-", "rk-", "ghp_", "gho_", "github_pat_", "hf_", "xoxb-", "AIza", "AKIA", "ASIA",
                               "Bearer ", "BEARER", "x-api-key: ", "api_key=", "Api-Key\": \"", "apı_key=", "APİ_KEY=", "ApiKey",
-                              "abcDEF123456", "A1b2C3d4E5f6G7h8", "0123456789ABCDEF", " ", "\"", ":", "=", "-", "_", "é", "ı", "İ"])
+                              "api_base", "API_KEY_ENV", "X-Api-Key ", "apikey:", "abcDEF123456", "A1b2C3d4E5f6G7h8", "0123456789ABCDEF", " ", "\"", ":", "=", "-", "_", "é", "ı", "İ"])
 
     token = "A1b2C3d4E5f6G7h8" * 2
     shapes = ["sk-", "sk-proj-", "pk-", "rk-", "ghp_", "ghr_", "github_pat_", "hf_", "xoxb-", "AIza", "AKIA", "ASIA",
-              "Bearer ", "x-api-key: ", "api_key=", "apı_key=", "APİ_KEY=", "Api-Key\": \""]
+              "Bearer ", "x-api-key: ", "X-API-KEY ", "api_key=", "apı_key=", "APİ_KEY=", "Api-Key\": \"",
+              '"api_base": null, "api_key": "']
 
     @settings(max_examples=400, deadline=None)
     @given(st.one_of(st.lists(pieces, min_size=1, max_size=12).map("".join),

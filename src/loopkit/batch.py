@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .budget import BatchPool, CaseBudget, batch_cap, validate_budget
-from .cache import LedgerCache, ReplayMiss
+from .cache import KnownKeys, LedgerCache, ReplayMiss
 from .engine import BatchBudgetRefused, run_case
 from .errors import InputError, UsageError
 from .history import with_history
@@ -182,6 +182,7 @@ class Batch:
         self.refused = 0
         self.batch_id = ""
         self.writer: Writer | None = None  # the batch's one writer, while it runs
+        self.known: KnownKeys | None = None  # what its cache lookups could find (cache.py), while it runs here
         self.engine: Any = None  # where cases run: None in this process (asyncio), else e.g. ray_engine.RayEngine
         self.toolbox: Toolbox | None = None  # the spec's tools: MCP servers run while the batch does
 
@@ -193,7 +194,7 @@ class Batch:
     def _cache(self):  # noqa: ANN202
         if self.options.replay:
             return LedgerCache(self.writer or self.ledger, replay_batch=self.options.replay)
-        return None if self.options.no_cache else LedgerCache(self.writer or self.ledger)
+        return None if self.options.no_cache else LedgerCache(self.writer or self.ledger, known=self.known)
 
     def prepare(self) -> int:
         """Everything that can fail before a call is paid for: inputs, prices, keys, the engine's cluster."""
@@ -248,6 +249,8 @@ class Batch:
 
     async def _execute(self, work: Iterator[tuple[Case, int, str | None, RunState | None]]) -> BatchResult:
         self.writer = self.ledger.writer()
+        if not (self.options.replay or self.options.no_cache) and self.engine is None:
+            self.known = KnownKeys.of(self.ledger, self.writer, self.spec.name, self.batch_id)
         async with contextlib.AsyncExitStack() as stack:  # MCP servers start once per batch, stop at its end or Ctrl-C
             if self.toolbox is not None:
                 try:

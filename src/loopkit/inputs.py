@@ -7,7 +7,6 @@ before any call is paid for) and then streamed, so memory does not grow with the
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from .bloom import Bloom
 from .errors import InputError
 from .spec.safe_yaml import MAX_DEPTH, LimitedLoader, YamlLimitError, reader_problem
 
@@ -221,24 +221,14 @@ class Inputs:
 
 
 class _SeenIds:
-    """Which ids a pass has seen, in 2 MiB whatever their number: a Bloom filter (three bits per id). An id whose
-    bits were all set already is a suspect: a duplicate, or a false alarm (at 100,000 ids, one pass in about
-    seven has one). A dict of every id grew the peak memory of a 100,000-case run by 13 MiB."""
-
-    BITS = 1 << 24
+    """Which ids a pass has seen, in 2 MiB whatever their number (bloom.py). An id whose bits were all set
+    already is a suspect: a duplicate, or a false alarm (at 100,000 ids, one pass in about seven has one).
+    A dict of every id grew the peak memory of a 100,000-case run by 13 MiB."""
 
     def __init__(self) -> None:
-        self.bits = bytearray(self.BITS // 8)
+        self.seen = Bloom()
         self.suspects: set[str] = set()
 
     def add(self, case_id: str) -> None:
-        digest = hashlib.blake2b(case_id.encode("utf-8", "surrogatepass"), digest_size=12).digest()
-        new = False
-        for i in (0, 4, 8):
-            bit = int.from_bytes(digest[i:i + 4], "little") & (self.BITS - 1)
-            mask = 1 << (bit & 7)
-            if not self.bits[bit >> 3] & mask:
-                self.bits[bit >> 3] |= mask
-                new = True
-        if not new:
+        if not self.seen.add(case_id):
             self.suspects.add(case_id)

@@ -208,6 +208,18 @@ class Ledger:
                           recorded_cost_usd=row["cost_usd"] or 0.0,
                           tool_calls=json.loads(row["tool_calls"]) if row["tool_calls"] else None)
 
+    def answerable_keys(self, spec_name: str, *, limit: int) -> list[str] | None:
+        """The cache keys of a spec's calls that `lookup` could answer from, or None when there are more than `limit`."""
+        keys = [row[0] for row in self.tuples(
+            "SELECT c.cache_key FROM runs r JOIN calls c ON c.run_id = r.id WHERE r.spec_name = ? AND c.cache_key IS NOT NULL "
+            "AND c.error IS NULL AND c.response IS NOT NULL LIMIT ?", (spec_name, limit + 1))]
+        return None if len(keys) > limit else keys
+
+    def batches_running_or_since(self, since: str, *, besides: str) -> list[dict[str, Any]]:
+        """Batches other than `besides` marked running, or started at or after `since` (their process may be gone)."""
+        return self.query("SELECT id, status, started_at, pid, host FROM batches WHERE id != ? AND (status = 'running' "
+                          "OR started_at >= ?)", (besides, since))
+
     # --- reads -------------------------------------------------------------------------------
 
     def query(self, sql: str, args: tuple[Any, ...] | list[Any] = ()) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from ..bloom import Bloom
 from .connect import connect_for_writes
 from .rows import Step, write_steps
 from .store import BUSY_TIMEOUT_SECONDS, immediate
@@ -41,6 +42,7 @@ class Writer:
         self._pending: list[Step] = []
         self._writing = 0  # steps in the transaction being written
         self._pending_keys: Counter[str] = Counter()  # cache keys of answers not yet committed
+        self._handed: Bloom | None = None  # every cache key handed over, once `track_keys` asked for it
         self._closing = False
         self._urgent = False  # someone waits in flush(): commit now, not at the group's deadline
         self._failure: BaseException | None = None
@@ -56,7 +58,11 @@ class Writer:
         with self._cond:
             self._raise_failure()
             self._pending.append(step)
-            self._pending_keys.update(c.cache_key for c in calls if c.cache_key and c.error is None)
+            keys = [c.cache_key for c in calls if c.cache_key and c.error is None]
+            self._pending_keys.update(keys)
+            if self._handed is not None:
+                for key in keys:
+                    self._handed.add(key)
             if len(self._pending) in (1, self.group_steps):  # a group opens, or is full
                 self._cond.notify_all()
             if len(self._pending) >= self.group_steps:
@@ -65,6 +71,12 @@ class Writer:
                 # slows the batch to one step per BACKLOG_WAIT but never freezes it or Ctrl-C.
                 self._cond.wait_for(lambda: self._failure is not None or len(self._pending) < self.group_steps,
                                     timeout=BACKLOG_WAIT)
+
+    def track_keys(self) -> Bloom:
+        """A filter that holds every cache key handed over from now on (cache.KnownKeys)."""
+        if self._handed is None:
+            self._handed = Bloom()
+        return self._handed
 
     def lookup(self, key: str, *, replay_batch: str | None = None, variant_of: tuple[str, str] | None = None) -> Completion | None:
         """The ledger's cached answer; an answer still queued is written first, so a cache hit never
