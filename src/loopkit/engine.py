@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .agents import AgentWorker
 from .budget import BudgetStop, CaseBudget, Prompt, Reservation
 from .cache import CallCache, NoCache, cache_key
 from .cheapest import escalation_action
@@ -29,6 +28,7 @@ from .timewindow import utcnow_iso as now_iso
 from .tool_loop import countable, tools_for, trajectory, worker_turn
 
 if TYPE_CHECKING:
+    from .agents import AgentWorker
     from .tools import Toolbox
 
 # --- the loop ------------------------------------------------------------------------------
@@ -208,6 +208,8 @@ class Loop:
                              variables: dict[str, Any]) -> str:
         """The iteration's work done by an outside agent program (agents/); its model calls are metered into `step`."""
         if self._agent is None:
+            from .agents import AgentWorker  # its HTTP endpoint and process handling load only for a spec with a worker
+
             self._agent = AgentWorker(self.spec, self.info)
         return await self._agent.turn(step, self._client(model), model, self.budget, self._opening_messages(), feedback_message,
                                       n, variables)

@@ -7,9 +7,10 @@ import json
 import os
 import random
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Protocol
 
-from pydantic import BaseModel, Field
+from pydantic import TypeAdapter
 
 from .spec import ModelRef
 from .status import RunStatus, StopReason
@@ -108,14 +109,17 @@ class IterationRecord:
     created_at: str = field(default_factory=now_iso)
 
 
-class RunState(BaseModel):
-    """Everything needed to continue a run later (resume, review), saved with every iteration."""
+@dataclass
+class RunState:
+    """Everything needed to continue a run later (resume, review), saved with every iteration. A dataclass
+    read and written through pydantic (`to_json`, `from_json`), not a pydantic model: the engine sets a
+    dozen fields per iteration, and a model's `__setattr__` made that 5 % of a scripted iteration."""
 
     iterations: int = 0
-    messages: list[dict[str, Any]] = Field(default_factory=list)
+    messages: list[dict[str, Any]] = field(default_factory=list)
     model: ModelRef | None = None
-    fired: list[int] = Field(default_factory=list)
-    rewards: list[float] = Field(default_factory=list)
+    fired: list[int] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
     last_output: str | None = None
     last_feedback: str = ""
     best_iteration: int = 0
@@ -126,6 +130,19 @@ class RunState(BaseModel):
     completion_tokens: int = 0
     elapsed_seconds: float = 0.0
     max_iterations: int | None = None
+
+    def to_json(self) -> str:
+        return _state_adapter().dump_json(self).decode()
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> RunState:
+        """A saved state, checked: a ledger edited by hand or written by another loopkit fails here, clearly."""
+        return _state_adapter().validate_json(text)
+
+
+@cache
+def _state_adapter() -> TypeAdapter[RunState]:
+    return TypeAdapter(RunState)
 
 
 @dataclass

@@ -125,7 +125,7 @@ class Step:
     @classmethod
     def of(cls, result: RunResult, iteration: IterationRecord | None, calls: list[CallRecord], events: list[EventRecord],
            start: RunInfo | None) -> Step:
-        return cls(result, iteration, list(calls), list(events), start, result.state.model_dump_json())
+        return cls(result, iteration, list(calls), list(events), start, result.state.to_json())
 
 
 def write_step(conn: sqlite3.Connection, step: Step) -> None:

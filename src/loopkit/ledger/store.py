@@ -15,6 +15,7 @@ import os
 import sqlite3
 from collections.abc import Iterator
 import contextlib
+import dataclasses
 import uuid
 from functools import cached_property
 from pathlib import Path
@@ -281,7 +282,7 @@ class Ledger:
         from ..records import RunState
 
         row = self.one("SELECT state FROM runs WHERE id=?", (run_id,))
-        return RunState.model_validate_json(row["state"]) if row and row["state"] else None
+        return RunState.from_json(row["state"]) if row and row["state"] else None
 
     def continuation(self, run_id: str) -> RunState:
         """Where a run left off, for resume and review: its saved state (or a fresh one if it never finished
@@ -291,8 +292,8 @@ class Ledger:
         state = self.run_state(run_id) or RunState()
         spent = self.one("SELECT COALESCE(SUM(cost_usd), 0) AS cost, COALESCE(SUM(prompt_tokens), 0) AS p, "
                          "COALESCE(SUM(completion_tokens), 0) AS c FROM calls WHERE run_id=?", (run_id,)) or {}
-        return state.model_copy(update={"cost_usd": float(spent.get("cost") or 0.0), "prompt_tokens": int(spent.get("p") or 0),
-                                        "completion_tokens": int(spent.get("c") or 0)})
+        return dataclasses.replace(state, cost_usd=float(spent.get("cost") or 0.0), prompt_tokens=int(spent.get("p") or 0),
+                                   completion_tokens=int(spent.get("c") or 0))
 
     def run_detail(self, run_id: str) -> dict[str, Any]:
         """A run with its iterations (each with checks), events and calls."""
