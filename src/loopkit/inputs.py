@@ -52,7 +52,7 @@ def _data_problem(data: dict[str, Any]) -> str | None:
     stack: list[tuple[Any, tuple[Any, ...]]] = [(data, ())]
     while stack:
         value, path = stack.pop()
-        if isinstance(value, str) and (bad := _SURROGATE.search(value)):
+        if isinstance(value, str) and not value.isascii() and (bad := _SURROGATE.search(value)):
             code = ord(bad.group())
             return (f"the field `{field(path)}` holds a lone UTF-16 surrogate U+{code:04X} (written \\u{code:04x}), "
                     "which is not a character; write the text it stands for")
@@ -61,7 +61,7 @@ def _data_problem(data: dict[str, Any]) -> str | None:
                 return f"the field `{field(path)}` is nested deeper than {MAX_DEPTH} levels of objects and lists"
             items = value.items() if isinstance(value, dict) else enumerate(value)
             for key, item in items:
-                if isinstance(key, str) and _SURROGATE.search(key):
+                if isinstance(key, str) and not key.isascii() and _SURROGATE.search(key):
                     return f"a field name in `{field(path)}` holds a lone UTF-16 surrogate, which is not a character"
                 stack.append((item, path + (key,)))
     return None

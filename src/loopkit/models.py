@@ -14,7 +14,6 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from .errors import MissingKeyError, UsageError
 from .prices import TokenPrice, known_price, litellm_price, model_problem
@@ -210,6 +209,8 @@ class LiteLLMClient:
     """Any litellm model, called with the SDK's own retries off and ours (tenacity) on."""
 
     def __init__(self, ref: ModelRef, *, retry: RetryPolicy | None = None, limit: AdaptiveLimit | None = None) -> None:
+        from tenacity import wait_exponential_jitter  # loaded with the first real model: a scripted run never retries
+
         self.ref = ref
         self.price = known_price(ref)
         self.retry = retry or RetryPolicy()
@@ -283,6 +284,8 @@ class LiteLLMClient:
             return await self._attempt(kwargs)
         except Exception as exc:  # noqa: BLE001 - replayed below; CancelledError is not an Exception and propagates
             failed: BaseException | None = exc
+        from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+
         attempts = 0
         try:
             async for attempt in AsyncRetrying(
