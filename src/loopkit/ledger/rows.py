@@ -48,8 +48,11 @@ _RUN_UPDATE = (
     "completion_tokens=t.c FROM (SELECT COALESCE(SUM(cost_usd), 0) AS cost, COALESCE(SUM(prompt_tokens), 0) AS p, "
     "COALESCE(SUM(completion_tokens), 0) AS c FROM calls WHERE run_id=?) AS t WHERE id=?")
 
-# A cached call's `saved_usd`: its original's cost, read once here so `cost` and `show` sum a column (m011).
-_PRICE_CACHED = "UPDATE calls SET saved_usd = (SELECT MAX(o.cost_usd) FROM calls o WHERE o.cache_key = ? AND o.cached = 0) WHERE id = ?"
+# What a cached call saved: the cost of the original uncached call with its key (the dearest, should the key
+# have been paid more than once). Written on the cached call's row here (`saved_usd`, m011), so `cost` and
+# `show` sum a column.
+ORIGINAL_COST = "(SELECT MAX(o.cost_usd) FROM calls o WHERE o.cache_key = {key} AND o.cached = 0)"
+_PRICE_CACHED = f"UPDATE calls SET saved_usd = {ORIGINAL_COST.format(key='?')} WHERE id = ?"
 
 
 def to_json(value: Any) -> str:

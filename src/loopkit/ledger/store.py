@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import LedgerError, UsageError
 from ..timewindow import utcnow_iso
-from .rows import Step, insert, scrubbed, to_json, write_step
+from .rows import ORIGINAL_COST, Step, insert, scrubbed, to_json, write_step
 
 if TYPE_CHECKING:  # the query commands must start fast: engine/models/sqlite_utils load only where used
     from sqlite_utils import Database
@@ -321,7 +321,7 @@ class Ledger:
         was left by a loopkit before m011, its original's cost looked up per cached call as m011 does once."""
         if self.one("SELECT 1 AS found FROM pragma_table_info('calls') WHERE name = 'saved_usd'") is not None:
             return "c.saved_usd"
-        return "(CASE WHEN c.cached = 1 THEN (SELECT MAX(o.cost_usd) FROM calls o WHERE o.cache_key = c.cache_key AND o.cached = 0) END)"
+        return f"(CASE WHEN c.cached = 1 THEN {ORIGINAL_COST.format(key='c.cache_key')} END)"
 
     def _tool_calls(self, run_id: str) -> list[dict[str, Any]]:
         """A run's tool calls in the order they ran (none in a ledger from before tools, read without migrating)."""
