@@ -105,7 +105,8 @@ class KnownKeys:
         since = utcnow_iso()
 
         def others_writing() -> bool:
-            return any(b["started_at"] >= since or not is_stale(b) for b in ledger.batches_running_or_since(since, besides=batch_id))
+            others = ledger.batches_running_or_since(since, besides=batch_id)
+            return any(b["started_at"] >= since or not is_stale(b) for b in others)
 
         if others_writing():
             return None
