@@ -108,17 +108,17 @@ def main() -> None:
             results[n] = r
             print(f"{n:>7,} cases ({clis[0]['iterations']:,} iterations): floor {r['floor_rate']:7,.0f} it/CPU-s · "
                   f"loopkit run {r['cli_rate']:7,.0f} it/CPU-s ({r['cli_cpu']:.2f} CPU-s, {r['cli_wall']:.2f} s wall) · "
-                  f"share of floor {r['share']:.0%} · peak RSS {r['rss']:.0f} MiB (floor {r['floor_rss']:.0f}) · "
+                  f"share of floor {r['share']:.1%} · peak RSS {r['rss']:.0f} MiB (floor {r['floor_rss']:.0f}) · "
                   f"bytes/iteration floor {r['floor_bytes']:,.0f} loopkit {r['cli_bytes']:,.0f}", flush=True)
     base = results[min(results)]["rss"]
     print()
     print("| cases | floor it/CPU-s | `loopkit run` it/CPU-s | share of floor | peak RSS | RSS ÷ RSS(smallest) |")
     print("|---:|---:|---:|---:|---:|---:|")
     for n, r in results.items():
-        print(f"| {n:,} | {r['floor_rate']:,.0f} | {r['cli_rate']:,.0f} | {r['share']:.0%} | {r['rss']:.0f} MiB | {r['rss'] / base:.2f}× |")
+        print(f"| {n:,} | {r['floor_rate']:,.0f} | {r['cli_rate']:,.0f} | {r['share']:.1%} | {r['rss']:.0f} MiB | {r['rss'] / base:.2f}× |")
     worst_share = min(r["share"] for r in results.values())
     rss_ratio = results[max(results)]["rss"] / base
-    print(f"\nworst share of floor {worst_share:.0%} (target >= {TARGET_SHARE:.0%}): {'MET' if worst_share >= TARGET_SHARE else 'NOT MET'}")
+    print(f"\nworst share of floor {worst_share:.1%} (target >= {TARGET_SHARE:.0%}): {'MET' if worst_share >= TARGET_SHARE else 'NOT MET'}")
     print(f"RSS at {max(results):,} ÷ RSS at {min(results):,}: {rss_ratio:.2f}x (target <= {TARGET_RSS}x): "
           f"{'MET' if rss_ratio <= TARGET_RSS else 'NOT MET'}")
 
