@@ -25,9 +25,13 @@ if TYPE_CHECKING:
     from .models import Completion
 
 
+# The JSON a key is made from: keys sorted, anything else as text. One encoder, not one built per call.
+canonical_json = json.JSONEncoder(sort_keys=True, default=str).encode
+
+
 def cache_key(spec_name: str, model: ModelRef, messages: Messages, params: dict[str, Any], repeat: int,
               salt: str | None = None) -> str:
-    payload = json.dumps([spec_name, model.id, model.api_base, messages, params, repeat, salt], sort_keys=True, default=str)
+    payload = canonical_json([spec_name, model.id, model.api_base, messages, params, repeat, salt])
     return hashlib.sha256(payload.encode()).hexdigest()
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 
+from .cache import canonical_json
 from .errors import MissingKeyError, UsageError
 from .prices import TokenPrice, known_price, litellm_price, model_problem
 from .redact import register_secret, scrub
@@ -96,7 +97,7 @@ class ScriptedClient:
 
     def cache_salt(self, variables: dict[str, Any]) -> str | None:
         """Replies are rendered from the case, iteration and feedback, not only from the messages."""
-        return json.dumps([self.ref.replies, variables], sort_keys=True, default=str)
+        return canonical_json([self.ref.replies, variables])
 
     async def complete(self, messages: Messages, params: dict[str, Any], variables: dict[str, Any]) -> Completion:
         replies = self.ref.replies or [""]

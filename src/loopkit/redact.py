@@ -150,7 +150,12 @@ def scrub_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Chat messages with their texts scrubbed: what goes to a model carries no key (a checker's output
     quoting one becomes feedback, and a provider must never see it)."""
     clean = scrubber()
-    return [{**m, "content": clean(m["content"])} if isinstance(m.get("content"), str) else m for m in messages]
+    out = []
+    for m in messages:
+        content = m.get("content")
+        cleaned = clean(content) if isinstance(content, str) else content
+        out.append(m if cleaned is content else {**m, "content": cleaned})  # a message without a key is not copied
+    return out
 
 
 def _mask_header(match: re.Match[str]) -> str:

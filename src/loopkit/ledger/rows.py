@@ -55,8 +55,7 @@ ORIGINAL_COST = "(SELECT MAX(o.cost_usd) FROM calls o WHERE o.cache_key = {key} 
 _PRICE_CACHED = f"UPDATE calls SET saved_usd = {ORIGINAL_COST.format(key='?')} WHERE id = ?"
 
 
-def to_json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)
+to_json = json.JSONEncoder(ensure_ascii=False, default=str).encode  # one encoder for every row, not one per value
 
 
 # Columns that only ever hold numbers (counts, money, scores, flags): nothing to scrub in them.

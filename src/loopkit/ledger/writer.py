@@ -60,11 +60,11 @@ class Writer:
         with self._cond:
             self._raise_failure()
             self._pending.append(step)
-            keys = [c.cache_key for c in calls if c.cache_key and c.error is None]
-            self._pending_keys.update(keys)
-            if self._handed is not None:
-                for key in keys:
-                    self._handed.add(key)
+            for c in calls:
+                if c.cache_key and c.error is None:
+                    self._pending_keys[c.cache_key] += 1
+                    if self._handed is not None:
+                        self._handed.add(c.cache_key)
             if len(self._pending) in (1, self.group_steps):  # a group opens, or is full
                 self._cond.notify_all()
             if len(self._pending) >= self.group_steps:
