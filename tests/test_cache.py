@@ -132,7 +132,18 @@ def test_answers_of_another_process_are_looked_up_once_it_starts_a_batch(tmp_pat
         monkeypatch.setattr(known, "_next_check", 0.0)  # the next check is due
         found = cache.lookup("k1")
         assert found is not None and found.text == "theirs" and not known.trusted
-    assert KnownKeys.of(ledger, ledger.writer(), "quiz", "mine") is None  # a live batch running: no filter at all
+    with ledger.writer() as writer:
+        assert KnownKeys.of(ledger, writer, "quiz", "mine") is None  # a live batch running: no filter at all
+
+
+def test_another_batch_running_in_this_process_is_taken_as_live(tmp_path):
+    from loopkit.cache import KnownKeys
+
+    path = tmp_path / "l.db"
+    ledger = Ledger(path)
+    _another_batch(path, pid=os.getpid(), started_at="2026-01-01T00:00:00.000000Z")  # e.g. a batch in another thread
+    with ledger.writer() as writer:
+        assert KnownKeys.of(ledger, writer, "quiz", "mine") is None
 
 
 def test_a_spec_with_more_answers_than_the_filter_reads_is_looked_up_as_before(write_spec, tmp_path, monkeypatch):

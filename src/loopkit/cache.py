@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -110,7 +111,8 @@ class KnownKeys:
 
         def others_writing() -> bool:
             others = ledger.batches_running_or_since(since, besides=batch_id)
-            return any(b["started_at"] >= since or not is_stale(b) for b in others)
+            # is_stale calls a batch of this very process stale (a crash); here it may be a live one in another thread
+            return any(b["started_at"] >= since or b["pid"] == os.getpid() or not is_stale(b) for b in others)
 
         if others_writing():
             return None
